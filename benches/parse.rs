@@ -1,0 +1,44 @@
+//! Micro-benchmarks of the hot path: one line parsed, one line recorded.
+//! Run with `cargo bench --bench parse`; figures go into BENCHMARKS.md.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use webfence::log::{Parser, Preset, Scratch, TrustedProxies};
+use webfence::stats::Stats;
+
+const LINES: &[&str] = &[
+    r#"203.0.113.7 - - [10/Mar/2024:00:00:00 +0000] "GET /product/1234 HTTP/1.1" 200 37062 "https://example.com/" "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36""#,
+    r#"2a02:43bb:6a97::32f9 - - [10/Mar/2024:00:00:01 +0000] "GET /static/css/site.css HTTP/1.1" 304 0 "-" "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0""#,
+    r#"198.51.100.4 - - [10/Mar/2024:00:00:02 +0000] "" 400 157 "-" "-""#,
+];
+
+fn bench(c: &mut Criterion) {
+    let parser = Parser::preset(Preset::Combined, TrustedProxies::default());
+    let bytes: usize = LINES.iter().map(|l| l.len()).sum();
+    let mut g = c.benchmark_group("combined");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("parse 3 lines", |b| {
+        let mut scratch = Scratch::default();
+        b.iter(|| {
+            for l in LINES {
+                let r = parser.parse(black_box(l.as_bytes()), &mut scratch);
+                black_box(r.is_ok());
+            }
+        })
+    });
+    g.bench_function("parse+record 3 lines", |b| {
+        let mut scratch = Scratch::default();
+        let mut stats = Stats::default();
+        b.iter(|| {
+            for l in LINES {
+                if let Ok(r) = parser.parse(black_box(l.as_bytes()), &mut scratch) {
+                    stats.record(&r);
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,325 @@
+//! The command line: argument definitions and the thin glue that runs the
+//! pipeline and writes its output.
+
+pub mod values;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::log::json::JsonFields;
+use crate::log::{Dialect, FormatSpec, TrustedProxies};
+use crate::pipeline::{self, Job};
+use crate::report::{self, RankBy, csv::CsvTable, text};
+use crate::source::Input;
+use crate::stats::Filter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "webfence",
+    version,
+    about = "See who is hammering your web server, and fence them off.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Analyze access logs: top clients, paths, statuses, agents, rates.
+    Report(ReportArgs),
+}
+
+/// How to read log lines; shared by every command that reads logs.
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Log format: auto (recognise from the first lines), combined, common,
+    /// vhost_combined, main (nginx, with X-Forwarded-For) or json.
+    #[arg(short, long, default_value = "auto", value_parser = values::parse_format, group = "log_format")]
+    format: FormatSpec,
+    /// A custom nginx log_format string (or the whole directive), e.g.
+    /// '$remote_addr - $remote_user [$time_local] "$request" $status ...'.
+    #[arg(long, value_name = "LOG_FORMAT", group = "log_format")]
+    nginx_format: Option<String>,
+    /// A custom Apache LogFormat string, e.g. '%h %l %u %t "%r" %>s %b'.
+    #[arg(long, value_name = "LOGFORMAT", group = "log_format")]
+    apache_format: Option<String>,
+    /// A GoAccess --log-format string, e.g. '%h %^[%d:%t %^] "%r" %s %b "%R" "%u"'.
+    #[arg(long, value_name = "LOG_FORMAT", group = "log_format")]
+    goaccess_format: Option<String>,
+    /// GoAccess --date-format for --goaccess-format [default: %d/%b/%Y].
+    #[arg(long, value_name = "FMT", requires = "goaccess_format")]
+    date_format: Option<String>,
+    /// GoAccess --time-format for --goaccess-format [default: %H:%M:%S].
+    #[arg(long, value_name = "FMT", requires = "goaccess_format")]
+    time_format: Option<String>,
+    /// For JSON logs: which key holds a field, e.g. client=request.remote_ip
+    /// (fields: client, time, request, method, uri, protocol, status, bytes,
+    /// referer, user_agent, host, forwarded_for, request_time). Repeatable.
+    #[arg(long, value_name = "FIELD=KEY")]
+    json_field: Vec<String>,
+    /// A reverse proxy (address or CIDR) whose X-Forwarded-For is believed;
+    /// repeatable. The client is the right-most untrusted address in it.
+    #[arg(long, value_name = "CIDR")]
+    trusted_proxy: Vec<String>,
+}
+
+impl FormatArgs {
+    fn spec(&self) -> FormatSpec {
+        let custom = |dialect, format: &String| FormatSpec::Custom {
+            dialect,
+            format: format.clone(),
+            date_format: self.date_format.clone(),
+            time_format: self.time_format.clone(),
+        };
+        if let Some(f) = &self.nginx_format {
+            custom(Dialect::Nginx, f)
+        } else if let Some(f) = &self.apache_format {
+            custom(Dialect::Apache, f)
+        } else if let Some(f) = &self.goaccess_format {
+            custom(Dialect::GoAccess, f)
+        } else {
+            self.format.clone()
+        }
+    }
+
+    fn json_fields(&self) -> Result<JsonFields> {
+        let mut fields = JsonFields::default();
+        for spec in &self.json_field {
+            let Some((name, key)) = spec.split_once('=') else {
+                bail!(
+                    "invalid --json-field '{spec}': expected FIELD=KEY, e.g. client=request.remote_ip"
+                );
+            };
+            fields
+                .set(name.trim(), key.trim())
+                .map_err(|e| anyhow::anyhow!("invalid --json-field '{spec}': {e}"))?;
+        }
+        Ok(fields)
+    }
+
+    fn proxies(&self) -> Result<TrustedProxies> {
+        let nets = self
+            .trusted_proxy
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| anyhow::anyhow!("invalid --trusted-proxy '{s}': expected an address or CIDR such as 10.0.0.0/8"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TrustedProxies::new(nets))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Access logs, plain or gzip (rotated sets make one report); '-' reads
+    /// stdin, which is also read when no file is given and stdin is a pipe.
+    #[arg(value_name = "FILE")]
+    files: Vec<String>,
+    #[command(flatten)]
+    format: FormatArgs,
+    /// Rows per table (0 for all).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    top: usize,
+    /// Rank tables by hits or by bytes.
+    #[arg(long, value_enum, default_value_t = RankBy::Hits)]
+    by: RankBy,
+    /// Only requests at or after this time (2024-05-01, '2024-05-01 13:00',
+    /// RFC 3339, epoch seconds, or a duration ago such as 2h).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only requests before this time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only clients in this address or CIDR; '!CIDR' excludes. Repeatable.
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
+    ip: Vec<String>,
+    /// Only these statuses: 404, 4xx, 500-599, or a comma-separated list.
+    #[arg(long, value_name = "SPEC")]
+    status: Vec<String>,
+    /// Only paths matching this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    path: Option<String>,
+    /// Only this virtual host (exact, or *.example.com). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    host: Vec<String>,
+    /// Write one JSON document instead of tables.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Write one table as CSV.
+    #[arg(long, value_enum, value_name = "TABLE")]
+    csv: Option<CsvTable>,
+    /// Show times in the local time zone instead of UTC; zone-less --since
+    /// and --until values are then local too.
+    #[arg(long)]
+    local: bool,
+    /// Timeline bucket (1m, 5m, 1h, 1d…); chosen from the span by default.
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
+    bucket: Option<u64>,
+    /// When to colour the tables.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// Parser threads [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Do not print notes (detected format, warnings) on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Writes to stdout; a closed pipe (`webfence report | head`) ends quietly.
+fn emit(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn report(args: ReportArgs) -> Result<ExitCode> {
+    let zone = if args.local {
+        jiff::tz::TimeZone::system()
+    } else {
+        jiff::tz::TimeZone::UTC
+    };
+    let now = jiff::Timestamp::now();
+    let mut filter = Filter::default();
+    if let Some(s) = &args.since {
+        filter.since =
+            Some(values::parse_time(s, &zone, now).map_err(|e| anyhow::anyhow!("--since: {e}"))?);
+    }
+    if let Some(u) = &args.until {
+        filter.until =
+            Some(values::parse_time(u, &zone, now).map_err(|e| anyhow::anyhow!("--until: {e}"))?);
+    }
+    for ip in &args.ip {
+        filter.add_ip(ip)?;
+    }
+    for st in &args.status {
+        filter.add_status(st)?;
+    }
+    if let Some(p) = &args.path {
+        filter.set_path(p)?;
+    }
+    for h in &args.host {
+        filter.add_host(h);
+    }
+
+    let inputs: Vec<Input> = if args.files.is_empty() {
+        if std::io::stdin().is_terminal() {
+            bail!(
+                "no input: name access log files, or '-' to read stdin (try 'webfence report /var/log/nginx/access.log')"
+            );
+        }
+        vec![Input::Stdin]
+    } else {
+        args.files.iter().map(|f| Input::from_arg(f)).collect()
+    };
+    let names: Vec<String> = inputs.iter().map(Input::name).collect();
+    let job = Job {
+        inputs,
+        format: args.format.spec(),
+        json_fields: args.format.json_fields()?,
+        proxies: args.format.proxies()?,
+        filter,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+    };
+    let analysis = pipeline::analyze(&job)?;
+    if !args.quiet {
+        if let Some(d) = &analysis.detection {
+            eprintln!(
+                "webfence: detected log format '{}' ({} of {} sample lines fit)",
+                d.preset.name(),
+                d.parsed,
+                d.sampled
+            );
+        }
+        for w in &analysis.warnings {
+            eprintln!("webfence: warning: {w}");
+        }
+    }
+    if analysis.stats.requests == 0 && analysis.stats.filtered == 0 && analysis.malformed > 0 {
+        let mut msg = format!(
+            "no line of {} could be parsed as '{}' ({} malformed)",
+            names.join(", "),
+            analysis.format,
+            analysis.malformed
+        );
+        for s in &analysis.samples {
+            msg.push_str(&format!(
+                "\n  {}:{}: {}\n      {}",
+                s.file, s.line, s.reason, s.text
+            ));
+        }
+        msg.push_str("\n  hint: choose the format with --format, --nginx-format, --apache-format or --goaccess-format");
+        eprintln!("webfence: error: {msg}");
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let options = report::Options {
+        top: args.top,
+        by: args.by,
+        zone: args.local.then_some(zone),
+        bucket_s: args.bucket,
+        max_buckets: if args.json || args.csv.is_some() {
+            1440
+        } else {
+            48
+        },
+    };
+    let built = report::build(&analysis, &options);
+    if args.json {
+        let mut doc =
+            serde_json::to_vec_pretty(&built).context("cannot encode the report as JSON")?;
+        doc.push(b'\n');
+        emit(&doc)?;
+    } else if let Some(table) = args.csv {
+        let mut buf = Vec::new();
+        report::csv::write(&mut buf, &built, table).context("cannot write CSV")?;
+        emit(&buf)?;
+    } else {
+        let color = match args.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        };
+        let style = text::Style { color };
+        emit(text::render(&built, style, args.by == RankBy::Bytes).as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the command line; errors are printed as `webfence: error: …`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report(args) => report(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("webfence: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Parsers for command-line values (durations, points in time, formats).
+
+use jiff::tz::TimeZone;
+
+use crate::log::time::EpochMs;
+use crate::log::{FormatSpec, Preset};
+
+/// `90`, `90s`, `15m`, `2h`, `1d`, `1w` → seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{text}': expected a number with an optional unit s, m, h, d or w (such as 90s, 15m, 2h)"))?;
+    let mult = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 604_800,
+        other => {
+            return Err(format!(
+                "invalid duration '{text}': unknown unit '{other}' (use s, m, h, d or w)"
+            ));
+        }
+    };
+    n.checked_mul(mult).filter(|s| *s > 0).ok_or_else(|| {
+        format!("invalid duration '{text}': must be greater than zero and reasonable")
+    })
+}
+
+/// A point in time for `--since`/`--until`: an absolute time (zone-less
+/// times are in `zone`), epoch seconds, or a duration meaning "that long ago".
+pub fn parse_time(text: &str, zone: &TimeZone, now: jiff::Timestamp) -> Result<EpochMs, String> {
+    let t = text.trim();
+    if let Ok(secs) = parse_duration(t) {
+        if t.ends_with(|c: char| c.is_ascii_alphabetic()) {
+            return Ok(now.as_millisecond() - (secs as i64).saturating_mul(1000));
+        }
+    }
+    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+        return Ok(ts.as_millisecond());
+    }
+    if let Ok(dt) = t.parse::<jiff::civil::DateTime>() {
+        if let Ok(z) = dt.to_zoned(zone.clone()) {
+            return Ok(z.timestamp().as_millisecond());
+        }
+    }
+    if let Ok(date) = t.parse::<jiff::civil::Date>() {
+        if let Ok(z) = date.to_zoned(zone.clone()) {
+            return Ok(z.timestamp().as_millisecond());
+        }
+    }
+    if let Some(ms) = crate::log::time::parse_any(t.as_bytes()) {
+        return Ok(ms);
+    }
+    Err(format!(
+        "invalid time '{text}': expected a date or time such as 2024-05-01, '2024-05-01 13:00', 2024-05-01T13:00:00Z, epoch seconds, or a duration ago such as 2h"
+    ))
+}
+
+/// `--format` values: `auto` or a predefined format.
+pub fn parse_format(text: &str) -> Result<FormatSpec, String> {
+    if text == "auto" {
+        return Ok(FormatSpec::Auto);
+    }
+    Preset::ALL
+        .iter()
+        .find(|p| p.name() == text)
+        .map(|p| FormatSpec::Preset(*p))
+        .ok_or_else(|| {
+            let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+            format!(
+                "unknown format '{text}' (expected auto, {}; for a custom format use --nginx-format, --apache-format or --goaccess-format)",
+                names.join(", ")
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        assert!(parse_duration("0").is_err());
+        assert!(
+            parse_duration("5y")
+                .unwrap_err()
+                .contains("unknown unit 'y'")
+        );
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999w").is_err());
+    }
+
+    #[test]
+    fn times() {
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let utc = TimeZone::UTC;
+        assert_eq!(parse_time("2h", &utc, now), Ok(1_000_000_000 - 7_200_000));
+        assert_eq!(parse_time("1970-01-02", &utc, now), Ok(86_400_000));
+        assert_eq!(parse_time("1970-01-02 01:00", &utc, now), Ok(90_000_000));
+        assert_eq!(
+            parse_time("1970-01-02T01:00:00+01:00", &utc, now),
+            Ok(86_400_000)
+        );
+        assert_eq!(parse_time("86400", &utc, now), Ok(86_400_000));
+        let plus2 = TimeZone::fixed(jiff::tz::offset(2));
+        assert_eq!(parse_time("1970-01-02 02:00", &plus2, now), Ok(86_400_000));
+        assert!(
+            parse_time("yesterday", &utc, now)
+                .unwrap_err()
+                .starts_with("invalid time 'yesterday'")
+        );
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(parse_format("auto"), Ok(FormatSpec::Auto));
+        assert_eq!(
+            parse_format("vhost_combined"),
+            Ok(FormatSpec::Preset(Preset::VhostCombined))
+        );
+        assert!(
+            parse_format("apache")
+                .unwrap_err()
+                .contains("unknown format 'apache'")
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The real client behind trusted reverse proxies.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Networks whose connections are proxies we trust to append the address they
+/// saw to `X-Forwarded-For`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        TrustedProxies { nets }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The address a request is attributed to.
+    ///
+    /// Only when the peer is trusted is `X-Forwarded-For` consulted, and then
+    /// from the right: each trusted proxy appended the address it saw, so the
+    /// right-most entry that is not itself a trusted proxy is the client.
+    /// Entries to its left were written by the client and prove nothing. An
+    /// entry that is not an address ends the walk at the last trusted hop.
+    pub fn resolve(&self, peer: IpAddr, forwarded_for: &[u8]) -> IpAddr {
+        if self.nets.is_empty() || forwarded_for.is_empty() || !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for entry in forwarded_for.rsplit(|&b| b == b',') {
+            let Some(ip) = parse_forwarded_entry(entry) else {
+                return client;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                return ip;
+            }
+        }
+        client
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, logged by dual-stack
+/// listeners) are the IPv4 client; treat them as such everywhere.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => ip,
+        },
+        v4 => v4,
+    }
+}
+
+/// Parses a client address from log bytes.
+pub fn parse_ip(b: &[u8]) -> Option<IpAddr> {
+    if b.is_empty() || b.len() > 45 {
+        return None;
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    s.parse::<IpAddr>().ok().map(canonical)
+}
+
+fn parse_forwarded_entry(entry: &[u8]) -> Option<IpAddr> {
+    let e = entry.trim_ascii();
+    if let Some(ip) = parse_ip(e) {
+        return Some(ip);
+    }
+    // `[2001:db8::1]:443` and `192.0.2.1:8080` also occur.
+    let host = if let Some(rest) = e.strip_prefix(b"[") {
+        &rest[..memchr::memchr(b']', rest)?]
+    } else {
+        &e[..memchr::memrchr(b':', e)?]
+    };
+    parse_ip(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxies(nets: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(nets.iter().map(|n| n.parse().unwrap()).collect())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_xff_says() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(p.resolve(ip("203.0.113.9"), b"1.2.3.4"), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn rightmost_untrusted_entry_wins_not_the_spoofable_leftmost() {
+        let p = proxies(&["10.0.0.0/8"]);
+        // The client forged "1.1.1.1"; our proxy 10.0.0.5 appended what it saw.
+        let got = p.resolve(ip("10.0.0.1"), b"1.1.1.1, 198.51.100.7, 10.0.0.5");
+        assert_eq!(got, ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn all_trusted_falls_back_to_leftmost_trusted() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(
+            p.resolve(ip("10.0.0.1"), b"10.0.0.9, 10.0.0.5"),
+            ip("10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn garbage_entry_stops_at_last_trusted_hop() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(
+            p.resolve(ip("10.0.0.1"), b"unknown, 10.0.0.5"),
+            ip("10.0.0.5")
+        );
+        assert_eq!(p.resolve(ip("10.0.0.1"), b"-"), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ports_brackets_and_mapped_addresses() {
+        let p = proxies(&["10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(
+            p.resolve(ip("10.0.0.1"), b"[2001:db9::1]:443"),
+            ip("2001:db9::1")
+        );
+        assert_eq!(
+            p.resolve(ip("10.0.0.1"), b"192.0.2.1:8080"),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            p.resolve(ip("::ffff:10.0.0.1"), b"192.0.2.1"),
+            ip("192.0.2.1")
+        );
+        assert_eq!(parse_ip(b"::ffff:192.0.2.1"), Some(ip("192.0.2.1")));
+    }
+}

@@ -1,0 +1,114 @@
+//! One report table as CSV, for spreadsheets and scripts.
+
+use std::io::Write;
+
+use super::{Report, Table};
+
+/// The tables `--csv` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CsvTable {
+    Summary,
+    Ips,
+    Statuses,
+    Paths,
+    #[value(name = "static_files")]
+    StaticFiles,
+    #[value(name = "not_found")]
+    NotFound,
+    #[value(name = "user_agents")]
+    UserAgents,
+    Hosts,
+    Referrers,
+    Methods,
+    Timeline,
+}
+
+fn keyed<W: Write>(w: &mut csv::Writer<W>, t: &Table) -> csv::Result<()> {
+    w.write_record([t.key_name, "hits", "bytes", "percent"])?;
+    for r in &t.rows {
+        w.write_record([
+            r.key.as_str(),
+            &r.hits.to_string(),
+            &r.bytes.to_string(),
+            &r.percent.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn write<W: Write>(out: W, r: &Report, table: CsvTable) -> csv::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    match table {
+        CsvTable::Summary => {
+            let s = &r.summary;
+            w.write_record(["metric", "value"])?;
+            let rows = [
+                ("requests", s.requests.to_string()),
+                ("malformed", s.malformed.to_string()),
+                ("filtered", s.filtered.to_string()),
+                ("lines", s.lines.to_string()),
+                ("unique_ips", s.unique_ips.to_string()),
+                ("bytes", s.bytes.to_string()),
+                ("first", s.first.clone().unwrap_or_default()),
+                ("last", s.last.clone().unwrap_or_default()),
+                ("mean_rps", s.mean_rps.to_string()),
+                ("peak_rps", s.peak_rps.to_string()),
+                ("peak_minute", s.peak_minute.clone().unwrap_or_default()),
+                ("format", s.format.clone()),
+            ];
+            for (k, v) in rows {
+                w.write_record([k, v.as_str()])?;
+            }
+        }
+        CsvTable::Ips => {
+            w.write_record([
+                "ip",
+                "hits",
+                "percent",
+                "bytes",
+                "status_4xx",
+                "status_5xx",
+                "first",
+                "last",
+            ])?;
+            for i in &r.ips {
+                w.write_record([
+                    i.ip.clone(),
+                    i.hits.to_string(),
+                    i.percent.to_string(),
+                    i.bytes.to_string(),
+                    i.status_4xx.to_string(),
+                    i.status_5xx.to_string(),
+                    i.first.clone(),
+                    i.last.clone(),
+                ])?;
+            }
+        }
+        CsvTable::Statuses => {
+            w.write_record(["status", "hits", "percent", "bytes"])?;
+            for s in &r.statuses {
+                w.write_record([
+                    s.status.to_string(),
+                    s.hits.to_string(),
+                    s.percent.to_string(),
+                    s.bytes.to_string(),
+                ])?;
+            }
+        }
+        CsvTable::Timeline => {
+            w.write_record(["start", "hits", "bytes"])?;
+            for b in &r.timeline {
+                w.write_record([b.start.clone(), b.hits.to_string(), b.bytes.to_string()])?;
+            }
+        }
+        CsvTable::Paths => keyed(&mut w, &r.paths)?,
+        CsvTable::StaticFiles => keyed(&mut w, &r.static_files)?,
+        CsvTable::NotFound => keyed(&mut w, &r.not_found)?,
+        CsvTable::UserAgents => keyed(&mut w, &r.user_agents)?,
+        CsvTable::Hosts => keyed(&mut w, &r.hosts)?,
+        CsvTable::Referrers => keyed(&mut w, &r.referrers)?,
+        CsvTable::Methods => keyed(&mut w, &r.methods)?,
+    }
+    w.flush()?;
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Terminal tables. Colour only on a terminal (or when asked); every string
+//! that came from a log was escaped when the report was built, so a log line
+//! cannot move the cursor or recolour the screen.
+
+use std::fmt::Write as _;
+
+use super::{Report, Row, Table, human_bytes};
+
+/// Widest a text column may get before it is cut with an ellipsis.
+const MAX_TEXT_WIDTH: usize = 64;
+const BAR_WIDTH: usize = 40;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color && !text.is_empty() {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+struct Column {
+    title: &'static str,
+    align: Align,
+}
+
+fn col(title: &'static str, align: Align) -> Column {
+    Column { title, align }
+}
+
+/// A cell: its text and an optional colour applied after padding, so colour
+/// codes never upset the alignment.
+struct Cell {
+    text: String,
+    color: Option<&'static str>,
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Self {
+        Cell { text, color: None }
+    }
+}
+
+fn colored(text: String, color: Option<&'static str>) -> Cell {
+    Cell { text, color }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn render_table(
+    out: &mut String,
+    style: Style,
+    title: &str,
+    columns: &[Column],
+    rows: Vec<Vec<Cell>>,
+) {
+    let _ = writeln!(out, "\n{}", style.paint("1;36", title));
+    if rows.is_empty() {
+        let _ = writeln!(out, "  (none)");
+        return;
+    }
+    let rows: Vec<Vec<Cell>> = rows
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| Cell {
+                    text: truncate(&c.text, MAX_TEXT_WIDTH),
+                    color: c.color,
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |cell| cell.text.chars().count()))
+                .max()
+                .unwrap_or(0)
+                .max(c.title.len())
+        })
+        .collect();
+    let pad = |text: &str, width: usize, align: Align| {
+        let fill = " ".repeat(width.saturating_sub(text.chars().count()));
+        match align {
+            Align::Left => format!("{text}{fill}"),
+            Align::Right => format!("{fill}{text}"),
+        }
+    };
+    let header: Vec<String> = columns
+        .iter()
+        .zip(&widths)
+        .map(|(c, w)| pad(c.title, *w, c.align))
+        .collect();
+    let _ = writeln!(out, "  {}", style.paint("1", header.join("  ").trim_end()));
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(columns.iter().zip(&widths))
+            .map(|(cell, (c, w))| {
+                let padded = pad(&cell.text, *w, c.align);
+                match cell.color {
+                    Some(code) => style.paint(code, &padded),
+                    None => padded,
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..60 => format!("{secs:.1}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn status_color(status: u16) -> Option<&'static str> {
+    match status / 100 {
+        2 => Some("32"),
+        3 => Some("36"),
+        4 => Some("33"),
+        5 => Some("31"),
+        _ => None,
+    }
+}
+
+fn nonzero(n: u64, code: &'static str) -> Cell {
+    colored(thousands(n), (n > 0).then_some(code))
+}
+
+fn keyed(out: &mut String, style: Style, title: &str, key_title: &'static str, table: &Table) {
+    let rows = table
+        .rows
+        .iter()
+        .map(|r: &Row| {
+            let key = if r.key.is_empty() {
+                "(empty)".to_string()
+            } else {
+                r.key.clone()
+            };
+            vec![
+                thousands(r.hits).into(),
+                format!("{:.2}%", r.percent).into(),
+                human_bytes(r.bytes).into(),
+                key.into(),
+            ]
+        })
+        .collect();
+    let columns = [
+        col("Hits", Align::Right),
+        col("%", Align::Right),
+        col("Bytes", Align::Right),
+        col(key_title, Align::Left),
+    ];
+    render_table(out, style, title, &columns, rows);
+}
+
+pub fn render(r: &Report, style: Style, by_bytes: bool) -> String {
+    let mut out = String::new();
+    let s = &r.summary;
+    let _ = writeln!(out, "{}", style.paint("1;36", "Summary"));
+    let line = |out: &mut String, label: &str, value: String| {
+        let _ = writeln!(out, "  {label:<18}{value}");
+    };
+    line(&mut out, "Format", s.format.clone());
+    line(&mut out, "Requests", thousands(s.requests));
+    let malformed = thousands(s.malformed);
+    line(
+        &mut out,
+        "Malformed lines",
+        if s.malformed > 0 {
+            style.paint("33", &malformed)
+        } else {
+            malformed
+        },
+    );
+    if s.filtered > 0 {
+        line(&mut out, "Filtered out", thousands(s.filtered));
+    }
+    line(&mut out, "Unique clients", thousands(s.unique_ips));
+    line(&mut out, "Bandwidth", human_bytes(s.bytes));
+    if let (Some(first), Some(last)) = (&s.first, &s.last) {
+        line(
+            &mut out,
+            "Time span",
+            format!("{first} → {last} ({})", duration(s.span_s)),
+        );
+    }
+    line(&mut out, "Mean rate", format!("{:.2} req/s", s.mean_rps));
+    if let Some(minute) = &s.peak_minute {
+        line(
+            &mut out,
+            "Peak rate",
+            format!("{:.2} req/s in the minute from {minute}", s.peak_rps),
+        );
+    }
+
+    let rank = if by_bytes { "by bytes" } else { "by hits" };
+    let ip_rows = r
+        .ips
+        .iter()
+        .map(|ip| {
+            vec![
+                ip.ip.clone().into(),
+                thousands(ip.hits).into(),
+                format!("{:.2}%", ip.percent).into(),
+                human_bytes(ip.bytes).into(),
+                nonzero(ip.status_4xx, "33"),
+                nonzero(ip.status_5xx, "31"),
+                ip.first.clone().into(),
+                ip.last.clone().into(),
+            ]
+        })
+        .collect();
+    render_table(
+        &mut out,
+        style,
+        &format!("Top clients ({rank})"),
+        &[
+            col("Client", Align::Left),
+            col("Hits", Align::Right),
+            col("%", Align::Right),
+            col("Bytes", Align::Right),
+            col("4xx", Align::Right),
+            col("5xx", Align::Right),
+            col("First seen", Align::Left),
+            col("Last seen", Align::Left),
+        ],
+        ip_rows,
+    );
+
+    let status_rows = r
+        .statuses
+        .iter()
+        .map(|st| {
+            vec![
+                colored(st.status.to_string(), status_color(st.status)),
+                thousands(st.hits).into(),
+                format!("{:.2}%", st.percent).into(),
+                human_bytes(st.bytes).into(),
+            ]
+        })
+        .collect();
+    render_table(
+        &mut out,
+        style,
+        "Status codes",
+        &[
+            col("Status", Align::Left),
+            col("Hits", Align::Right),
+            col("%", Align::Right),
+            col("Bytes", Align::Right),
+        ],
+        status_rows,
+    );
+
+    keyed(
+        &mut out,
+        style,
+        &format!("Top paths ({rank}; query stripped)"),
+        "Path",
+        &r.paths,
+    );
+    keyed(&mut out, style, "Top static files", "Path", &r.static_files);
+    keyed(&mut out, style, "Top 404 paths", "Path", &r.not_found);
+    keyed(&mut out, style, "User agents", "User agent", &r.user_agents);
+    if !r.hosts.rows.is_empty() {
+        keyed(&mut out, style, "Virtual hosts", "Host", &r.hosts);
+    }
+    keyed(&mut out, style, "Referrers", "Referrer", &r.referrers);
+    keyed(&mut out, style, "Methods", "Method", &r.methods);
+
+    let max = r.timeline.iter().map(|b| b.hits).max().unwrap_or(0).max(1);
+    let bucket = duration(r.timeline_bucket_s as f64);
+    let timeline_rows = r
+        .timeline
+        .iter()
+        .map(|b| {
+            let len = (b.hits as usize * BAR_WIDTH).div_ceil(max as usize);
+            vec![
+                b.start.clone().into(),
+                thousands(b.hits).into(),
+                colored("█".repeat(len), Some("34")),
+            ]
+        })
+        .collect();
+    render_table(
+        &mut out,
+        style,
+        &format!("Timeline (per {bucket})"),
+        &[
+            col("Start", Align::Left),
+            col("Hits", Align::Right),
+            col("", Align::Left),
+        ],
+        timeline_rows,
+    );
+
+    if !r.malformed_samples.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            style.paint("1;33", "Malformed lines (first few)")
+        );
+        for m in &r.malformed_samples {
+            let _ = writeln!(out, "  {}:{}: {}", m.file, m.line, m.reason);
+            let _ = writeln!(out, "      {}", m.text);
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "\n{} {w}", style.paint("1;33", "warning:"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(5.25), "5.2s");
+        assert_eq!(duration(125.0), "2m 05s");
+        assert_eq!(duration(7260.0), "2h 01m");
+        assert_eq!(duration(90000.0), "1d 01h");
+    }
+
+    #[test]
+    fn long_cells_are_cut() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+    }
+
+    #[test]
+    fn plain_style_has_no_escape_codes() {
+        assert_eq!(Style { color: false }.paint("31", "x"), "x");
+        assert_eq!(Style { color: true }.paint("31", "x"), "\x1b[31mx\x1b[0m");
+    }
+}

@@ -1,0 +1,290 @@
+//! Analyze stage: aggregate requests into counts. Each worker thread owns a
+//! [`Stats`] and they are merged at the end, so the hot path takes no lock.
+
+pub mod filter;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+pub use filter::Filter;
+
+use crate::log::Request;
+use crate::log::time::EpochMs;
+
+/// Attacker-chosen keys (IPs, paths, agents) are hashed with a per-process
+/// random seed so nobody can craft collisions that degrade the tables.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+fn new_map<K, V>() -> Map<K, V> {
+    Map::with_hasher(foldhash::fast::RandomState::default())
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub hits: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    fn add(&mut self, bytes: u64) {
+        self.hits += 1;
+        self.bytes += bytes;
+    }
+
+    fn merge(&mut self, other: Counter) {
+        self.hits += other.hits;
+        self.bytes += other.bytes;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientStats {
+    pub hits: u64,
+    pub bytes: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub first: EpochMs,
+    pub last: EpochMs,
+}
+
+impl ClientStats {
+    fn merge(&mut self, o: ClientStats) {
+        self.hits += o.hits;
+        self.bytes += o.bytes;
+        self.status_4xx += o.status_4xx;
+        self.status_5xx += o.status_5xx;
+        self.first = self.first.min(o.first);
+        self.last = self.last.max(o.last);
+    }
+}
+
+/// Hit and byte counts per distinct byte-string key. Looking up an existing
+/// key allocates nothing; only a key's first occurrence is copied.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    map: Map<Box<[u8]>, Counter>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally { map: new_map() }
+    }
+}
+
+impl Tally {
+    #[inline]
+    pub fn add(&mut self, key: &[u8], bytes: u64) {
+        match self.map.get_mut(key) {
+            Some(c) => c.add(bytes),
+            None => {
+                self.map.insert(key.into(), Counter { hits: 1, bytes });
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        merge_maps(&mut self.map, other.map, Counter::merge);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Counter)> {
+        self.map.iter().map(|(k, v)| (&**k, *v))
+    }
+}
+
+fn merge_maps<K: Eq + Hash, V>(into: &mut Map<K, V>, from: Map<K, V>, merge: impl Fn(&mut V, V)) {
+    // Fold the smaller map into the larger one.
+    let (mut big, small) = if into.len() >= from.len() {
+        (std::mem::replace(into, new_map()), from)
+    } else {
+        (from, std::mem::replace(into, new_map()))
+    };
+    for (k, v) in small {
+        match big.get_mut(&k) {
+            Some(existing) => merge(existing, v),
+            None => {
+                big.insert(k, v);
+            }
+        }
+    }
+    *into = big;
+}
+
+/// Everything a report shows, aggregated. Memory grows with the number of
+/// distinct keys (clients, paths, agents, minutes), never with lines.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub requests: u64,
+    pub bytes: u64,
+    /// Parsed lines that the filters excluded.
+    pub filtered: u64,
+    pub first: Option<EpochMs>,
+    pub last: Option<EpochMs>,
+    pub clients: Map<IpAddr, ClientStats>,
+    pub statuses: Map<u16, Counter>,
+    pub paths: Tally,
+    pub not_found: Tally,
+    pub user_agents: Tally,
+    pub hosts: Tally,
+    pub referrers: Tally,
+    pub methods: Tally,
+    /// Counts per minute since the epoch.
+    pub minutes: Map<i64, Counter>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            requests: 0,
+            bytes: 0,
+            filtered: 0,
+            first: None,
+            last: None,
+            clients: new_map(),
+            statuses: new_map(),
+            paths: Tally::default(),
+            not_found: Tally::default(),
+            user_agents: Tally::default(),
+            hosts: Tally::default(),
+            referrers: Tally::default(),
+            methods: Tally::default(),
+            minutes: new_map(),
+        }
+    }
+}
+
+impl Stats {
+    #[inline]
+    pub fn record(&mut self, r: &Request<'_>) {
+        let bytes = r.bytes;
+        self.requests += 1;
+        self.bytes += bytes;
+        self.first = Some(self.first.map_or(r.time, |f| f.min(r.time)));
+        self.last = Some(self.last.map_or(r.time, |l| l.max(r.time)));
+
+        let class = r.status / 100;
+        let c = self.clients.entry(r.client).or_insert(ClientStats {
+            hits: 0,
+            bytes: 0,
+            status_4xx: 0,
+            status_5xx: 0,
+            first: r.time,
+            last: r.time,
+        });
+        c.hits += 1;
+        c.bytes += bytes;
+        c.status_4xx += u64::from(class == 4);
+        c.status_5xx += u64::from(class == 5);
+        c.first = c.first.min(r.time);
+        c.last = c.last.max(r.time);
+
+        self.statuses.entry(r.status).or_default().add(bytes);
+        self.paths.add(r.path, bytes);
+        if r.status == 404 {
+            self.not_found.add(r.path, bytes);
+        }
+        self.user_agents.add(r.user_agent, bytes);
+        if !r.host.is_empty() {
+            self.hosts.add(r.host, bytes);
+        }
+        if !r.referer.is_empty() && r.referer != b"-" {
+            self.referrers.add(r.referer, bytes);
+        }
+        self.methods.add(r.method, bytes);
+        self.minutes
+            .entry(r.time.div_euclid(60_000))
+            .or_default()
+            .add(bytes);
+    }
+
+    pub fn merge(&mut self, o: Stats) {
+        self.requests += o.requests;
+        self.bytes += o.bytes;
+        self.filtered += o.filtered;
+        self.first = min_opt(self.first, o.first, i64::min);
+        self.last = min_opt(self.last, o.last, i64::max);
+        merge_maps(&mut self.clients, o.clients, ClientStats::merge);
+        merge_maps(&mut self.statuses, o.statuses, Counter::merge);
+        self.paths.merge(o.paths);
+        self.not_found.merge(o.not_found);
+        self.user_agents.merge(o.user_agents);
+        self.hosts.merge(o.hosts);
+        self.referrers.merge(o.referrers);
+        self.methods.merge(o.methods);
+        merge_maps(&mut self.minutes, o.minutes, Counter::merge);
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Parser, Preset, Scratch, TrustedProxies};
+
+    fn stats_of(lines: &[&str]) -> Stats {
+        let p = Parser::preset(Preset::Combined, TrustedProxies::default());
+        let mut s = Scratch::default();
+        let mut st = Stats::default();
+        for l in lines {
+            st.record(&p.parse(l.as_bytes(), &mut s).unwrap());
+        }
+        st
+    }
+
+    const A: &str =
+        r#"192.0.2.1 - - [10/Oct/2000:13:55:36 +0000] "GET /a HTTP/1.1" 200 100 "-" "ua1""#;
+    const B: &str = r#"192.0.2.2 - - [10/Oct/2000:13:56:10 +0000] "GET /missing HTTP/1.1" 404 10 "http://r/" "ua2""#;
+    const C: &str =
+        r#"192.0.2.1 - - [10/Oct/2000:13:54:00 +0000] "POST /a HTTP/1.1" 503 1 "-" "ua1""#;
+
+    #[test]
+    fn records_every_table() {
+        let st = stats_of(&[A, B, C]);
+        assert_eq!((st.requests, st.bytes), (3, 111));
+        let c = st.clients[&"192.0.2.1".parse::<IpAddr>().unwrap()];
+        assert_eq!(
+            (c.hits, c.bytes, c.status_4xx, c.status_5xx),
+            (2, 101, 0, 1)
+        );
+        assert!(c.first < c.last);
+        assert_eq!(st.statuses[&404], Counter { hits: 1, bytes: 10 });
+        assert_eq!(st.not_found.len(), 1);
+        assert_eq!(st.referrers.len(), 1);
+        assert_eq!(st.methods.len(), 2);
+        assert_eq!(st.minutes.len(), 3);
+    }
+
+    #[test]
+    fn merge_equals_sequential() {
+        let all = stats_of(&[A, B, C, A]);
+        let mut left = stats_of(&[A, B]);
+        left.merge(stats_of(&[C, A]));
+        assert_eq!(left.requests, all.requests);
+        assert_eq!(left.bytes, all.bytes);
+        assert_eq!((left.first, left.last), (all.first, all.last));
+        assert_eq!(left.clients, all.clients);
+        assert_eq!(left.statuses, all.statuses);
+        let sorted = |t: &Tally| {
+            let mut v: Vec<_> = t.iter().map(|(k, c)| (k.to_vec(), c)).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(sorted(&left.paths), sorted(&all.paths));
+        assert_eq!(sorted(&left.user_agents), sorted(&all.user_agents));
+        assert_eq!(left.minutes, all.minutes);
+    }
+}

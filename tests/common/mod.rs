@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub fn webfence() -> Command {
+    let mut cmd = Command::cargo_bin("webfence").expect("binary built");
+    cmd.env_remove("NO_COLOR").env("TZ", "UTC");
+    cmd
+}
+
+pub fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/access.log")
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write test log");
+    p
+}
+
+/// Runs `webfence report ARGS --json` and returns the parsed document.
+pub fn report_json(args: &[&str]) -> serde_json::Value {
+    let out = webfence()
+        .arg("report")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "webfence failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
+/// A combined-format line.
+pub fn line(ip: &str, time: &str, request: &str, status: u16, bytes: u64, agent: &str) -> String {
+    format!(r#"{ip} - - [{time}] "{request}" {status} {bytes} "-" "{agent}""#)
+}
