@@ -46,10 +46,10 @@ pub fn detect<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<Detection> {
         .filter(|l| !l.trim_ascii().is_empty())
         .take(DETECT_SAMPLE)
         .collect();
-    let mut scratch = Scratch::default();
     let mut best: Option<Detection> = None;
     for preset in Preset::ALL {
         let parser = Parser::preset(preset, TrustedProxies::default());
+        let mut scratch = Scratch::default();
         let parsed = sample
             .iter()
             .filter(|l| parser.parse(l, &mut scratch).is_ok())

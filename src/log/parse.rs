@@ -115,10 +115,15 @@ pub struct Parser {
     name: String,
 }
 
-/// Per-thread reusable state (the decoded JSON document).
+/// Per-thread reusable state: the decoded JSON document, and the last
+/// timestamp parsed (consecutive lines mostly share their second, so a
+/// compare of a few bytes usually replaces the parse). Use one per parser:
+/// the cached timestamp is only valid for the format that parsed it.
 #[derive(Debug, Default)]
 pub struct Scratch {
     json: serde_json::Value,
+    last_time_text: Vec<u8>,
+    last_time: i64,
 }
 
 impl Parser {
@@ -161,7 +166,7 @@ impl Parser {
             return Err(Malformed::new(Reason::NulByte, nul, nul + 1));
         }
         match &self.kind {
-            Kind::Text(f) => self.parse_text(f, line),
+            Kind::Text(f) => self.parse_text(f, line, scratch),
             Kind::Json(f) => self.parse_json(f, line, scratch),
         }
     }
@@ -170,6 +175,7 @@ impl Parser {
         &'a self,
         f: &'a TextFormat,
         line: &'a [u8],
+        scratch: &mut Scratch,
     ) -> Result<Request<'a>, Malformed<'a>> {
         const ABSENT: (usize, usize) = (usize::MAX, 0);
         let mut spans = [ABSENT; FIELD_COUNT];
@@ -231,7 +237,14 @@ impl Parser {
             .and_then(parse_ip)
             .ok_or_else(|| invalid(Field::Client))?;
         let time = match get(Field::Time) {
-            Some(t) => parse_time(&f.time, t).ok_or_else(|| invalid(Field::Time))?,
+            Some(t) if t == scratch.last_time_text.as_slice() => scratch.last_time,
+            Some(t) => {
+                let ms = parse_time(&f.time, t).ok_or_else(|| invalid(Field::Time))?;
+                scratch.last_time_text.clear();
+                scratch.last_time_text.extend_from_slice(t);
+                scratch.last_time = ms;
+                ms
+            }
             None => {
                 let mut civil = Civil::default();
                 let date = get(Field::Date).unwrap_or_default();
