@@ -463,7 +463,15 @@ fn apache_header(name: &str) -> Field {
     }
 }
 
-fn compile_apache(spec: &str, b: &mut Builder, time: &mut TimeLayout) -> Result<(), String> {
+/// Walks a `%`-directive format, the syntax Apache and GoAccess share: `%%`
+/// is a literal percent, `%{arg}X` passes an argument, and Apache's
+/// modifiers (`%>s`, `%!200u`) are skipped. Literal text between directives
+/// goes to the builder; each directive goes to `directive`.
+fn compile_percent(
+    spec: &str,
+    b: &mut Builder,
+    mut directive: impl FnMut(&mut Builder, u8, Option<&str>) -> Result<(), String>,
+) -> Result<(), String> {
     let s = spec.as_bytes();
     let mut i = 0;
     let mut lit = Vec::new();
@@ -474,7 +482,6 @@ fn compile_apache(spec: &str, b: &mut Builder, time: &mut TimeLayout) -> Result<
             continue;
         }
         i += 1;
-        // Modifiers: `%>s`, `%<s`, `%400,501{…}i`, `%!200u`.
         while i < s.len() && (b"<>!,".contains(&s[i]) || s[i].is_ascii_digit()) {
             i += 1;
         }
@@ -497,6 +504,14 @@ fn compile_apache(spec: &str, b: &mut Builder, time: &mut TimeLayout) -> Result<
         }
         b.literal(&lit);
         lit.clear();
+        directive(b, d, arg)?;
+    }
+    b.literal(&lit);
+    Ok(())
+}
+
+fn compile_apache(spec: &str, b: &mut Builder, time: &mut TimeLayout) -> Result<(), String> {
+    compile_percent(spec, b, |b, d, arg| {
         let field = match (d, arg) {
             (b'h' | b'a', _) => Field::Client,
             (b't', None) => {
@@ -504,12 +519,11 @@ fn compile_apache(spec: &str, b: &mut Builder, time: &mut TimeLayout) -> Result<
                 b.literal(b"[");
                 b.field(Field::Time);
                 b.literal(b"]");
-                continue;
+                return Ok(());
             }
             (b't', Some(fmt)) => {
                 *time = match fmt {
-                    "sec" => TimeLayout::Epoch,
-                    "msec" => TimeLayout::Epoch,
+                    "sec" | "msec" => TimeLayout::Epoch,
                     _ => TimeLayout::Pattern(Strptime::new(fmt).map_err(|e| e.to_string())?),
                 };
                 Field::Time
@@ -529,36 +543,17 @@ fn compile_apache(spec: &str, b: &mut Builder, time: &mut TimeLayout) -> Result<
             (c, _) => return Err(format!("unknown directive '%{}'", c as char)),
         };
         b.field(field);
-    }
-    b.literal(&lit);
-    Ok(())
+        Ok(())
+    })
 }
 
 fn compile_goaccess(spec: &str, b: &mut Builder) -> Result<(), String> {
-    let s = spec.as_bytes();
-    let mut i = 0;
-    let mut lit = Vec::new();
-    while i < s.len() {
-        if s[i] != b'%' {
-            lit.push(s[i]);
-            i += 1;
-            continue;
-        }
-        let Some(&d) = s.get(i + 1) else {
-            return Err("it ends with a lone '%'".into());
-        };
-        i += 2;
-        if d == b'%' {
-            lit.push(b'%');
-            continue;
-        }
-        b.literal(&lit);
-        lit.clear();
-        if d == b'~' {
-            b.tokens.push(Token::SkipSpaces);
-            continue;
-        }
+    compile_percent(spec, b, |b, d, _| {
         let field = match d {
+            b'~' => {
+                b.tokens.push(Token::SkipSpaces);
+                return Ok(());
+            }
             b'h' => Field::Client,
             b'd' => Field::Date,
             b't' => Field::TimeOfDay,
@@ -580,9 +575,8 @@ fn compile_goaccess(spec: &str, b: &mut Builder) -> Result<(), String> {
             c => return Err(format!("unknown specifier '%{}'", c as char)),
         };
         b.field(field);
-    }
-    b.literal(&lit);
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
