@@ -39,7 +39,7 @@ impl Malformed<'_> {
 
     /// A one-line explanation naming the column and the offending value.
     pub fn describe(&self, line: &[u8]) -> String {
-        let col = self.start + 1;
+        let col = self.start.saturating_add(1);
         let value = |s: usize, e: usize| {
             let e = e.min(line.len()).min(s.saturating_add(60));
             escape_for_display(line.get(s..e).unwrap_or_default())

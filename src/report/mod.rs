@@ -140,6 +140,9 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+/// Most rows a timeline with a user-chosen bucket may have.
+const MAX_REQUESTED_BUCKETS: u64 = 100_000;
+
 /// Timeline bucket sizes an automatic timeline chooses from, in seconds.
 const BUCKETS: [u64; 12] = [
     60, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400, 604_800,
@@ -290,13 +293,19 @@ fn timeline(s: &crate::stats::Stats, o: &Options) -> (u64, Vec<Bucket>) {
         return (o.bucket_s.unwrap_or(60), Vec::new());
     };
     let span_s = ((last - first + 1) * 60) as u64;
-    let bucket_s = o.bucket_s.unwrap_or_else(|| {
+    let automatic = || {
         BUCKETS
             .iter()
             .copied()
             .find(|b| span_s.div_ceil(*b) <= o.max_buckets)
             .unwrap_or(BUCKETS[BUCKETS.len() - 1])
-    });
+    };
+    // A requested bucket that would make an absurd number of rows (1m over a
+    // log whose timestamps span decades) gives way to the automatic choice.
+    let bucket_s = match o.bucket_s {
+        Some(b) if span_s.div_ceil(b.max(1)) <= MAX_REQUESTED_BUCKETS => b.max(60),
+        _ => automatic(),
+    };
     let bucket_min = (bucket_s / 60).max(1) as i64;
     let mut grouped: BTreeMap<i64, Counter> = BTreeMap::new();
     for (minute, c) in &s.minutes {
@@ -344,6 +353,32 @@ mod tests {
         let v = vec![5, 1, 9, 3, 7];
         assert_eq!(top_n(v.clone(), 3, |a, b| b.cmp(a)), vec![9, 7, 5]);
         assert_eq!(top_n(v, 0, |a, b| b.cmp(a)), vec![9, 7, 5, 3, 1]);
+    }
+
+    #[test]
+    fn requested_bucket_cannot_explode_the_timeline() {
+        // Regression: `--bucket 1m` over a log spanning 1970..2024 meant
+        // millions of rows.
+        let mut s = crate::stats::Stats::default();
+        s.minutes.insert(0, Counter { hits: 1, bytes: 0 });
+        s.minutes.insert(28_000_000, Counter { hits: 1, bytes: 0 });
+        let o = Options {
+            top: 10,
+            by: RankBy::Hits,
+            zone: None,
+            bucket_s: Some(60),
+            max_buckets: 48,
+        };
+        let (bucket, rows) = timeline(&s, &o);
+        assert_eq!(bucket, 604_800);
+        assert!(rows.len() < 3000, "{}", rows.len());
+        let small = Options {
+            bucket_s: Some(300),
+            ..o
+        };
+        s.minutes.remove(&28_000_000);
+        s.minutes.insert(10, Counter { hits: 1, bytes: 0 });
+        assert_eq!(timeline(&s, &small).0, 300);
     }
 
     #[test]
