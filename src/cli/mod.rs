@@ -107,10 +107,7 @@ impl FormatArgs {
             .trusted_proxy
             .iter()
             .map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| anyhow::anyhow!("invalid --trusted-proxy '{s}': expected an address or CIDR such as 10.0.0.0/8"))
+                crate::log::proxy::parse_cidr(s).ok_or_else(|| anyhow::anyhow!("invalid --trusted-proxy '{s}': expected an address or CIDR such as 10.0.0.0/8"))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(TrustedProxies::new(nets))

@@ -50,6 +50,16 @@ impl TrustedProxies {
     }
 }
 
+/// An address or CIDR (`203.0.113.7`, `203.0.113.0/24`, `2001:db8::/32`);
+/// a bare address is a /32 or /128, host bits are cleared.
+pub fn parse_cidr(text: &str) -> Option<IpNet> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .ok()
+        .map(|n| n.trunc())
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, logged by dual-stack
 /// listeners) are the IPv4 client; treat them as such everywhere.
 pub fn canonical(ip: IpAddr) -> IpAddr {

@@ -1,6 +1,5 @@
 //! Which requests a report counts.
 
-use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
@@ -51,11 +50,8 @@ impl Filter {
             Some(rest) => (true, rest.trim()),
             None => (false, spec.trim()),
         };
-        let net = text
-            .parse::<IpNet>()
-            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| FilterError::Ip(spec.to_string()))?
-            .trunc();
+        let net =
+            crate::log::proxy::parse_cidr(text).ok_or_else(|| FilterError::Ip(spec.to_string()))?;
         if negated {
             self.exclude.push(net);
         } else {
@@ -151,6 +147,7 @@ fn host_matches(pattern: &str, host: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn req(
         ip: &str,

@@ -209,8 +209,8 @@ impl Stats {
         self.requests += o.requests;
         self.bytes += o.bytes;
         self.filtered += o.filtered;
-        self.first = min_opt(self.first, o.first, i64::min);
-        self.last = min_opt(self.last, o.last, i64::max);
+        self.first = pick_opt(self.first, o.first, i64::min);
+        self.last = pick_opt(self.last, o.last, i64::max);
         merge_maps(&mut self.clients, o.clients, ClientStats::merge);
         merge_maps(&mut self.statuses, o.statuses, Counter::merge);
         self.paths.merge(o.paths);
@@ -223,7 +223,7 @@ impl Stats {
     }
 }
 
-fn min_opt(a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64) -> Option<i64> {
+fn pick_opt(a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64) -> Option<i64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(pick(a, b)),
         (a, b) => a.or(b),
