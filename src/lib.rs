@@ -6,8 +6,10 @@
 //! [`pipeline`] runs the stages across threads; [`cli`] is the thin front.
 
 pub mod cli;
+pub mod detect;
 pub mod log;
 pub mod pipeline;
 pub mod report;
 pub mod source;
 pub mod stats;
+pub mod units;

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
+use crate::detect::{self, Engine, Event, RuleSet, allow::Allowlist, rules::ClassifyScratch};
 use crate::log::json::JsonFields;
 use crate::log::{self, Detection, FormatSpec, Parser, Scratch, TrustedProxies, format};
 use crate::source::{Input, LineChunker, SourceError, lines};
@@ -336,5 +337,247 @@ pub fn analyze(job: &Job) -> Result<Analysis, PipelineError> {
         format: parser.name().to_string(),
         detection,
         warnings: reader.warnings,
+    })
+}
+
+/// One chunk turned into events by a worker, handed to the engine in order.
+struct Batch {
+    seq: u64,
+    data: Vec<u8>,
+    events: Vec<Event>,
+    malformed: u64,
+    samples: Vec<(usize, MalformedSample)>,
+}
+
+/// What a replay saw, besides the decisions it streamed.
+#[derive(Debug)]
+pub struct ReplayRun {
+    pub lines: u64,
+    pub malformed: u64,
+    pub samples: Vec<MalformedSample>,
+    pub format: String,
+    pub detection: Option<Detection>,
+    pub warnings: Vec<String>,
+    /// Inputs in the order replayed (oldest first).
+    pub names: Vec<String>,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+}
+
+fn classify_chunk(
+    parser: &Parser,
+    rules: &RuleSet,
+    allow: &Allowlist,
+    chunk: &Chunk,
+    names: &[String],
+    scratch: &mut (Scratch, ClassifyScratch),
+    batch: &mut Batch,
+) {
+    let base = chunk.data.as_ptr() as usize;
+    let mut part = Partial::default();
+    for (i, line) in lines(&chunk.data).enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let line_no = chunk.first_line + i as u64;
+        match parser.parse(line, &mut scratch.0) {
+            Ok(r) => {
+                let mut ev = rules.classify(&r, allow.contains(r.client), &mut scratch.1);
+                ev.loc = detect::rules::loc(chunk.input, line_no);
+                ev.line_start = (line.as_ptr() as usize - base) as u32;
+                ev.line_len = line.len() as u32;
+                batch.events.push(ev);
+            }
+            Err(e) => {
+                part.malformed += 1;
+                part.offer_sample(chunk.input, names, line_no, || {
+                    let excerpt = &line[..line.len().min(120)];
+                    (e.describe(line), log::parse::escape_for_display(excerpt))
+                });
+            }
+        }
+    }
+    batch.malformed = part.malformed;
+    batch.samples = part.samples;
+}
+
+/// The first timestamp of an input, to replay rotated sets oldest first.
+fn first_time(input: &Input, parser: &Parser) -> Option<i64> {
+    let mut chunker = LineChunker::with_chunk_size(input.open().ok()?, 64 << 10);
+    let mut buf = Vec::new();
+    let mut scratch = Scratch::default();
+    for _ in 0..4 {
+        chunker.next_chunk(&mut buf).ok()??;
+        if let Some(t) =
+            lines(&buf).find_map(|l| parser.parse(l, &mut scratch).ok().map(|r| r.time))
+        {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Runs the rules over the inputs in log time. Workers parse and classify
+/// chunks in parallel; `engine` sees the events in input order, and
+/// `on_batch` is called after each chunk (to stream decisions out).
+pub fn replay(
+    job: &Job,
+    rules: &RuleSet,
+    allow: &Allowlist,
+    engine: &mut Engine,
+    mut on_batch: impl FnMut(&mut Engine),
+) -> Result<ReplayRun, PipelineError> {
+    let mut inputs = job.inputs.clone();
+    let mut reader = Reader::open(&inputs)?;
+    let mut names: Vec<String> = inputs.iter().map(Input::name).collect();
+    let mut pending: Vec<Chunk> = Vec::new();
+    while let Some(chunk) = reader.next(Vec::new()) {
+        let has_text = lines(&chunk.data).any(|l| !l.trim_ascii().is_empty());
+        pending.push(chunk);
+        if has_text {
+            break;
+        }
+    }
+    let (parser, detection) = build_parser(job, pending.last(), &names)?;
+    engine.set_field_text(field_text(parser.clone()));
+    let mut warnings = Vec::new();
+    if inputs.len() > 1 && !inputs.iter().any(|i| matches!(i, Input::Stdin)) {
+        let firsts: Vec<Option<i64>> = inputs.iter().map(|i| first_time(i, &parser)).collect();
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| firsts[i].unwrap_or(i64::MAX));
+        if order.iter().enumerate().any(|(a, &b)| a != b) {
+            inputs = order.iter().map(|&i| inputs[i].clone()).collect();
+            names = inputs.iter().map(Input::name).collect();
+            warnings.push(format!("replaying oldest first: {}", names.join(", ")));
+            reader = Reader::open(&inputs)?;
+            pending.clear();
+        }
+    }
+
+    let threads = job.threads.max(1);
+    let in_flight = threads * 2 + 2;
+    let (work_tx, work_rx) = sync_channel::<(u64, Chunk, Vec<Event>)>(in_flight);
+    let (done_tx, done_rx) = channel::<Batch>();
+    let (pool_tx, pool_rx) = channel::<(Vec<u8>, Vec<Event>)>();
+    for _ in 0..in_flight {
+        let _ = pool_tx.send((Vec::new(), Vec::new()));
+    }
+    let work_rx = Mutex::new(work_rx);
+    let mut malformed = 0;
+    let mut samples: Vec<(usize, MalformedSample)> = Vec::new();
+    let (mut first, mut last) = (None, None);
+
+    let reader = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (parser, names, work_rx, done_tx) = (&parser, &names, &work_rx, done_tx.clone());
+            scope.spawn(move || {
+                let mut scratch = (Scratch::default(), ClassifyScratch::default());
+                loop {
+                    let next = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((seq, chunk, mut events)) = next else {
+                        break;
+                    };
+                    events.clear();
+                    let mut batch = Batch {
+                        seq,
+                        data: Vec::new(),
+                        events,
+                        malformed: 0,
+                        samples: Vec::new(),
+                    };
+                    classify_chunk(
+                        parser,
+                        rules,
+                        allow,
+                        &chunk,
+                        names,
+                        &mut scratch,
+                        &mut batch,
+                    );
+                    batch.data = chunk.data;
+                    if done_tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+
+        // The reader runs on its own thread so reading overlaps the engine.
+        let reader_thread = scope.spawn(move || {
+            let mut seq = 0;
+            for chunk in pending.drain(..) {
+                if work_tx.send((seq, chunk, Vec::new())).is_err() {
+                    return reader;
+                }
+                seq += 1;
+            }
+            while let Ok((buf, events)) = pool_rx.recv() {
+                let Some(chunk) = reader.next(buf) else { break };
+                if work_tx.send((seq, chunk, events)).is_err() {
+                    break;
+                }
+                seq += 1;
+            }
+            reader
+        });
+
+        let mut next_seq = 0;
+        let mut waiting: std::collections::BTreeMap<u64, Batch> = Default::default();
+        while let Ok(batch) = done_rx.recv() {
+            waiting.insert(batch.seq, batch);
+            while let Some(batch) = waiting.remove(&next_seq) {
+                next_seq += 1;
+                for ev in &batch.events {
+                    let start = ev.line_start as usize;
+                    let line = batch
+                        .data
+                        .get(start..start + ev.line_len as usize)
+                        .unwrap_or(b"");
+                    engine.feed(ev, line);
+                    first.get_or_insert(ev.time);
+                    last = Some(ev.time);
+                }
+                malformed += batch.malformed;
+                samples.extend(batch.samples);
+                on_batch(engine);
+                let _ = pool_tx.send((batch.data, batch.events));
+            }
+        }
+        drop(pool_tx);
+        match reader_thread.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    engine.finish();
+    samples.sort_by_key(|(i, s)| (*i, s.line));
+    samples.truncate(MALFORMED_SAMPLES);
+    warnings.extend(reader.warnings.iter().cloned());
+    Ok(ReplayRun {
+        lines: reader.lines,
+        malformed,
+        samples: samples.into_iter().map(|(_, s)| s).collect(),
+        format: parser.name().to_string(),
+        detection,
+        warnings,
+        names,
+        first,
+        last,
+    })
+}
+
+/// A [`FieldText`] for the engine: re-parses a line (only when a decision
+/// needs words for its reason) and returns a field for display.
+pub fn field_text(parser: Parser) -> detect::engine::FieldText {
+    let mut scratch = Scratch::default();
+    Box::new(move |line, field| {
+        let r = parser.parse(line, &mut scratch).ok()?;
+        let target = detect::rules::target_of(&r);
+        let text = detect::rules::field_text(&r, field, target);
+        Some(log::parse::escape_for_display(&text[..text.len().min(200)]))
     })
 }

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and the thin glue that runs the
 //! pipeline and writes its output.
 
+mod replay;
 pub mod values;
 
 use std::io::{IsTerminal, Write};
@@ -32,6 +33,85 @@ pub struct Cli {
 enum Command {
     /// Analyze access logs: top clients, paths, statuses, agents, rates.
     Report(ReportArgs),
+    /// Run the rules over past logs in log time and explain every decision.
+    Replay(ReplayArgs),
+    /// Validate configuration files; report every error with its location.
+    Check(CheckArgs),
+    /// Print the effective rules (built-in ones and the configuration's).
+    Rules(RulesArgs),
+}
+
+/// Which configuration to use; shared by every command that reads one.
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Configuration file [default: /etc/webfence/webfence.toml if it exists,
+    /// else the built-in rules]; repeat to layer several in order.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Vec<std::path::PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<crate::detect::RuleSet> {
+        let config = crate::detect::Config::load_default_or(&self.config)
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))?;
+        crate::detect::RuleSet::compile(&config)
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// Access logs, plain or gzip, replayed oldest first; '-' reads stdin.
+    #[arg(value_name = "FILE")]
+    files: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    format: FormatArgs,
+    /// One JSON object per decision per line (the summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Show, for one client, each rule's state over time: why it was banned,
+    /// or why not.
+    #[arg(long, value_name = "IP")]
+    explain: Option<String>,
+    /// Show times in the local time zone instead of UTC.
+    #[arg(long)]
+    local: bool,
+    /// When to colour the tables.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// Parser threads [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Do not print notes (detected format, warnings, summary in --json mode).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+struct RulesArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the rules as one JSON document.
+    #[arg(long)]
+    json: bool,
+    /// When to colour the tables.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
 }
 
 /// How to read log lines; shared by every command that reads logs.
@@ -178,6 +258,72 @@ struct ReportArgs {
     quiet: bool,
 }
 
+/// The inputs named on the command line, or stdin when it is a pipe.
+fn inputs(files: &[String], command: &str) -> Result<Vec<Input>> {
+    if files.is_empty() {
+        if std::io::stdin().is_terminal() {
+            bail!(
+                "no input: name access log files, or '-' to read stdin (try 'webfence {command} /var/log/nginx/access.log')"
+            );
+        }
+        return Ok(vec![Input::Stdin]);
+    }
+    Ok(files.iter().map(|f| Input::from_arg(f)).collect())
+}
+
+impl ColorChoice {
+    fn style(self) -> text::Style {
+        let color = match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        };
+        text::Style { color }
+    }
+}
+
+fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Notes on stderr: the detected format and problems that did not stop the run.
+fn print_notes(detection: Option<&crate::log::Detection>, warnings: &[String]) {
+    if let Some(d) = detection {
+        eprintln!(
+            "webfence: detected log format '{}' ({} of {} sample lines fit)",
+            d.preset.name(),
+            d.parsed,
+            d.sampled
+        );
+    }
+    for w in warnings {
+        eprintln!("webfence: warning: {w}");
+    }
+}
+
+/// The error for inputs of which no line parsed, with the first bad lines.
+fn unparsable(
+    names: &[String],
+    format: &str,
+    malformed: u64,
+    samples: &[pipeline::MalformedSample],
+) -> String {
+    let mut msg = format!(
+        "no line of {} could be parsed as '{format}' ({malformed} malformed)",
+        names.join(", "),
+    );
+    for s in samples {
+        msg.push_str(&format!(
+            "\n  {}:{}: {}\n      {}",
+            s.file, s.line, s.reason, s.text
+        ));
+    }
+    msg.push_str("\n  hint: choose the format with --format, --nginx-format, --apache-format or --goaccess-format");
+    msg
+}
+
 /// Writes to stdout; a closed pipe (`webfence report | head`) ends quietly.
 fn emit(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -218,16 +364,7 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         filter.add_host(h);
     }
 
-    let inputs: Vec<Input> = if args.files.is_empty() {
-        if std::io::stdin().is_terminal() {
-            bail!(
-                "no input: name access log files, or '-' to read stdin (try 'webfence report /var/log/nginx/access.log')"
-            );
-        }
-        vec![Input::Stdin]
-    } else {
-        args.files.iter().map(|f| Input::from_arg(f)).collect()
-    };
+    let inputs = inputs(&args.files, "report")?;
     let names: Vec<String> = inputs.iter().map(Input::name).collect();
     let job = Job {
         inputs,
@@ -235,39 +372,22 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         json_fields: args.format.json_fields()?,
         proxies: args.format.proxies()?,
         filter,
-        threads: args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        threads: threads(args.threads),
     };
     let analysis = pipeline::analyze(&job)?;
     if !args.quiet {
-        if let Some(d) = &analysis.detection {
-            eprintln!(
-                "webfence: detected log format '{}' ({} of {} sample lines fit)",
-                d.preset.name(),
-                d.parsed,
-                d.sampled
-            );
-        }
-        for w in &analysis.warnings {
-            eprintln!("webfence: warning: {w}");
-        }
+        print_notes(analysis.detection.as_ref(), &analysis.warnings);
     }
     if analysis.stats.requests == 0 && analysis.stats.filtered == 0 && analysis.malformed > 0 {
-        let mut msg = format!(
-            "no line of {} could be parsed as '{}' ({} malformed)",
-            names.join(", "),
-            analysis.format,
-            analysis.malformed
+        eprintln!(
+            "webfence: error: {}",
+            unparsable(
+                &names,
+                &analysis.format,
+                analysis.malformed,
+                &analysis.samples
+            )
         );
-        for s in &analysis.samples {
-            msg.push_str(&format!(
-                "\n  {}:{}: {}\n      {}",
-                s.file, s.line, s.reason, s.text
-            ));
-        }
-        msg.push_str("\n  hint: choose the format with --format, --nginx-format, --apache-format or --goaccess-format");
-        eprintln!("webfence: error: {msg}");
         return Ok(ExitCode::FAILURE);
     }
 
@@ -293,14 +413,7 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         report::csv::write(&mut buf, &built, table).context("cannot write CSV")?;
         emit(&buf)?;
     } else {
-        let color = match args.color {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
-        };
-        let style = text::Style { color };
+        let style = args.color.style();
         emit(text::render(&built, style, args.by == RankBy::Bytes).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
@@ -311,6 +424,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Report(args) => report(args),
+        Command::Replay(args) => replay::replay(args),
+        Command::Check(args) => replay::check(args),
+        Command::Rules(args) => replay::rules(args),
     };
     match result {
         Ok(code) => code,

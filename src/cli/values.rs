@@ -5,30 +5,7 @@ use jiff::tz::TimeZone;
 use crate::log::time::EpochMs;
 use crate::log::{FormatSpec, Preset};
 
-/// `90`, `90s`, `15m`, `2h`, `1d`, `1w` → seconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{text}': expected a number with an optional unit s, m, h, d or w (such as 90s, 15m, 2h)"))?;
-    let mult = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1,
-        "m" | "min" | "mins" => 60,
-        "h" | "hour" | "hours" => 3600,
-        "d" | "day" | "days" => 86_400,
-        "w" | "week" | "weeks" => 604_800,
-        other => {
-            return Err(format!(
-                "invalid duration '{text}': unknown unit '{other}' (use s, m, h, d or w)"
-            ));
-        }
-    };
-    n.checked_mul(mult).filter(|s| *s > 0).ok_or_else(|| {
-        format!("invalid duration '{text}': must be greater than zero and reasonable")
-    })
-}
+pub use crate::units::parse_duration;
 
 /// A point in time for `--since`/`--until`: an absolute time (zone-less
 /// times are in `zone`), epoch seconds, or a duration meaning "that long ago".
@@ -81,22 +58,6 @@ pub fn parse_format(text: &str) -> Result<FormatSpec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90"), Ok(90));
-        assert_eq!(parse_duration("15m"), Ok(900));
-        assert_eq!(parse_duration("2h"), Ok(7200));
-        assert_eq!(parse_duration("1d"), Ok(86_400));
-        assert!(parse_duration("0").is_err());
-        assert!(
-            parse_duration("5y")
-                .unwrap_err()
-                .contains("unknown unit 'y'")
-        );
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("99999999999999999w").is_err());
-    }
 
     #[test]
     fn times() {

@@ -2,6 +2,7 @@
 //! (plain data), then renders them as terminal tables, JSON or CSV.
 
 pub mod csv;
+pub mod decisions;
 pub mod text;
 
 use std::cmp::Ordering;

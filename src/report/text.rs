@@ -16,7 +16,7 @@ pub struct Style {
 }
 
 impl Style {
-    fn paint(&self, code: &str, text: &str) -> String {
+    pub fn paint(&self, code: &str, text: &str) -> String {
         if self.color && !text.is_empty() {
             format!("\x1b[{code}m{text}\x1b[0m")
         } else {
@@ -26,23 +26,23 @@ impl Style {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
-struct Column {
+pub(crate) struct Column {
     title: &'static str,
     align: Align,
 }
 
-fn col(title: &'static str, align: Align) -> Column {
+pub(crate) fn col(title: &'static str, align: Align) -> Column {
     Column { title, align }
 }
 
 /// A cell: its text and an optional colour applied after padding, so colour
 /// codes never upset the alignment.
-struct Cell {
+pub(crate) struct Cell {
     text: String,
     color: Option<&'static str>,
 }
@@ -53,7 +53,7 @@ impl From<String> for Cell {
     }
 }
 
-fn colored(text: String, color: Option<&'static str>) -> Cell {
+pub(crate) fn colored(text: String, color: Option<&'static str>) -> Cell {
     Cell { text, color }
 }
 
@@ -74,6 +74,18 @@ fn render_table(
     columns: &[Column],
     rows: Vec<Vec<Cell>>,
 ) {
+    render_table_width(out, style, title, columns, rows, MAX_TEXT_WIDTH);
+}
+
+/// A table whose text cells are cut at `max_width` characters.
+pub(crate) fn render_table_width(
+    out: &mut String,
+    style: Style,
+    title: &str,
+    columns: &[Column],
+    rows: Vec<Vec<Cell>>,
+    max_width: usize,
+) {
     let _ = writeln!(out, "\n{}", style.paint("1;36", title));
     if rows.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -84,7 +96,7 @@ fn render_table(
         .map(|r| {
             r.into_iter()
                 .map(|c| Cell {
-                    text: truncate(&c.text, MAX_TEXT_WIDTH),
+                    text: truncate(&c.text, max_width),
                     color: c.color,
                 })
                 .collect()
@@ -143,7 +155,7 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-fn duration(secs: f64) -> String {
+pub(crate) fn duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     match s {
         0..60 => format!("{secs:.1}s"),

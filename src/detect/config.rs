@@ -1,0 +1,893 @@
+//! The configuration file: TOML, layered, every key documented, unknown keys
+//! rejected.
+//!
+//! Several files merge in order, on top of the built-in ruleset (unless a file
+//! says `default_rules = false`): scalar settings are overridden, lists of
+//! addresses and site names are appended, and a `[rules.NAME]` table patches
+//! the rule of the same name field by field (a whole `match` or `unless`
+//! table is replaced), so a site's file can retune or disable one built-in
+//! rule without copying the others.
+//!
+//! Every value keeps where it came from ([`Sp`]), so that errors found later,
+//! when rules are compiled, still point at file, line and column.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// Read when no `-c` is given and the file exists.
+pub const DEFAULT_PATH: &str = "/etc/webfence/webfence.toml";
+
+/// The built-in ruleset; its comments explain each threshold.
+pub const BUILTIN_RULES: &str = include_str!("default.toml");
+const BUILTIN_NAME: &str = "<built-in rules>";
+
+/// Where a value was written: file index into [`SourceFiles`] and byte span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub file: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sp<T> {
+    pub value: T,
+    pub at: Origin,
+}
+
+thread_local! {
+    // Serde gives a Deserialize impl no context, so the file being read is
+    // passed this way to stamp every Sp with it.
+    static CURRENT_FILE: Cell<usize> = const { Cell::new(0) };
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = toml::Spanned::<T>::deserialize(d)?;
+        let span = spanned.span();
+        Ok(Sp {
+            value: spanned.into_inner(),
+            at: Origin {
+                file: CURRENT_FILE.with(Cell::get),
+                start: span.start,
+                end: span.end,
+            },
+        })
+    }
+}
+
+/// The texts of the files read, kept to turn spans into lines and columns.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFiles {
+    files: Vec<(String, String)>,
+}
+
+impl SourceFiles {
+    pub fn add(&mut self, name: String, text: String) -> usize {
+        self.files.push((name, text));
+        self.files.len() - 1
+    }
+
+    pub fn name(&self, file: usize) -> &str {
+        self.files.get(file).map_or("<config>", |f| f.0.as_str())
+    }
+
+    pub fn path(&self, file: usize) -> Option<&Path> {
+        self.files
+            .get(file)
+            .filter(|f| f.0 != BUILTIN_NAME)
+            .map(|f| Path::new(&f.0))
+    }
+
+    /// One-based line and column (in characters) of a byte offset.
+    pub fn locate(&self, at: Origin) -> (usize, usize) {
+        let Some((_, text)) = self.files.get(at.file) else {
+            return (0, 0);
+        };
+        let upto = &text.as_bytes()[..at.start.min(text.len())];
+        let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = upto.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let col = String::from_utf8_lossy(&upto[line_start..]).chars().count() + 1;
+        (line, col)
+    }
+
+    /// The source text at `at`, shortened for an error message.
+    pub fn excerpt(&self, at: Origin) -> String {
+        let Some((_, text)) = self.files.get(at.file) else {
+            return String::new();
+        };
+        let s = text.get(at.start..at.end.min(text.len())).unwrap_or("");
+        let s = s.lines().next().unwrap_or("");
+        if s.chars().count() > 80 {
+            format!("{}…", s.chars().take(80).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    }
+
+    pub fn error(&self, at: Origin, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self.locate(at);
+        ConfigError {
+            file: self.name(at.file).to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Every problem found; reported all at once so a file is fixed in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A string, or a list of strings; `"@PATH"` items name pattern files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Patterns(pub Vec<Sp<String>>);
+
+impl<'de> Deserialize<'de> for Patterns {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        enum OneOrMany {
+            One(String),
+            Many(Vec<Sp<String>>),
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a string or a list of strings (\"@/path/file\" reads patterns from a file)",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                // Each item keeps its own span, so a bad regex in a list is
+                // pointed at exactly.
+                while let Some(item) = seq.next_element::<Sp<String>>()? {
+                    out.push(item);
+                }
+                Ok(OneOrMany::Many(out))
+            }
+        }
+        impl<'de> Deserialize<'de> for OneOrMany {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(V)
+            }
+        }
+        let whole = Sp::<OneOrMany>::deserialize(d)?;
+        Ok(match whole.value {
+            OneOrMany::One(s) => Patterns(vec![Sp {
+                value: s,
+                at: whole.at,
+            }]),
+            OneOrMany::Many(v) => Patterns(v),
+        })
+    }
+}
+
+/// A status pattern, written as a number (`404`) or a string (`"4xx"`,
+/// `"500-599"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusText(pub String);
+
+impl<'de> Deserialize<'de> for StatusText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StatusText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a status such as 404, \"4xx\" or \"500-599\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusText, E> {
+                Ok(StatusText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusText, E> {
+                Ok(StatusText(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusText, E> {
+                Ok(StatusText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What kind of test a rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// More than `limit` requests per key within `window` (a sliding window).
+    Rate,
+    /// More than `limit` distinct values of `distinct` per key within `window`.
+    Distinct,
+    /// Every request that fits `match` (and not `unless`).
+    Match,
+    /// Every request whose Host is not one of `[sites] names`.
+    UnexpectedHost,
+}
+
+impl RuleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Rate => "rate",
+            RuleKind::Distinct => "distinct",
+            RuleKind::Match => "match",
+            RuleKind::UnexpectedHost => "unexpected_host",
+        }
+    }
+}
+
+/// A request field that rules can test, key on or count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldName {
+    Ip,
+    Path,
+    Query,
+    /// Path and query, as requested.
+    Target,
+    Method,
+    Host,
+    UserAgent,
+    Referer,
+    Protocol,
+}
+
+impl FieldName {
+    pub const TEXT: [FieldName; 8] = [
+        FieldName::Path,
+        FieldName::Query,
+        FieldName::Target,
+        FieldName::Method,
+        FieldName::Host,
+        FieldName::UserAgent,
+        FieldName::Referer,
+        FieldName::Protocol,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldName::Ip => "ip",
+            FieldName::Path => "path",
+            FieldName::Query => "query",
+            FieldName::Target => "target",
+            FieldName::Method => "method",
+            FieldName::Host => "host",
+            FieldName::UserAgent => "user_agent",
+            FieldName::Referer => "referer",
+            FieldName::Protocol => "protocol",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FieldName> {
+        [FieldName::Ip]
+            .into_iter()
+            .chain(FieldName::TEXT)
+            .find(|f| f.name() == name)
+    }
+}
+
+/// Tests on one text field. Within a field the lists are alternatives (any
+/// one pattern matching is enough); all literal patterns of all rules on a
+/// field are searched in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawText {
+    /// The whole value equals one of these.
+    pub exact: Option<Patterns>,
+    /// The value starts with one of these.
+    pub prefix: Option<Patterns>,
+    /// The value ends with one of these.
+    pub suffix: Option<Patterns>,
+    /// The value contains one of these.
+    pub contains: Option<Patterns>,
+    /// Regular expressions (Rust syntax, linear time, unanchored).
+    pub regex: Option<Patterns>,
+    /// Compare ASCII letters without regard to case.
+    pub ignore_case: Option<bool>,
+    /// Percent-decode the value first (twice, against double encoding), so
+    /// `%2e%2e%2f` is tested as `../`.
+    pub decode: Option<bool>,
+}
+
+/// Conditions on a request; all given conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path: Option<RawText>,
+    pub query: Option<RawText>,
+    pub target: Option<RawText>,
+    pub method: Option<RawText>,
+    pub host: Option<RawText>,
+    pub user_agent: Option<RawText>,
+    pub referer: Option<RawText>,
+    pub protocol: Option<RawText>,
+    /// Statuses: 404, "4xx", "500-599".
+    pub status: Option<Vec<Sp<StatusText>>>,
+    /// Client addresses or CIDRs.
+    pub ip: Option<Vec<Sp<String>>>,
+    /// true: only static files (by extension); false: only pages.
+    #[serde(rename = "static")]
+    pub static_files: Option<bool>,
+}
+
+impl RawMatch {
+    pub fn text_fields(&self) -> [(FieldName, Option<&RawText>); 8] {
+        [
+            (FieldName::Path, self.path.as_ref()),
+            (FieldName::Query, self.query.as_ref()),
+            (FieldName::Target, self.target.as_ref()),
+            (FieldName::Method, self.method.as_ref()),
+            (FieldName::Host, self.host.as_ref()),
+            (FieldName::UserAgent, self.user_agent.as_ref()),
+            (FieldName::Referer, self.referer.as_ref()),
+            (FieldName::Protocol, self.protocol.as_ref()),
+        ]
+    }
+}
+
+/// `[rules.NAME]`: one rule.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// false turns the rule off (a built-in one too) without deleting it.
+    pub enabled: Option<bool>,
+    /// Free text shown by `webfence rules`.
+    pub description: Option<String>,
+    /// rate, distinct, match or unexpected_host.
+    pub kind: Option<Sp<RuleKind>>,
+    /// What is counted per: ip, net (the client's /24 or /64), a field
+    /// (path, target, host, user_agent…), or ip+FIELD / net+FIELD.
+    pub key: Option<Sp<String>>,
+    /// The most requests (rate) or distinct values (distinct) allowed in the
+    /// window; one more is a decision.
+    pub limit: Option<Sp<i64>>,
+    /// The sliding window, e.g. "10s", "1m".
+    pub window: Option<Sp<String>>,
+    /// For distinct rules: the field whose distinct values are counted.
+    pub distinct: Option<Sp<FieldName>>,
+    /// Prefix length of `net` for IPv4 clients (default 24).
+    pub ipv4_prefix: Option<Sp<i64>>,
+    /// Prefix length of `net` for IPv6 clients (default 64).
+    pub ipv6_prefix: Option<Sp<i64>>,
+    /// Which requests the rule looks at (all when absent).
+    #[serde(rename = "match")]
+    pub matches: Option<RawMatch>,
+    /// Requests to leave out even when `match` fits.
+    pub unless: Option<RawMatch>,
+    /// ban, log, or the name of an `[actions.NAME]` table.
+    pub action: Option<Sp<String>>,
+    /// How long a ban lasts before escalation, e.g. "1h" (default 1h).
+    pub duration: Option<Sp<String>>,
+    /// Instead of an action: add these points to the client's score.
+    pub score: Option<Sp<f64>>,
+    /// Which score the points go to (default "default").
+    pub score_name: Option<Sp<String>>,
+}
+
+impl RawRule {
+    fn layer(&mut self, o: RawRule) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
+        }
+        take!(
+            enabled,
+            description,
+            kind,
+            key,
+            limit,
+            window,
+            distinct,
+            ipv4_prefix,
+            ipv6_prefix,
+            matches,
+            unless,
+            action,
+            duration,
+            score,
+            score_name
+        );
+    }
+}
+
+/// `[scores.NAME]`: a decaying per-client score.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScore {
+    /// A score above this is a decision.
+    pub threshold: Option<Sp<f64>>,
+    /// How fast points fade, POINTS/DURATION: "3/1d" (mod_security's
+    /// deprecatevar 3/86400). Decay applies however busy the client is.
+    pub decay: Option<Sp<String>>,
+    /// ban, log, or an `[actions.NAME]` name (default ban).
+    pub action: Option<Sp<String>>,
+    /// Ban duration before escalation (default 1h).
+    pub duration: Option<Sp<String>>,
+}
+
+/// `[actions.NAME]`: a program the daemon runs for decisions naming it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    /// Program and arguments; facts arrive as environment variables
+    /// (WEBFENCE_IP, WEBFENCE_RULE…), never through a shell.
+    pub command: Option<Vec<Sp<String>>>,
+    /// Free text shown by `webfence rules`.
+    pub description: Option<String>,
+}
+
+/// `[sites]`: the names this server answers to.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSites {
+    /// Host names, exact or `*.example.com`; other Hosts are unexpected.
+    pub names: Option<Vec<Sp<String>>>,
+}
+
+/// `[allowlist]`: clients never decided against.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllowlist {
+    /// Addresses and CIDRs.
+    pub addresses: Option<Vec<Sp<String>>>,
+    /// Host names, resolved at start and every `resolve_every` (an admin on
+    /// a dynamic address).
+    pub hosts: Option<Vec<Sp<String>>>,
+    /// How often to resolve `hosts` again (default 10m).
+    pub resolve_every: Option<Sp<String>>,
+    /// Also allow loopback and this machine's own addresses (default true).
+    pub local: Option<bool>,
+}
+
+/// `[state]`: memory bounds of the rule engine.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Most memory for per-client state, e.g. "256MB" (the default). Beyond
+    /// it, the least recently active idle state is dropped; state over a
+    /// threshold and banned clients are kept.
+    pub memory_cap: Option<Sp<String>>,
+}
+
+/// `[escalation]`: longer bans for repeat offenders.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalation {
+    /// Each new ban lasts this many times the previous one (default 2; 1
+    /// turns escalation off).
+    pub factor: Option<Sp<f64>>,
+    /// The longest a ban can grow to (default 1w).
+    pub max: Option<Sp<String>>,
+    /// How long past bans are remembered (default 30d).
+    pub remember: Option<Sp<String>>,
+}
+
+/// Every file, layered.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub sources: SourceFiles,
+    /// false: start from no rules instead of the built-in ruleset.
+    pub default_rules: Option<Sp<bool>>,
+    pub sites: Vec<Sp<String>>,
+    pub allowlist: RawAllowlist,
+    pub state: RawState,
+    pub escalation: RawEscalation,
+    pub scores: BTreeMap<String, (Origin, RawScore)>,
+    pub actions: BTreeMap<String, (Origin, RawAction)>,
+    /// In the order first defined.
+    pub rules: Vec<(Sp<String>, RawRule)>,
+    /// The files read, for `webfence check` and `status`.
+    pub files: Vec<String>,
+}
+
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, scores, actions, rules";
+
+fn de_error(
+    sources: &SourceFiles,
+    file: usize,
+    fallback: &std::ops::Range<usize>,
+    e: toml::de::Error,
+) -> ConfigError {
+    let span = e.span().unwrap_or_else(|| fallback.clone());
+    sources.error(
+        Origin {
+            file,
+            start: span.start,
+            end: span.end,
+        },
+        e.message().trim_end().replace('\n', " "),
+    )
+}
+
+fn section<T: for<'de> Deserialize<'de>>(
+    value: toml::Spanned<DeValue<'_>>,
+    sources: &SourceFiles,
+    file: usize,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let span = value.span();
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(de_error(sources, file, &span, e));
+            None
+        }
+    }
+}
+
+/// A table of named sub-tables (`[rules.NAME]`, `[scores.NAME]`), each
+/// deserialized on its own so one bad rule does not hide the next.
+fn named<T: for<'de> Deserialize<'de>>(
+    value: toml::Spanned<DeValue<'_>>,
+    sources: &SourceFiles,
+    file: usize,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(Sp<String>, T)> {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        errors.push(sources.error(
+            Origin {
+                file,
+                start: span.start,
+                end: span.end,
+            },
+            "expected a table of named entries, such as [rules.my-rule]",
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let ks = key.span();
+        let name = Sp {
+            value: key.into_inner().to_string(),
+            at: Origin {
+                file,
+                start: ks.start,
+                end: ks.end,
+            },
+        };
+        if let Some(v) = section::<T>(value, sources, file, errors) {
+            out.push((name, v));
+        }
+    }
+    out.sort_by_key(|(n, _)| n.at.start);
+    out
+}
+
+impl Config {
+    /// Reads one file's text and layers it on top.
+    fn layer_text(&mut self, name: String, text: String, errors: &mut Vec<ConfigError>) {
+        let file = self.sources.add(name.clone(), text);
+        self.files.push(name);
+        CURRENT_FILE.with(|c| c.set(file));
+        let sources = self.sources.clone();
+        let text = match sources.files.get(file) {
+            Some((_, t)) => t.as_str(),
+            None => return,
+        };
+        let (root, parse_errors) = DeTable::parse_recoverable(text);
+        for e in parse_errors {
+            errors.push(de_error(&sources, file, &(0..0), e));
+        }
+        for (key, value) in root.into_inner() {
+            let ks = key.span();
+            let at = Origin {
+                file,
+                start: ks.start,
+                end: ks.end,
+            };
+            match key.get_ref().as_ref() {
+                "default_rules" => {
+                    if let Some(b) = section::<Sp<bool>>(value, &sources, file, errors) {
+                        self.default_rules = Some(b);
+                    }
+                }
+                "sites" => {
+                    if let Some(s) = section::<RawSites>(value, &sources, file, errors) {
+                        self.sites.extend(s.names.unwrap_or_default());
+                    }
+                }
+                "allowlist" => {
+                    if let Some(a) = section::<RawAllowlist>(value, &sources, file, errors) {
+                        let cur = &mut self.allowlist;
+                        if let Some(v) = a.addresses {
+                            cur.addresses.get_or_insert_with(Vec::new).extend(v);
+                        }
+                        if let Some(v) = a.hosts {
+                            cur.hosts.get_or_insert_with(Vec::new).extend(v);
+                        }
+                        if a.resolve_every.is_some() {
+                            cur.resolve_every = a.resolve_every;
+                        }
+                        if a.local.is_some() {
+                            cur.local = a.local;
+                        }
+                    }
+                }
+                "state" => {
+                    if let Some(s) = section::<RawState>(value, &sources, file, errors) {
+                        if s.memory_cap.is_some() {
+                            self.state.memory_cap = s.memory_cap;
+                        }
+                    }
+                }
+                "escalation" => {
+                    if let Some(s) = section::<RawEscalation>(value, &sources, file, errors) {
+                        let cur = &mut self.escalation;
+                        if s.factor.is_some() {
+                            cur.factor = s.factor;
+                        }
+                        if s.max.is_some() {
+                            cur.max = s.max;
+                        }
+                        if s.remember.is_some() {
+                            cur.remember = s.remember;
+                        }
+                    }
+                }
+                "scores" => {
+                    for (name, s) in named::<RawScore>(value, &sources, file, errors) {
+                        let entry = self
+                            .scores
+                            .entry(name.value)
+                            .or_insert_with(|| (name.at, RawScore::default()));
+                        let cur = &mut entry.1;
+                        if s.threshold.is_some() {
+                            cur.threshold = s.threshold;
+                        }
+                        if s.decay.is_some() {
+                            cur.decay = s.decay;
+                        }
+                        if s.action.is_some() {
+                            cur.action = s.action;
+                        }
+                        if s.duration.is_some() {
+                            cur.duration = s.duration;
+                        }
+                    }
+                }
+                "actions" => {
+                    for (name, a) in named::<RawAction>(value, &sources, file, errors) {
+                        self.actions.insert(name.value, (name.at, a));
+                    }
+                }
+                "rules" => {
+                    for (name, r) in named::<RawRule>(value, &sources, file, errors) {
+                        match self.rules.iter_mut().find(|(n, _)| n.value == name.value) {
+                            Some((_, cur)) => cur.layer(r),
+                            None => self.rules.push((name, r)),
+                        }
+                    }
+                }
+                other => errors.push(sources.error(
+                    at,
+                    format!("unknown key '{other}' (expected one of {SECTIONS})"),
+                )),
+            }
+        }
+    }
+
+    /// Layers files in order on top of the built-in ruleset.
+    pub fn load(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
+        let mut texts = Vec::new();
+        let mut errors = Vec::new();
+        for p in paths {
+            match std::fs::read_to_string(p) {
+                Ok(t) => texts.push((p.display().to_string(), t)),
+                Err(e) => errors.push(ConfigError {
+                    file: p.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read the configuration: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Self::from_texts(texts)
+    }
+
+    /// Layers named texts in order on top of the built-in ruleset.
+    pub fn from_texts(texts: Vec<(String, String)>) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut user = Config::default();
+        for (name, text) in texts {
+            user.layer_text(name, text, &mut errors);
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        if user.default_rules.as_ref().is_some_and(|b| !b.value) {
+            return Ok(user);
+        }
+        // Re-read on top of the built-in rules so the built-in file is layer 0.
+        let mut config = Config::default();
+        config.layer_text(
+            BUILTIN_NAME.to_string(),
+            BUILTIN_RULES.to_string(),
+            &mut errors,
+        );
+        config.files.clear();
+        let Config { sources, .. } = user;
+        for i in 0..sources.files.len() {
+            let (name, text) = sources.files[i].clone();
+            config.layer_text(name, text, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The built-in ruleset alone.
+    pub fn builtin() -> Config {
+        Self::from_texts(Vec::new()).unwrap_or_default()
+    }
+
+    /// `-c` files, or the default path when it exists, or the built-in rules.
+    pub fn load_default_or(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
+        if !paths.is_empty() {
+            return Self::load(paths);
+        }
+        let default = Path::new(DEFAULT_PATH);
+        if default.exists() {
+            Self::load(&[default.to_path_buf()])
+        } else {
+            Ok(Self::builtin())
+        }
+    }
+
+    /// Resolves a pattern file path relative to the config file naming it.
+    pub fn relative_path(&self, at: Origin, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        match self.sources.path(at.file).and_then(Path::parent) {
+            Some(dir) => dir.join(p),
+            None => p.to_path_buf(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_texts(vec![("site.toml".into(), text.into())])
+    }
+
+    #[test]
+    fn builtin_rules_parse() {
+        let c = Config::builtin();
+        assert!(c.rules.len() >= 8, "{:?}", c.rules.len());
+        assert!(c.rules.iter().any(|(n, _)| n.value == "identical-requests"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let err = load("[rules.x]\nkind = \"rate\"\nlimt = 45\n").unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let e = &err.0[0];
+        assert_eq!((e.file.as_str(), e.line, e.column), ("site.toml", 3, 1));
+        assert!(e.message.contains("unknown field `limt`"), "{}", e.message);
+    }
+
+    #[test]
+    fn every_bad_rule_is_reported() {
+        let err = load(
+            "bogus = 1\n[rules.a]\nkind = \"rat\"\n[rules.b]\nlimit = \"many\"\n[state]\nmemory_cap = 3\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|e| e.line).collect();
+        assert_eq!(lines.len(), 4, "{err}");
+        for want in [1, 3, 5, 7] {
+            assert!(lines.contains(&want), "line {want} missing from {err}");
+        }
+        assert!(err.to_string().contains("unknown key 'bogus'"));
+        assert!(err.to_string().contains("rat"));
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let err = load("[rules.a]\nkind = rate\n").unwrap_err();
+        assert_eq!(err.0[0].line, 2, "{err}");
+    }
+
+    #[test]
+    fn later_files_patch_rules_field_by_field() {
+        let c = Config::from_texts(vec![
+            (
+                "a.toml".into(),
+                "[rules.x]\nkind = \"rate\"\nlimit = 5\nwindow = \"10s\"\n".into(),
+            ),
+            (
+                "b.toml".into(),
+                "[rules.x]\nlimit = 7\n[rules.identical-requests]\nenabled = false\n".into(),
+            ),
+        ])
+        .unwrap();
+        let (_, x) = c.rules.iter().find(|(n, _)| n.value == "x").unwrap();
+        assert_eq!(x.limit.as_ref().unwrap().value, 7);
+        assert_eq!(x.window.as_ref().unwrap().value, "10s");
+        let (_, ir) = c
+            .rules
+            .iter()
+            .find(|(n, _)| n.value == "identical-requests")
+            .unwrap();
+        assert_eq!(ir.enabled, Some(false));
+        assert_eq!(c.files, vec!["a.toml", "b.toml"]);
+    }
+
+    #[test]
+    fn default_rules_can_be_dropped() {
+        let c = load("default_rules = false\n[rules.only]\nkind = \"match\"\n").unwrap();
+        assert_eq!(c.rules.len(), 1);
+    }
+
+    #[test]
+    fn patterns_take_a_string_or_a_list() {
+        let c = load(
+            "default_rules = false\n[rules.m]\nkind = \"match\"\nmatch.path.prefix = \"/a\"\nmatch.user_agent.contains = [\"x\", \"y\"]\n",
+        )
+        .unwrap();
+        let m = c.rules[0].1.matches.as_ref().unwrap();
+        assert_eq!(m.path.as_ref().unwrap().prefix.as_ref().unwrap().0.len(), 1);
+        assert_eq!(
+            m.user_agent
+                .as_ref()
+                .unwrap()
+                .contains
+                .as_ref()
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn spans_point_at_values() {
+        let c =
+            load("default_rules = false\n[rules.m]\nkind = \"rate\"\nwindow = \"ten\"\n").unwrap();
+        let w = c.rules[0].1.window.as_ref().unwrap();
+        assert_eq!(c.sources.locate(w.at), (4, 10));
+        assert_eq!(c.sources.excerpt(w.at), "\"ten\"");
+    }
+}

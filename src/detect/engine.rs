@@ -1,0 +1,755 @@
+//! The stateful half of detection: one [`Event`] at a time, in time order,
+//! turned into [`Decision`]s. Replay drives it with log time; the daemon
+//! will drive it live. It does no I/O.
+
+use serde::Serialize;
+
+use super::addr::{NetSet, Subject, from_bits, mask};
+use super::config::{FieldName, RuleKind};
+use super::rules::{Action, Event, IpPart, Outcome, Rule, RuleSet};
+use super::window::{DistinctState, RateState, SAMPLES, ScoreState, Stamp, Table, key};
+use crate::stats::Map;
+
+/// A log line that contributed to a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub loc: u64,
+    pub at: i64,
+}
+
+impl From<Stamp> for Mark {
+    fn from(s: Stamp) -> Mark {
+        Mark {
+            loc: s.loc,
+            at: s.t,
+        }
+    }
+}
+
+/// Why a decision was taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// Requests, distinct values or score points that crossed the threshold.
+    pub count: f64,
+    /// The window (rate, distinct); for scores, the decay period; 0 for
+    /// single-request matches.
+    pub window_s: u64,
+    pub threshold: f64,
+    pub first: Mark,
+    pub last: Mark,
+    /// A few of the contributing log lines, most recent last.
+    pub samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub rule: String,
+    pub subject: Subject,
+    pub action: Action,
+    /// For bans: the duration after escalation.
+    pub duration_s: Option<u64>,
+    /// Log time of the request that crossed the threshold.
+    pub at: i64,
+    pub reason: String,
+    /// Earlier bans of this subject still remembered (0 for a first ban).
+    pub repeat: u32,
+    pub evidence: Evidence,
+}
+
+/// Per-rule totals for the replay summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleTotals {
+    /// Requests the rule looked at.
+    pub requests: u64,
+    pub decisions: u64,
+    pub bans: u64,
+}
+
+/// Engine-wide totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    /// Requests from clients banned at the time: live, the kernel would
+    /// have dropped them, so no rule sees them.
+    pub blocked: u64,
+    pub allowlisted: u64,
+    pub evicted: u64,
+    /// Highest memory the state reached, in bytes.
+    pub peak_state_bytes: u64,
+}
+
+/// What `--explain` records for one client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceKind {
+    /// A counting rule's count after this request.
+    Count {
+        count: u64,
+        limit: u64,
+    },
+    Matched,
+    /// A score after this request's points.
+    Score {
+        score: usize,
+        value: f64,
+        points: f64,
+    },
+    Decided {
+        action: String,
+        duration_s: Option<u64>,
+    },
+    Blocked {
+        by: Subject,
+    },
+    Allowlisted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub at: i64,
+    pub loc: u64,
+    /// Rule index; `None` for score, block and allowlist entries.
+    pub rule: Option<usize>,
+    pub kind: TraceKind,
+}
+
+/// Turns a log line into a field's text, for reasons ("46 requests for
+/// /search"); the caller knows the log format, the engine does not.
+pub type FieldText = Box<dyn FnMut(&[u8], FieldName) -> Option<String> + Send>;
+
+enum RuleState {
+    Rate(Table<RateState>),
+    Distinct(Table<DistinctState>),
+    Stateless,
+}
+
+struct Ban {
+    until: i64,
+}
+
+/// How much state to track per pinned check, and how often to check.
+const BUDGET_CHECK_EVERY: u64 = 1024;
+
+pub struct Engine {
+    rules: RuleSet,
+    state: Vec<RuleState>,
+    scores: Vec<Table<ScoreState>>,
+    bans: Map<Subject, Ban>,
+    /// Bans of networks (and hosts) for containment lookups.
+    banned: NetSet,
+    /// (bans so far, time of the last) per subject, for escalation.
+    history: Map<Subject, (u32, i64)>,
+    /// Repeated non-ban decisions on one subject stay quiet until then.
+    quiet: Map<(u16, Subject), i64>,
+    now: i64,
+    pub totals: Totals,
+    pub rule_totals: Vec<RuleTotals>,
+    decisions: Vec<Decision>,
+    explain: Option<u128>,
+    pub traces: Vec<Trace>,
+    field_text: FieldText,
+    since_check: u64,
+    /// When each rule's table was last swept of state older than its window.
+    swept: Vec<i64>,
+}
+
+fn display_line(line: &[u8]) -> String {
+    let cut = &line[..line.len().min(300)];
+    crate::log::parse::escape_for_display(cut)
+}
+
+fn plural(n: f64, what: &str) -> String {
+    if n == 1.0 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+pub fn human_duration(s: u64) -> String {
+    match s {
+        0 => "0s".into(),
+        s if s % 604_800 == 0 => format!("{}w", s / 604_800),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet) -> Engine {
+        let state = rules
+            .rules
+            .iter()
+            .map(|r| match r.kind {
+                RuleKind::Rate => RuleState::Rate(Table::default()),
+                RuleKind::Distinct => RuleState::Distinct(Table::default()),
+                _ => RuleState::Stateless,
+            })
+            .collect();
+        let scores = rules.scores.iter().map(|_| Table::default()).collect();
+        let rule_totals = vec![RuleTotals::default(); rules.rules.len()];
+        let rules_len = rules.rules.len() + rules.scores.len();
+        Engine {
+            rules,
+            state,
+            scores,
+            bans: Map::default(),
+            banned: NetSet::default(),
+            history: Map::default(),
+            quiet: Map::default(),
+            now: i64::MIN,
+            totals: Totals::default(),
+            rule_totals,
+            decisions: Vec::new(),
+            explain: None,
+            traces: Vec::new(),
+            field_text: Box::new(|_, _| None),
+            since_check: 0,
+            swept: vec![i64::MIN; rules_len],
+        }
+    }
+
+    /// How to get a field's text from a log line, for reasons; known once
+    /// the log format is.
+    pub fn set_field_text(&mut self, f: FieldText) {
+        self.field_text = f;
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Records every step of the rules for one client.
+    pub fn explain(&mut self, client: std::net::IpAddr) {
+        self.explain = Some(super::addr::to_bits(client));
+    }
+
+    pub fn take_decisions(&mut self) -> Vec<Decision> {
+        std::mem::take(&mut self.decisions)
+    }
+
+    /// Subjects banned at the engine's current time.
+    pub fn active_bans(&self) -> usize {
+        self.bans.values().filter(|b| b.until > self.now).count()
+    }
+
+    fn traced(&self, client: u128) -> bool {
+        self.explain == Some(client)
+    }
+
+    fn trace(&mut self, ev: &Event, rule: Option<usize>, kind: TraceKind) {
+        self.traces.push(Trace {
+            at: self.now,
+            loc: ev.loc,
+            rule,
+            kind,
+        });
+    }
+
+    /// The ban covering `client` now, if any.
+    fn ban_of(&self, client: u128) -> Option<Subject> {
+        let s = self.banned.find(client)?;
+        self.bans.get(&s).filter(|b| b.until > self.now).map(|_| s)
+    }
+
+    /// Feeds one request; `line` is its log line, for samples.
+    pub fn feed(&mut self, ev: &Event, line: &[u8]) {
+        self.now = self.now.max(ev.time);
+        self.totals.requests += 1;
+        if ev.allowed {
+            self.totals.allowlisted += 1;
+            if self.traced(ev.client) {
+                self.trace(ev, None, TraceKind::Allowlisted);
+            }
+            return;
+        }
+        if let Some(by) = self.ban_of(ev.client) {
+            self.totals.blocked += 1;
+            if self.traced(ev.client) {
+                self.trace(ev, None, TraceKind::Blocked { by });
+            }
+            return;
+        }
+        let mut hits = ev.hits;
+        while hits != 0 {
+            let i = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            self.apply(i, ev, line);
+            // A ban from an earlier rule stops the later ones: live, the
+            // request after this one would not arrive.
+            if self.ban_of(ev.client).is_some() {
+                break;
+            }
+        }
+        self.since_check += 1;
+        if self.since_check >= BUDGET_CHECK_EVERY {
+            self.since_check = 0;
+            self.housekeeping();
+        }
+    }
+
+    fn rule_key(rule: &Rule, ev: &Event) -> (super::window::Key, Option<Subject>) {
+        let field = rule.key.field.map_or(0, |f| RuleSet::field_hash(ev, f));
+        match rule.key.ip {
+            IpPart::Ip => (key(ev.client, field), Some(Subject::host(ev.client))),
+            IpPart::Net { v4, v6 } => {
+                let s = Subject::net(ev.client, v4, v6);
+                (key(s.bits, field), Some(s))
+            }
+            IpPart::None => (key(0, field), None),
+        }
+    }
+
+    fn apply(&mut self, i: usize, ev: &Event, line: &[u8]) {
+        let Some(rule) = self.rules.rules.get(i) else {
+            return;
+        };
+        self.rule_totals[i].requests += 1;
+        let stamp = Stamp {
+            t: self.now,
+            loc: ev.loc,
+        };
+        let limit = rule.limit as usize;
+        let window = rule.window_ms;
+        let (k, keyed_subject) = Self::rule_key(rule, ev);
+        let traced = self.traced(ev.client);
+        // (count, first contributing request, samples) when the rule fires.
+        let fired: Option<(f64, Stamp, Vec<String>)> = match &mut self.state[i] {
+            RuleState::Rate(table) => table.with(k, |s| {
+                if s.near(stamp.t, limit, SAMPLES, window) {
+                    s.samples.push(display_line(line));
+                }
+                let fired = s.hit(stamp, limit, window);
+                let out = fired.map(|first| {
+                    let samples = s.samples.take();
+                    if keyed_subject.is_some() {
+                        s.reset();
+                    }
+                    (limit as f64 + 1.0, first, samples)
+                });
+                if traced {
+                    let count = if out.is_some() {
+                        limit as u64 + 1
+                    } else {
+                        s.count(stamp.t, window) as u64
+                    };
+                    self.traces.push(Trace {
+                        at: stamp.t,
+                        loc: ev.loc,
+                        rule: Some(i),
+                        kind: TraceKind::Count {
+                            count,
+                            limit: limit as u64,
+                        },
+                    });
+                }
+                out
+            }),
+            RuleState::Distinct(table) => {
+                let value = RuleSet::field_hash(ev, rule.distinct.unwrap_or(FieldName::Path));
+                table.with(k, |s| {
+                    if s.near(stamp.t, limit, SAMPLES, window) {
+                        s.samples.push(display_line(line));
+                    }
+                    let out = s.hit(value, stamp, limit, window).map(|(n, first)| {
+                        let samples = s.samples.take();
+                        if keyed_subject.is_some() {
+                            s.reset();
+                        }
+                        (n as f64, first, samples)
+                    });
+                    if traced {
+                        let count = out
+                            .as_ref()
+                            .map_or(s.count(stamp.t, window) as u64, |o| o.0 as u64);
+                        self.traces.push(Trace {
+                            at: stamp.t,
+                            loc: ev.loc,
+                            rule: Some(i),
+                            kind: TraceKind::Count {
+                                count,
+                                limit: limit as u64,
+                            },
+                        });
+                    }
+                    out
+                })
+            }
+            RuleState::Stateless => {
+                if traced {
+                    self.traces.push(Trace {
+                        at: stamp.t,
+                        loc: ev.loc,
+                        rule: Some(i),
+                        kind: TraceKind::Matched,
+                    });
+                }
+                Some((1.0, stamp, vec![display_line(line)]))
+            }
+        };
+        let Some((count, first, samples)) = fired else {
+            return;
+        };
+        let subject = keyed_subject.unwrap_or(Subject::host(ev.client));
+        match rule.outcome.clone() {
+            Outcome::Score { score, points } => self.add_score(score, points, i, ev, line),
+            Outcome::Decide { action, duration_s } => {
+                let rule = self.rules.rules[i].clone();
+                let reason = self.reason(&rule, count, line, subject);
+                let evidence = Evidence {
+                    count,
+                    window_s: (rule.window_ms / 1000) as u64,
+                    threshold: rule.limit as f64,
+                    first: first.into(),
+                    last: stamp.into(),
+                    samples,
+                };
+                let name = rule.name.clone();
+                self.decide(
+                    i as u16, name, subject, action, duration_s, reason, evidence, ev,
+                );
+            }
+        }
+    }
+
+    fn reason(&mut self, rule: &Rule, count: f64, line: &[u8], subject: Subject) -> String {
+        let window = human_duration((rule.window_ms / 1000) as u64);
+        let about = match rule.key.field {
+            Some(f) => (self.field_text)(line, f)
+                .map(|t| format!(" for {} {t}", f.name().replace('_', "-")))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        match rule.kind {
+            RuleKind::Rate => format!(
+                "{} in {window}{about} (limit {})",
+                plural(count, "request"),
+                rule.limit
+            ),
+            RuleKind::Distinct => {
+                let what = match rule.distinct {
+                    Some(FieldName::Ip) => "client".to_string(),
+                    Some(f) => f.name().replace('_', " "),
+                    None => "value".to_string(),
+                };
+                let from = if subject.is_host() {
+                    String::new()
+                } else {
+                    format!(" of {subject}")
+                };
+                format!(
+                    "{} distinct {what}s{from} in {window}{about} (limit {})",
+                    count, rule.limit
+                )
+            }
+            RuleKind::Match => {
+                let req = (self.field_text)(line, FieldName::Target).unwrap_or_default();
+                format!("request matched: {req}")
+            }
+            RuleKind::UnexpectedHost => {
+                let host = (self.field_text)(line, FieldName::Host).unwrap_or_default();
+                format!("unexpected Host {host:?}")
+            }
+        }
+    }
+
+    fn add_score(&mut self, score: usize, points: f64, rule: usize, ev: &Event, line: &[u8]) {
+        let Some(spec) = self.rules.scores.get(score).cloned() else {
+            return;
+        };
+        let stamp = Stamp {
+            t: self.now,
+            loc: ev.loc,
+        };
+        let Some(table) = self.scores.get_mut(score) else {
+            return;
+        };
+        let (value, state) = table.with(key(ev.client, 0), |s| {
+            s.samples.push(display_line(line));
+            let v = s.add(points, rule as u16, stamp, spec.decay_per_ms);
+            let snapshot = (v > spec.threshold).then(|| {
+                let out = (s.first, s.reasons.clone(), s.samples.take());
+                s.reset();
+                out
+            });
+            (v, snapshot)
+        });
+        if self.traced(ev.client) {
+            self.trace(
+                ev,
+                None,
+                TraceKind::Score {
+                    score,
+                    value,
+                    points,
+                },
+            );
+        }
+        let Some((first, reasons, samples)) = state else {
+            return;
+        };
+        let parts: Vec<String> = reasons
+            .iter()
+            .map(|(r, p)| {
+                let name = self
+                    .rules
+                    .rules
+                    .get(*r as usize)
+                    .map_or("?", |r| r.name.as_str());
+                format!("{name} +{p}")
+            })
+            .collect();
+        let reason = format!(
+            "score {} above {} ({}; decay {})",
+            (value * 100.0).round() / 100.0,
+            spec.threshold,
+            parts.join(", "),
+            spec.decay_text
+        );
+        let window_s = if spec.decay_per_ms > 0.0 {
+            (spec.threshold / spec.decay_per_ms / 1000.0).round() as u64
+        } else {
+            0
+        };
+        let evidence = Evidence {
+            count: (value * 100.0).round() / 100.0,
+            window_s,
+            threshold: spec.threshold,
+            first: first.into(),
+            last: stamp.into(),
+            samples,
+        };
+        let rule_id = (self.rules.rules.len() + score) as u16;
+        self.decide(
+            rule_id,
+            format!("score:{}", spec.name),
+            Subject::host(ev.client),
+            spec.action.clone(),
+            spec.duration_s,
+            reason,
+            evidence,
+            ev,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &mut self,
+        rule_id: u16,
+        rule: String,
+        subject: Subject,
+        action: Action,
+        base_s: u64,
+        reason: String,
+        evidence: Evidence,
+        ev: &Event,
+    ) {
+        if let Some(t) = self.rule_totals.get_mut(rule_id as usize) {
+            t.decisions += 1;
+        }
+        let mut duration_s = None;
+        let mut repeat = 0;
+        if action == Action::Ban {
+            let esc = &self.rules.escalation;
+            let (n, last) = self.history.get(&subject).copied().unwrap_or((0, i64::MIN));
+            repeat = if self.now.saturating_sub(last) < esc.remember_ms {
+                n
+            } else {
+                0
+            };
+            let factor = esc.factor.powi(repeat.min(64) as i32);
+            let secs = ((base_s as f64) * factor).min(esc.max_s.max(base_s) as f64) as u64;
+            duration_s = Some(secs);
+            self.history.insert(subject, (repeat + 1, self.now));
+            self.bans.insert(
+                subject,
+                Ban {
+                    until: self.now.saturating_add(secs as i64 * 1000),
+                },
+            );
+            self.banned.insert(subject);
+            if let Some(t) = self.rule_totals.get_mut(rule_id as usize) {
+                t.bans += 1;
+            }
+        } else {
+            // Log-only and named actions: one decision per subject and rule
+            // per window, not one per request while over the limit.
+            let quiet_ms = self
+                .rules
+                .rules
+                .get(rule_id as usize)
+                .map_or(60_000, |r| r.window_ms.max(60_000));
+            let k = (rule_id, subject);
+            if self.quiet.get(&k).is_some_and(|&until| until > self.now) {
+                if let Some(t) = self.rule_totals.get_mut(rule_id as usize) {
+                    t.decisions -= 1;
+                }
+                return;
+            }
+            self.quiet.insert(k, self.now + quiet_ms);
+        }
+        if self.explain.is_some_and(|c| subject.contains(c)) {
+            let rule_index = Some(rule_id as usize).filter(|&r| r < self.rules.rules.len());
+            self.trace(
+                ev,
+                rule_index,
+                TraceKind::Decided {
+                    action: action.name().to_string(),
+                    duration_s,
+                },
+            );
+        }
+        self.decisions.push(Decision {
+            rule,
+            subject,
+            action,
+            duration_s,
+            at: self.now,
+            reason,
+            repeat,
+            evidence,
+        });
+    }
+
+    /// Bytes of state held now.
+    pub fn state_bytes(&self) -> usize {
+        let tables: usize = self
+            .state
+            .iter()
+            .map(|s| match s {
+                RuleState::Rate(t) => t.bytes(),
+                RuleState::Distinct(t) => t.bytes(),
+                RuleState::Stateless => 0,
+            })
+            .sum();
+        let scores: usize = self.scores.iter().map(Table::bytes).sum();
+        let slot = |n: usize, each: usize| n * (each + 1);
+        tables
+            + scores
+            + slot(self.bans.capacity(), 48)
+            + slot(self.history.capacity(), 48)
+            + slot(self.quiet.capacity(), 48)
+    }
+
+    /// Expires bans and quiet periods; keeps state under the memory cap.
+    fn housekeeping(&mut self) {
+        let now = self.now;
+        if self.bans.values().any(|b| b.until <= now) {
+            let expired: Vec<Subject> = self
+                .bans
+                .iter()
+                .filter(|(_, b)| b.until <= now)
+                .map(|(s, _)| *s)
+                .collect();
+            for s in expired {
+                self.bans.remove(&s);
+                self.banned.remove(s);
+            }
+        }
+        self.quiet.retain(|_, until| *until > now);
+        let remember = self.rules.escalation.remember_ms;
+        self.history
+            .retain(|_, (_, last)| now.saturating_sub(*last) < remember);
+
+        self.sweep();
+        let bytes = self.state_bytes();
+        self.totals.peak_state_bytes = self.totals.peak_state_bytes.max(bytes as u64);
+        let cap = self.rules.memory_cap as usize;
+        if bytes <= cap {
+            return;
+        }
+        self.evict(bytes, cap);
+    }
+
+    /// Drops state that can no longer fire: nothing within its window, or a
+    /// score decayed to zero. Each table is swept once per window, so the
+    /// cost is amortised and memory follows the clients active now.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let n_rules = self.rules.rules.len();
+        for (i, st) in self.state.iter_mut().enumerate() {
+            let window = self.rules.rules[i].window_ms;
+            if now.saturating_sub(self.swept[i]) < window.max(1000) {
+                continue;
+            }
+            self.swept[i] = now;
+            let cutoff = now - window;
+            match st {
+                RuleState::Rate(t) => t.evict(cutoff, |_| false),
+                RuleState::Distinct(t) => t.evict(cutoff, |_| false),
+                RuleState::Stateless => 0,
+            };
+        }
+        for (i, t) in self.scores.iter_mut().enumerate() {
+            let per_ms = self.rules.scores[i].decay_per_ms;
+            if per_ms <= 0.0 || now.saturating_sub(self.swept[n_rules + i]) < 60_000 {
+                continue;
+            }
+            self.swept[n_rules + i] = now;
+            t.evict(i64::MAX, |s| s.decayed(now, per_ms) > 0.0);
+        }
+    }
+
+    /// Drops the least recently active idle state until well under the cap.
+    /// State at its threshold and banned clients' bans are never dropped.
+    fn evict(&mut self, bytes: usize, cap: usize) {
+        let now = self.now;
+        let rules = &self.rules.rules;
+        let mut times = Vec::new();
+        for (i, st) in self.state.iter().enumerate() {
+            let (limit, window) = (rules[i].limit as usize, rules[i].window_ms);
+            match st {
+                RuleState::Rate(t) => {
+                    t.last_actives(|s| s.at_limit(now, limit, window), &mut times)
+                }
+                RuleState::Distinct(t) => {
+                    t.last_actives(|s| s.at_limit(now, limit, window), &mut times)
+                }
+                RuleState::Stateless => {}
+            }
+        }
+        for (i, t) in self.scores.iter().enumerate() {
+            let s = &self.rules.scores[i];
+            t.last_actives(
+                |x| x.decayed(now, s.decay_per_ms) >= s.threshold * 0.5,
+                &mut times,
+            );
+        }
+        if times.is_empty() {
+            return;
+        }
+        // Aim for three quarters of the cap so eviction runs rarely.
+        let excess = bytes.saturating_sub(cap * 3 / 4) as f64 / bytes.max(1) as f64;
+        let n = ((times.len() as f64 * excess).ceil() as usize).clamp(1, times.len());
+        let (_, cutoff, _) = times.select_nth_unstable(n - 1);
+        let cutoff = *cutoff;
+        let mut evicted = 0;
+        for (i, st) in self.state.iter_mut().enumerate() {
+            let (limit, window) = (rules[i].limit as usize, rules[i].window_ms);
+            evicted += match st {
+                RuleState::Rate(t) => t.evict(cutoff, |s| s.at_limit(now, limit, window)),
+                RuleState::Distinct(t) => t.evict(cutoff, |s| s.at_limit(now, limit, window)),
+                RuleState::Stateless => 0,
+            };
+        }
+        for (i, t) in self.scores.iter_mut().enumerate() {
+            let s = &self.rules.scores[i];
+            evicted += t.evict(cutoff, |x| {
+                x.decayed(now, s.decay_per_ms) >= s.threshold * 0.5
+            });
+        }
+        self.totals.evicted += evicted as u64;
+    }
+
+    /// Call at the end of input: records the final peak.
+    pub fn finish(&mut self) {
+        let bytes = self.state_bytes() as u64;
+        self.totals.peak_state_bytes = self.totals.peak_state_bytes.max(bytes);
+    }
+
+    /// The address of a subject for display.
+    pub fn subject_ip(s: &Subject) -> std::net::IpAddr {
+        from_bits(mask(s.bits, s.prefix))
+    }
+}

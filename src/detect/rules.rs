@@ -1,0 +1,366 @@
+//! Compiled rules, and the per-request work that needs no state: which rules
+//! a request concerns ([`RuleSet::classify`]). That part runs in parallel on
+//! the parse workers; the stateful part ([`super::engine`]) then sees one
+//! small [`Event`] per request.
+
+use foldhash::quality::RandomState;
+use std::hash::BuildHasher;
+
+use super::addr::{NetSet, Subject, to_bits};
+use super::config::{FieldName, Origin, RuleKind};
+use super::matcher::{CondBits, FieldMatcher, percent_decode};
+use crate::log::Request;
+use crate::log::request::is_static_path;
+
+/// At most this many enabled rules: which rules a request concerns is a
+/// 128-bit mask, which keeps events small and fixed-size.
+pub const MAX_RULES: usize = 128;
+
+/// What a rule counts per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpPart {
+    None,
+    Ip,
+    Net { v4: u8, v6: u8 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    pub ip: IpPart,
+    pub field: Option<FieldName>,
+}
+
+impl KeySpec {
+    pub fn parse(text: &str) -> Result<KeySpec, String> {
+        let err = || {
+            format!(
+                "invalid key '{text}': expected ip, net, a field (path, target, query, host, user_agent, referer, method, protocol) or ip+FIELD / net+FIELD"
+            )
+        };
+        let mut ip = IpPart::None;
+        let mut field = None;
+        for part in text.split('+').map(str::trim) {
+            match part {
+                "ip" if ip == IpPart::None => ip = IpPart::Ip,
+                "net" if ip == IpPart::None => ip = IpPart::Net { v4: 24, v6: 64 },
+                f => match FieldName::from_name(f) {
+                    Some(f) if f != FieldName::Ip && field.is_none() => field = Some(f),
+                    _ => return Err(err()),
+                },
+            }
+        }
+        if ip == IpPart::None && field.is_none() {
+            return Err(err());
+        }
+        Ok(KeySpec { ip, field })
+    }
+
+    pub fn describe(&self) -> String {
+        let ip = match self.ip {
+            IpPart::None => None,
+            IpPart::Ip => Some("ip".to_string()),
+            IpPart::Net { v4, v6 } => Some(format!("net(/{v4}, /{v6})")),
+        };
+        match (ip, self.field) {
+            (Some(i), Some(f)) => format!("{i}+{}", f.name()),
+            (Some(i), None) => i,
+            (None, Some(f)) => f.name().to_string(),
+            (None, None) => "-".to_string(),
+        }
+    }
+}
+
+/// What a decision does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Ban,
+    Log,
+    Named(String),
+}
+
+impl Action {
+    pub fn name(&self) -> &str {
+        match self {
+            Action::Ban => "ban",
+            Action::Log => "log",
+            Action::Named(n) => n,
+        }
+    }
+}
+
+/// What firing a rule leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Decide { action: Action, duration_s: u64 },
+    Score { score: usize, points: f64 },
+}
+
+/// Conditions on one request, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Block {
+    /// Field conditions (ids into the field matchers); all must hold.
+    pub conds: Vec<u32>,
+    pub status: Vec<(u16, u16)>,
+    pub ips: Option<NetSet>,
+    pub static_files: Option<bool>,
+}
+
+impl Block {
+    fn holds(&self, bits: &CondBits, status: u16, client: u128, is_static: bool) -> bool {
+        self.conds.iter().all(|&c| bits.get(c))
+            && (self.status.is_empty()
+                || self.status.iter().any(|&(a, b)| (a..=b).contains(&status)))
+            && self.ips.as_ref().is_none_or(|s| s.contains(client))
+            && self.static_files.is_none_or(|want| want == is_static)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub description: String,
+    pub kind: RuleKind,
+    pub key: KeySpec,
+    /// Most requests or distinct values allowed in the window.
+    pub limit: u64,
+    pub window_ms: i64,
+    pub distinct: Option<FieldName>,
+    pub when: Block,
+    pub unless: Option<Block>,
+    pub outcome: Outcome,
+    /// Why a rule does nothing (unexpected_host without [sites]).
+    pub inactive: Option<String>,
+    pub origin: Origin,
+    pub file: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Score {
+    pub name: String,
+    pub threshold: f64,
+    /// Points lost per millisecond.
+    pub decay_per_ms: f64,
+    pub decay_text: String,
+    pub action: Action,
+    pub duration_s: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    pub factor: f64,
+    pub max_s: u64,
+    pub remember_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AllowSpec {
+    pub nets: Vec<Subject>,
+    pub hosts: Vec<String>,
+    pub resolve_every_s: u64,
+    pub local: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NamedAction {
+    pub name: String,
+    pub command: Vec<String>,
+    pub description: String,
+}
+
+/// One `[sites] names` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteName {
+    Exact(Vec<u8>),
+    /// `*.example.com`: the suffix `.example.com`.
+    Suffix(Vec<u8>),
+}
+
+/// Everything the engine needs, compiled and checked.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub scores: Vec<Score>,
+    pub actions: Vec<NamedAction>,
+    pub escalation: Escalation,
+    pub allow: AllowSpec,
+    pub memory_cap: u64,
+    pub sites: Vec<SiteName>,
+    pub files: Vec<String>,
+    pub(super) matchers: Vec<(FieldName, FieldMatcher)>,
+    pub(super) conds: usize,
+    /// Fields whose hash some rule keys on or counts.
+    pub(super) hashed: [bool; 8],
+    pub(super) hasher: RandomState,
+}
+
+/// A request reduced to what the stateful engine needs; plain data, so a
+/// chunk's worth is one reusable vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub time: i64,
+    /// Which line: source index in the top 16 bits, line number below.
+    pub loc: u64,
+    pub client: u128,
+    pub status: u16,
+    pub allowed: bool,
+    /// Bit i: rule i concerns this request.
+    pub hits: u128,
+    /// Seeded hashes of the text fields, in `FieldName::TEXT` order; only
+    /// those some rule needs are computed.
+    pub fields: [u64; 8],
+    /// The line within its chunk, for samples.
+    pub line_start: u32,
+    pub line_len: u32,
+}
+
+pub fn loc(source: usize, line: u64) -> u64 {
+    ((source as u64) << 48) | (line & ((1 << 48) - 1))
+}
+
+pub fn loc_parts(loc: u64) -> (usize, u64) {
+    ((loc >> 48) as usize, loc & ((1 << 48) - 1))
+}
+
+fn text_index(f: FieldName) -> usize {
+    FieldName::TEXT.iter().position(|x| *x == f).unwrap_or(0)
+}
+
+/// The text of a field of a request.
+pub fn field_text<'a>(r: &Request<'a>, f: FieldName, target: &'a [u8]) -> &'a [u8] {
+    match f {
+        FieldName::Ip => b"",
+        FieldName::Path => r.path,
+        FieldName::Query => r.query,
+        FieldName::Target => target,
+        FieldName::Method => r.method,
+        FieldName::Host => r.host,
+        FieldName::UserAgent => r.user_agent,
+        FieldName::Referer => r.referer,
+        FieldName::Protocol => r.protocol,
+    }
+}
+
+/// The request target (path and query) as sent: the middle of the request line.
+pub fn target_of<'a>(r: &Request<'a>) -> &'a [u8] {
+    let raw = r.request;
+    if r.method.is_empty() {
+        return r.path;
+    }
+    let rest = raw.get(r.method.len()..).unwrap_or(b"").trim_ascii_start();
+    match rest.iter().rposition(|&b| b == b' ') {
+        Some(p) if !r.protocol.is_empty() => rest[..p].trim_ascii_end(),
+        _ => rest,
+    }
+}
+
+/// Reusable per-thread buffers for [`RuleSet::classify`].
+#[derive(Debug, Default)]
+pub struct ClassifyScratch {
+    bits: CondBits,
+    decoded: (Vec<u8>, Vec<u8>),
+}
+
+fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match memchr::memchr(b']', host) {
+            Some(p) => &host[..=p],
+            None => host,
+        };
+    }
+    match memchr::memrchr(b':', host) {
+        // One colon: a port. Several: a bare IPv6 literal.
+        Some(p) if memchr::memchr(b':', &host[..p]).is_none() => &host[..p],
+        _ => host,
+    }
+}
+
+impl RuleSet {
+    pub fn site_matches(&self, host: &[u8]) -> bool {
+        let h = host_without_port(host);
+        let h = h.strip_suffix(b".").unwrap_or(h);
+        self.sites.iter().any(|s| match s {
+            SiteName::Exact(n) => h.eq_ignore_ascii_case(n),
+            SiteName::Suffix(sfx) => {
+                h.len() > sfx.len() && h[h.len() - sfx.len()..].eq_ignore_ascii_case(sfx)
+            }
+        })
+    }
+
+    pub fn hash(&self, bytes: &[u8]) -> u64 {
+        self.hasher.hash_one(bytes)
+    }
+
+    /// Which rules concern `r`, and the hashes the engine keys on.
+    pub fn classify(&self, r: &Request<'_>, allowed: bool, scratch: &mut ClassifyScratch) -> Event {
+        let target = target_of(r);
+        let client = to_bits(r.client);
+        let is_static = is_static_path(r.path);
+        if scratch.bits.words() != self.conds.div_ceil(64).max(1) {
+            scratch.bits = CondBits::with_len(self.conds);
+        } else {
+            scratch.bits.clear();
+        }
+        for (field, m) in &self.matchers {
+            let value = field_text(r, *field, target);
+            let value = if m.decode {
+                percent_decode(value, &mut scratch.decoded)
+            } else {
+                value
+            };
+            m.scan(value, &mut scratch.bits);
+        }
+        let mut hits = 0u128;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.inactive.is_some() {
+                continue;
+            }
+            if rule.kind == RuleKind::UnexpectedHost
+                && (r.host.is_empty() || self.site_matches(r.host))
+            {
+                continue;
+            }
+            if !rule.when.holds(&scratch.bits, r.status, client, is_static) {
+                continue;
+            }
+            if rule
+                .unless
+                .as_ref()
+                .is_some_and(|u| u.holds(&scratch.bits, r.status, client, is_static))
+            {
+                continue;
+            }
+            hits |= 1 << i;
+        }
+        let mut fields = [0u64; 8];
+        if hits != 0 {
+            for (i, f) in FieldName::TEXT.iter().enumerate() {
+                if self.hashed[i] {
+                    fields[i] = self.hash(field_text(r, *f, target));
+                }
+            }
+        }
+        Event {
+            time: r.time,
+            loc: 0,
+            client,
+            status: r.status,
+            allowed,
+            hits,
+            fields,
+            line_start: 0,
+            line_len: 0,
+        }
+    }
+
+    pub fn field_hash(ev: &Event, f: FieldName) -> u64 {
+        if f == FieldName::Ip {
+            // Distinct clients: the address itself, folded.
+            return (ev.client as u64) ^ ((ev.client >> 64) as u64).rotate_left(17);
+        }
+        ev.fields[text_index(f)]
+    }
+
+    pub fn score_index(&self, name: &str) -> Option<usize> {
+        self.scores.iter().position(|s| s.name == name)
+    }
+}

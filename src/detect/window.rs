@@ -1,0 +1,423 @@
+//! Per-key state of the counting rules, and the table that holds it within
+//! a memory budget.
+//!
+//! Windows are exact sliding windows: "limit 45 in 10 s" passes 45 requests
+//! in any span shorter than 10 s and fires on the 46th. A leaky bucket would
+//! need less memory but smooths bursts, so it could not be exact at the
+//! threshold; the ring below costs 16 bytes per counted request and only
+//! for keys that are actually busy.
+
+use std::collections::VecDeque;
+
+use smallvec::SmallVec;
+
+use crate::stats::Map;
+
+/// One counted request: its (engine) time and line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub t: i64,
+    pub loc: u64,
+}
+
+/// The last few log lines of a key near its threshold, kept as evidence.
+/// Allocated only for keys within a few requests of firing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Samples(Option<Box<VecDeque<String>>>);
+
+pub const SAMPLES: usize = 3;
+
+impl Samples {
+    pub fn push(&mut self, line: String) {
+        let q = self.0.get_or_insert_with(Default::default);
+        // One line matched by two rules is one sample.
+        if q.back() == Some(&line) {
+            return;
+        }
+        if q.len() == SAMPLES {
+            q.pop_front();
+        }
+        q.push_back(line);
+    }
+
+    pub fn take(&mut self) -> Vec<String> {
+        self.0
+            .take()
+            .map(|q| q.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn heap(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| {
+            64 + q.iter().map(|s| s.capacity() + 24).sum::<usize>()
+        })
+    }
+}
+
+pub trait KeyState: Default {
+    /// Bytes owned outside the table slot.
+    fn heap(&self) -> usize;
+    /// When the key last counted a request.
+    fn last_active(&self) -> i64;
+}
+
+/// Exact sliding-window counter: the last `limit` stamps of a key, in a ring.
+#[derive(Debug, Clone, Default)]
+pub struct RateState {
+    // Most keys see one or two requests in a window (a page and its
+    // assets, one client): those fit inline, with no allocation.
+    ring: SmallVec<[Stamp; 2]>,
+    head: usize,
+    pub samples: Samples,
+}
+
+impl RateState {
+    /// Counts a request at `s` (times never go backwards). Returns the oldest
+    /// request of the window when this one is the `limit + 1`-th within it.
+    pub fn hit(&mut self, s: Stamp, limit: usize, window_ms: i64) -> Option<Stamp> {
+        if self.ring.len() < limit {
+            self.ring.push(s);
+            return None;
+        }
+        let slot = self.ring.get_mut(self.head)?;
+        let oldest = std::mem::replace(slot, s);
+        self.head = (self.head + 1) % limit;
+        (s.t - oldest.t < window_ms).then_some(oldest)
+    }
+
+    /// Requests within the window ending at `now`.
+    pub fn count(&self, now: i64, window_ms: i64) -> usize {
+        self.ring.iter().filter(|s| now - s.t < window_ms).count()
+    }
+
+    /// Within `margin` requests of firing: the `limit - margin`-th newest
+    /// request is still within the window.
+    pub fn near(&self, now: i64, limit: usize, margin: usize, window_ms: i64) -> bool {
+        let n = self.ring.len();
+        if n + margin < limit {
+            return false;
+        }
+        let k = limit.saturating_sub(margin).max(1);
+        let idx = if n == limit {
+            (self.head + limit - k) % limit
+        } else {
+            n - k
+        };
+        self.ring.get(idx).is_some_and(|s| now - s.t < window_ms)
+    }
+
+    /// At the threshold: one more request within the window would fire.
+    pub fn at_limit(&self, now: i64, limit: usize, window_ms: i64) -> bool {
+        self.ring.len() == limit
+            && self
+                .ring
+                .get(self.head)
+                .is_some_and(|o| now - o.t < window_ms)
+    }
+
+    pub fn reset(&mut self) {
+        *self = RateState::default();
+    }
+}
+
+impl KeyState for RateState {
+    fn heap(&self) -> usize {
+        let ring = if self.ring.spilled() {
+            self.ring.capacity() * std::mem::size_of::<Stamp>()
+        } else {
+            0
+        };
+        ring + self.samples.heap()
+    }
+
+    fn last_active(&self) -> i64 {
+        let n = self.ring.len();
+        if n == 0 {
+            return i64::MIN;
+        }
+        // Full ring: the newest sits just before head.
+        self.ring[(self.head + n - 1) % n].t
+    }
+}
+
+/// Distinct values of a field per key within the window, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct DistinctState {
+    seen: Vec<(u64, Stamp)>,
+    pub samples: Samples,
+}
+
+impl DistinctState {
+    /// Counts `value` at `s`; returns the distinct count and the oldest
+    /// contributing request when the count exceeds `limit`.
+    pub fn hit(
+        &mut self,
+        value: u64,
+        s: Stamp,
+        limit: usize,
+        window_ms: i64,
+    ) -> Option<(usize, Stamp)> {
+        let expired = self.seen.partition_point(|(_, x)| s.t - x.t >= window_ms);
+        self.seen.drain(..expired);
+        if let Some(i) = self.seen.iter().position(|(v, _)| *v == value) {
+            self.seen.remove(i);
+        }
+        self.seen.push((value, s));
+        if self.seen.len() > limit {
+            let n = self.seen.len();
+            let first = self.seen[0].1;
+            // Keys without an address keep firing for each new client while
+            // over the limit; never hold more than needed to know that.
+            if n > limit + 1 {
+                self.seen.remove(0);
+            }
+            return Some((n, first));
+        }
+        None
+    }
+
+    pub fn count(&self, now: i64, window_ms: i64) -> usize {
+        self.seen
+            .iter()
+            .filter(|(_, s)| now - s.t < window_ms)
+            .count()
+    }
+
+    pub fn near(&self, now: i64, limit: usize, margin: usize, window_ms: i64) -> bool {
+        self.seen.len() + margin >= limit && self.count(now, window_ms) + margin >= limit
+    }
+
+    pub fn at_limit(&self, now: i64, limit: usize, window_ms: i64) -> bool {
+        self.count(now, window_ms) >= limit
+    }
+
+    pub fn reset(&mut self) {
+        *self = DistinctState::default();
+    }
+}
+
+impl KeyState for DistinctState {
+    fn heap(&self) -> usize {
+        self.seen.capacity() * std::mem::size_of::<(u64, Stamp)>() + self.samples.heap()
+    }
+
+    fn last_active(&self) -> i64 {
+        self.seen.last().map_or(i64::MIN, |(_, s)| s.t)
+    }
+}
+
+/// A decaying score. Decay is computed from the time of the last change on
+/// every update, so a client that keeps sending requests decays too.
+#[derive(Debug, Clone, Default)]
+pub struct ScoreState {
+    pub value: f64,
+    pub at: i64,
+    pub first: Stamp,
+    /// (rule, points) that built the current score, most recent last.
+    pub reasons: Vec<(u16, f64)>,
+    pub samples: Samples,
+}
+
+impl ScoreState {
+    pub fn decayed(&self, now: i64, per_ms: f64) -> f64 {
+        (self.value - (now - self.at).max(0) as f64 * per_ms).max(0.0)
+    }
+
+    /// Adds points at `s`, after decay; returns the new score.
+    pub fn add(&mut self, points: f64, rule: u16, s: Stamp, per_ms: f64) -> f64 {
+        let v = self.decayed(s.t, per_ms);
+        if v <= 0.0 {
+            self.first = s;
+            self.reasons.clear();
+        }
+        self.value = v + points;
+        self.at = s.t;
+        if self.reasons.len() == 8 {
+            self.reasons.remove(0);
+        }
+        self.reasons.push((rule, points));
+        self.value
+    }
+
+    pub fn reset(&mut self) {
+        *self = ScoreState::default();
+    }
+}
+
+impl KeyState for ScoreState {
+    fn heap(&self) -> usize {
+        self.reasons.capacity() * 16 + self.samples.heap()
+    }
+
+    fn last_active(&self) -> i64 {
+        self.at
+    }
+}
+
+/// A key: an address (or network) and a field hash; unused parts are 0.
+pub type Key = (u64, u64, u64);
+
+pub fn key(ip: u128, field: u64) -> Key {
+    ((ip >> 64) as u64, ip as u64, field)
+}
+
+/// Per-key state with its memory use tracked as it changes.
+#[derive(Debug, Clone)]
+pub struct Table<S> {
+    map: Map<Key, S>,
+    heap: usize,
+}
+
+impl<S> Default for Table<S> {
+    fn default() -> Self {
+        Table {
+            map: Map::default(),
+            heap: 0,
+        }
+    }
+}
+
+impl<S: KeyState> Table<S> {
+    /// Runs `f` on the state of `k`, created empty if missing.
+    pub fn with<R>(&mut self, k: Key, f: impl FnOnce(&mut S) -> R) -> R {
+        let s = self.map.entry(k).or_default();
+        let before = s.heap();
+        let r = f(s);
+        self.heap = self.heap + s.heap() - before;
+        r
+    }
+
+    pub fn get(&self, k: &Key) -> Option<&S> {
+        self.map.get(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Slots (allocated, used or not) plus heap.
+    pub fn bytes(&self) -> usize {
+        self.map.capacity() * (std::mem::size_of::<(Key, S)>() + 1) + self.heap
+    }
+
+    pub fn last_actives(&self, keep: impl Fn(&S) -> bool, out: &mut Vec<i64>) {
+        out.extend(
+            self.map
+                .values()
+                .filter(|s| !keep(s))
+                .map(KeyState::last_active),
+        );
+    }
+
+    /// Drops state last active at or before `cutoff`, except what `keep` pins.
+    pub fn evict(&mut self, cutoff: i64, keep: impl Fn(&S) -> bool) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, s| keep(s) || s.last_active() > cutoff);
+        self.heap = self.map.values().map(KeyState::heap).sum();
+        before - self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn st(t: i64) -> Stamp {
+        Stamp { t, loc: t as u64 }
+    }
+
+    #[test]
+    fn rate_is_exact_at_the_threshold() {
+        let mut r = RateState::default();
+        for i in 0..45 {
+            assert_eq!(r.hit(st(i * 100), 45, 10_000), None, "request {i}");
+        }
+        assert!(r.at_limit(4400, 45, 10_000));
+        assert_eq!(r.hit(st(9_999), 45, 10_000), Some(st(0)));
+    }
+
+    #[test]
+    fn a_request_a_window_later_does_not_count_the_first() {
+        let mut r = RateState::default();
+        for _ in 0..45 {
+            r.hit(st(0), 45, 10_000);
+        }
+        assert_eq!(r.hit(st(10_000), 45, 10_000), None);
+        assert_eq!(r.count(10_000, 10_000), 1);
+    }
+
+    proptest! {
+        // The ring agrees with counting every request of the window.
+        #[test]
+        fn rate_matches_brute_force(gaps in proptest::collection::vec(0i64..3000, 1..300), limit in 1usize..20) {
+            let window = 5_000;
+            let mut r = RateState::default();
+            let mut times: Vec<i64> = Vec::new();
+            let mut t = 0;
+            for g in gaps {
+                t += g;
+                times.push(t);
+                let in_window = times.iter().filter(|&&x| t - x < window).count();
+                let fired = r.hit(st(t), limit, window).is_some();
+                prop_assert_eq!(fired, in_window > limit);
+                if fired {
+                    r.reset();
+                    times.clear();
+                }
+            }
+        }
+
+        #[test]
+        fn distinct_matches_brute_force(vals in proptest::collection::vec((0u64..12, 0i64..2000), 1..300), limit in 1usize..8) {
+            let window = 4_000;
+            let mut d = DistinctState::default();
+            let mut seen: Vec<(u64, i64)> = Vec::new();
+            let mut t = 0;
+            for (v, g) in vals {
+                t += g;
+                seen.push((v, t));
+                let mut distinct: Vec<u64> = seen.iter().filter(|(_, x)| t - x < window).map(|(v, _)| *v).collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let fired = d.hit(v, st(t), limit, window).is_some();
+                prop_assert_eq!(fired, distinct.len() > limit);
+                if fired {
+                    d.reset();
+                    seen.clear();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scores_decay_while_the_client_keeps_coming() {
+        let per_ms = 3.0 / 86_400_000.0;
+        let mut s = ScoreState::default();
+        assert_eq!(s.add(10.0, 0, st(0), per_ms), 10.0);
+        // A day later, with requests every hour in between adding nothing.
+        let v = s.add(0.0, 0, st(86_400_000), per_ms);
+        assert!((v - 7.0).abs() < 1e-9, "{v}");
+        assert!((s.add(9.0, 0, st(86_400_000), per_ms) - 16.0).abs() < 1e-9);
+        assert_eq!(s.decayed(100 * 86_400_000, per_ms), 0.0);
+    }
+
+    #[test]
+    fn tables_track_memory_and_evict_the_oldest() {
+        let mut t: Table<RateState> = Table::default();
+        for i in 0..1000u64 {
+            t.with(key(u128::from(i), 0), |s| s.hit(st(i as i64), 10, 1000));
+        }
+        let full = t.bytes();
+        assert!(full > 1000 * 16);
+        let gone = t.evict(499, |s| s.last_active() == 3);
+        assert_eq!(gone, 499);
+        assert_eq!(t.len(), 501);
+        assert!(t.get(&key(3, 0)).is_some());
+        assert!(t.bytes() < full);
+    }
+}
