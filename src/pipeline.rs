@@ -419,13 +419,14 @@ fn first_time(input: &Input, parser: &Parser) -> Option<i64> {
 
 /// Runs the rules over the inputs in log time. Workers parse and classify
 /// chunks in parallel; `engine` sees the events in input order, and
-/// `on_batch` is called after each chunk (to stream decisions out).
+/// `on_batch` is called after each chunk with the input names in replay
+/// order (to stream decisions out).
 pub fn replay(
     job: &Job,
     rules: &RuleSet,
     allow: &Allowlist,
     engine: &mut Engine,
-    mut on_batch: impl FnMut(&mut Engine),
+    mut on_batch: impl FnMut(&mut Engine, &[String]),
 ) -> Result<ReplayRun, PipelineError> {
     let mut inputs = job.inputs.clone();
     let mut reader = Reader::open(&inputs)?;
@@ -543,7 +544,7 @@ pub fn replay(
                 }
                 malformed += batch.malformed;
                 samples.extend(batch.samples);
-                on_batch(engine);
+                on_batch(engine, &names);
                 let _ = pool_tx.send((batch.data, batch.events));
             }
         }

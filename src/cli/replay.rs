@@ -48,14 +48,13 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         engine.explain(ip);
     }
     let mut decisions = Vec::new();
-    let mut names_for_stream: Vec<String> = job.inputs.iter().map(|i| i.name()).collect();
     let mut write_error = None;
     let stream_json = args.json && explain.is_none();
-    let run = pipeline::replay(&job, &rules, &allow, &mut engine, |engine| {
+    let run = pipeline::replay(&job, &rules, &allow, &mut engine, |engine, names| {
         let new = engine.take_decisions();
         if stream_json && !new.is_empty() && write_error.is_none() {
             let cx = Cx {
-                names: &names_for_stream,
+                names,
                 zone: zone.as_ref(),
             };
             let mut buf = String::new();
@@ -71,7 +70,6 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
     if let Some(e) = write_error {
         return Err(e);
     }
-    names_for_stream.clone_from(&run.names);
     let elapsed = started.elapsed().as_secs_f64();
     if !args.quiet {
         print_notes(run.detection.as_ref(), &run.warnings);

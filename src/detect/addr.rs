@@ -126,7 +126,7 @@ impl NetSet {
             None => {
                 self.by_prefix.push((s.prefix, Map::default()));
                 // Longest prefix first: the most specific match is found first.
-                self.by_prefix.sort_by(|a, b| b.0.cmp(&a.0));
+                self.by_prefix.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
                 self.by_prefix
                     .iter()
                     .position(|(p, _)| *p == s.prefix)

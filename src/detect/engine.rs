@@ -126,8 +126,9 @@ struct Ban {
     until: i64,
 }
 
-/// How much state to track per pinned check, and how often to check.
-const BUDGET_CHECK_EVERY: u64 = 1024;
+/// How often (in requests) to check the memory budget: often enough that
+/// growth in between is a small part of any sensible cap.
+const BUDGET_CHECK_EVERY: u64 = 256;
 
 pub struct Engine {
     rules: RuleSet,
@@ -150,6 +151,7 @@ pub struct Engine {
     since_check: u64,
     /// When each rule's table was last swept of state older than its window.
     swept: Vec<i64>,
+    swept_misc: i64,
 }
 
 fn display_line(line: &[u8]) -> String {
@@ -207,6 +209,7 @@ impl Engine {
             field_text: Box::new(|_, _| None),
             since_check: 0,
             swept: vec![i64::MIN; rules_len],
+            swept_misc: i64::MIN,
         }
     }
 
@@ -632,6 +635,17 @@ impl Engine {
             + slot(self.quiet.capacity(), 48)
     }
 
+    fn growth(&self) -> usize {
+        let tables = self.state.iter().map(|s| match s {
+            RuleState::Rate(t) => t.growth_bytes(),
+            RuleState::Distinct(t) => t.growth_bytes(),
+            RuleState::Stateless => 0,
+        });
+        tables
+            .chain(self.scores.iter().map(Table::growth_bytes))
+            .sum()
+    }
+
     /// Expires bans and quiet periods; keeps state under the memory cap.
     fn housekeeping(&mut self) {
         let now = self.now;
@@ -647,16 +661,21 @@ impl Engine {
                 self.banned.remove(s);
             }
         }
-        self.quiet.retain(|_, until| *until > now);
-        let remember = self.rules.escalation.remember_ms;
-        self.history
-            .retain(|_, (_, last)| now.saturating_sub(*last) < remember);
+        if now.saturating_sub(self.swept_misc) >= 30_000 {
+            self.swept_misc = now;
+            self.quiet.retain(|_, until| *until > now);
+            let remember = self.rules.escalation.remember_ms;
+            self.history
+                .retain(|_, (_, last)| now.saturating_sub(*last) < remember);
+        }
 
         self.sweep();
         let bytes = self.state_bytes();
         self.totals.peak_state_bytes = self.totals.peak_state_bytes.max(bytes as u64);
         let cap = self.rules.memory_cap as usize;
-        if bytes <= cap {
+        // Evict before the tables' next doubling could cross the cap (they
+        // tend to grow together: one client touches several rules).
+        if bytes + self.growth() <= cap {
             return;
         }
         self.evict(bytes, cap);
@@ -670,7 +689,8 @@ impl Engine {
         let n_rules = self.rules.rules.len();
         for (i, st) in self.state.iter_mut().enumerate() {
             let window = self.rules.rules[i].window_ms;
-            if now.saturating_sub(self.swept[i]) < window.max(1000) {
+            // At most every 30 s of log time: sweeping walks the whole table.
+            if now.saturating_sub(self.swept[i]) < window.max(30_000) {
                 continue;
             }
             self.swept[i] = now;
@@ -719,8 +739,9 @@ impl Engine {
         if times.is_empty() {
             return;
         }
-        // Aim for three quarters of the cap so eviction runs rarely.
-        let excess = bytes.saturating_sub(cap * 3 / 4) as f64 / bytes.max(1) as f64;
+        // Aim for a third of the cap: eviction then runs rarely, and the
+        // tables can still double their slots without crossing the cap.
+        let excess = bytes.saturating_sub(cap / 3) as f64 / bytes.max(1) as f64;
         let n = ((times.len() as f64 * excess).ceil() as usize).clamp(1, times.len());
         let (_, cutoff, _) = times.select_nth_unstable(n - 1);
         let cutoff = *cutoff;

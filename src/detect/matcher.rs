@@ -215,6 +215,18 @@ impl FieldMatcher {
         regexes: &[(u32, String)],
     ) -> Result<Self, String> {
         let (ci, cs): (Vec<&Literal>, Vec<&Literal>) = literals.iter().partition(|l| l.ignore_case);
+        // Case-insensitive patterns are lowered here and the value at scan
+        // time: a case-sensitive automaton keeps its fast prefilters, which
+        // case-insensitive ones with many patterns lose.
+        let lowered: Vec<Literal> = ci
+            .iter()
+            .map(|l| Literal {
+                text: l.text.to_ascii_lowercase(),
+                ignore_case: false,
+                ..(*l).clone()
+            })
+            .collect();
+        let ci: Vec<&Literal> = lowered.iter().collect();
         let regexes = if regexes.is_empty() {
             None
         } else {
@@ -228,17 +240,21 @@ impl FieldMatcher {
         Ok(FieldMatcher {
             decode,
             exact_case: LiteralScan::build(&cs, false)?,
-            any_case: LiteralScan::build(&ci, true)?,
+            any_case: LiteralScan::build(&ci, false)?,
             regexes,
         })
     }
 
-    pub fn scan(&self, value: &[u8], hits: &mut CondBits) {
+    /// Sets the bits of the conditions `value` satisfies; `lower` is a
+    /// reusable buffer.
+    pub fn scan(&self, value: &[u8], hits: &mut CondBits, lower: &mut Vec<u8>) {
         if let Some(s) = &self.exact_case {
             s.scan(value, hits);
         }
         if let Some(s) = &self.any_case {
-            s.scan(value, hits);
+            lower.clear();
+            lower.extend(value.iter().map(u8::to_ascii_lowercase));
+            s.scan(lower, hits);
         }
         if let Some((set, conds)) = &self.regexes {
             // Most requests match nothing: one cheap test before asking which.
@@ -312,7 +328,7 @@ mod tests {
 
     fn hits(m: &FieldMatcher, value: &str, n: usize) -> Vec<u32> {
         let mut bits = CondBits::with_len(n);
-        m.scan(value.as_bytes(), &mut bits);
+        m.scan(value.as_bytes(), &mut bits, &mut Vec::new());
         (0..n as u32).filter(|&i| bits.get(i)).collect()
     }
 
@@ -381,7 +397,7 @@ mod prefix_tests {
             ("/w", false),
         ] {
             let mut bits = CondBits::with_len(1);
-            m.scan(v.as_bytes(), &mut bits);
+            m.scan(v.as_bytes(), &mut bits, &mut Vec::new());
             assert_eq!(bits.get(0), want, "{v}");
         }
     }

@@ -258,6 +258,7 @@ pub fn target_of<'a>(r: &Request<'a>) -> &'a [u8] {
 pub struct ClassifyScratch {
     bits: CondBits,
     decoded: (Vec<u8>, Vec<u8>),
+    lower: Vec<u8>,
 }
 
 fn host_without_port(host: &[u8]) -> &[u8] {
@@ -307,7 +308,7 @@ impl RuleSet {
             } else {
                 value
             };
-            m.scan(value, &mut scratch.bits);
+            m.scan(value, &mut scratch.bits, &mut scratch.lower);
         }
         let mut hits = 0u128;
         for (i, rule) in self.rules.iter().enumerate() {

@@ -23,6 +23,9 @@ pub struct Stamp {
 /// The last few log lines of a key near its threshold, kept as evidence.
 /// Allocated only for keys within a few requests of firing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Boxed on purpose: every key carries this, and a box is 8 bytes of slot
+// where a bare VecDeque is 32.
+#[allow(clippy::box_collection)]
 pub struct Samples(Option<Box<VecDeque<String>>>);
 
 pub const SAMPLES: usize = 3;
@@ -299,6 +302,11 @@ impl<S: KeyState> Table<S> {
         self.map.is_empty()
     }
 
+    /// What the table's next growth would add: hash tables double.
+    pub fn growth_bytes(&self) -> usize {
+        self.map.capacity() * (std::mem::size_of::<(Key, S)>() + 1)
+    }
+
     /// Slots (allocated, used or not) plus heap.
     pub fn bytes(&self) -> usize {
         self.map.capacity() * (std::mem::size_of::<(Key, S)>() + 1) + self.heap
@@ -317,6 +325,10 @@ impl<S: KeyState> Table<S> {
     pub fn evict(&mut self, cutoff: i64, keep: impl Fn(&S) -> bool) -> usize {
         let before = self.map.len();
         self.map.retain(|_, s| keep(s) || s.last_active() > cutoff);
+        // Capacity is memory too: give back what a burst made the table grow to.
+        if self.map.capacity() > 2 * self.map.len() + 16 {
+            self.map.shrink_to(self.map.len());
+        }
         self.heap = self.map.values().map(KeyState::heap).sum();
         before - self.map.len()
     }
