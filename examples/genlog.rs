@@ -3,7 +3,11 @@
 //! heavy-tailed distribution, pages and static files, real user agents,
 //! scanners, bad requests, and a few floods.
 //!
-//! Usage: cargo run --release --example genlog -- LINES [SEED] > access.log
+//! Usage: cargo run --release --example genlog -- LINES [SEED] [distinct-v6] > access.log
+//!
+//! With `distinct-v6`, every line comes from a new random IPv6 client,
+//! all within ten minutes: the worst case for per-client state (a DDoS from
+//! a huge pool), used by the memory-cap benchmark.
 //!
 //! Deterministic for a given LINES and SEED. Uses its own small PRNG so the
 //! project needs no `rand` dependency for it.
@@ -112,6 +116,38 @@ fn ip(rng_index: u64, v6: bool) -> String {
     }
 }
 
+/// One request per client, each client a random address in 2000::/3.
+fn distinct_v6(lines: u64, rng: &mut Rng) {
+    let start = 1_710_028_800i64;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    let (mut last_t, mut when) = (i64::MIN, String::new());
+    for n in 0..lines {
+        let t = start + (n as i64 * 600) / lines.max(1) as i64;
+        if t != last_t {
+            last_t = t;
+            when = jiff::Timestamp::from_second(t).map_or_else(
+                |_| String::new(),
+                |ts| ts.strftime("%d/%b/%Y:%H:%M:%S +0000").to_string(),
+            );
+        }
+        let hi = (rng.next() >> 3) | (1 << 61);
+        let lo = rng.next();
+        let addr = std::net::Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo));
+        let page = rng.below(500);
+        if writeln!(
+            out,
+            "{addr} - - [{when}] \"GET /page/{page} HTTP/1.1\" 200 5120 \"-\" \"{}\"",
+            AGENTS[(lo % AGENTS.len() as u64) as usize]
+        )
+        .is_err()
+        {
+            return;
+        }
+    }
+    let _ = out.flush();
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let lines: u64 = args
@@ -120,6 +156,10 @@ fn main() {
         .unwrap_or(1_000_000);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
     let mut rng = Rng(seed);
+    if args.next().as_deref() == Some("distinct-v6") {
+        distinct_v6(lines, &mut rng);
+        return;
+    }
     let clients = 50_000u64;
     // Six hours of traffic starting 2024-03-10 00:00:00 UTC.
     let start = 1_710_028_800i64;

@@ -146,7 +146,8 @@ impl KeyState for RateState {
 /// Distinct values of a field per key within the window, oldest first.
 #[derive(Debug, Clone, Default)]
 pub struct DistinctState {
-    seen: Vec<(u64, Stamp)>,
+    // One value inline: most keys (a client, a client's network) see one.
+    seen: SmallVec<[(u64, Stamp); 1]>,
     pub samples: Samples,
 }
 
@@ -201,7 +202,12 @@ impl DistinctState {
 
 impl KeyState for DistinctState {
     fn heap(&self) -> usize {
-        self.seen.capacity() * std::mem::size_of::<(u64, Stamp)>() + self.samples.heap()
+        let seen = if self.seen.spilled() {
+            self.seen.capacity() * std::mem::size_of::<(u64, Stamp)>() + 16
+        } else {
+            0
+        };
+        seen + self.samples.heap()
     }
 
     fn last_active(&self) -> i64 {
@@ -312,21 +318,27 @@ impl<S: KeyState> Table<S> {
         self.map.capacity() * (std::mem::size_of::<(Key, S)>() + 1) + self.heap
     }
 
-    pub fn last_actives(&self, keep: impl Fn(&S) -> bool, out: &mut Vec<i64>) {
+    /// Last-active times of up to `sample` unpinned entries. Hash order is
+    /// seeded, so the first entries visited are a fair random sample; the
+    /// eviction cutoff is estimated from it without copying every time.
+    pub fn last_actives(&self, keep: impl Fn(&S) -> bool, sample: usize, out: &mut Vec<i64>) {
         out.extend(
             self.map
                 .values()
                 .filter(|s| !keep(s))
+                .take(sample)
                 .map(KeyState::last_active),
         );
     }
 
-    /// Drops state last active at or before `cutoff`, except what `keep` pins.
-    pub fn evict(&mut self, cutoff: i64, keep: impl Fn(&S) -> bool) -> usize {
+    /// Drops state last active at or before `cutoff`, except what `keep`
+    /// pins; with `shrink`, also gives back the slots freed.
+    pub fn evict(&mut self, cutoff: i64, shrink: bool, keep: impl Fn(&S) -> bool) -> usize {
         let before = self.map.len();
         self.map.retain(|_, s| keep(s) || s.last_active() > cutoff);
-        // Capacity is memory too: give back what a burst made the table grow to.
-        if self.map.capacity() > 2 * self.map.len() + 16 {
+        // Capacity is memory too, but shrinking a table that will grow back
+        // soon is wasted rehashing: only the memory cap asks for it.
+        if shrink && self.map.capacity() > 2 * self.map.len() + 16 {
             self.map.shrink_to(self.map.len());
         }
         self.heap = self.map.values().map(KeyState::heap).sum();
@@ -426,7 +438,7 @@ mod tests {
         }
         let full = t.bytes();
         assert!(full > 1000 * 16);
-        let gone = t.evict(499, |s| s.last_active() == 3);
+        let gone = t.evict(499, true, |s| s.last_active() == 3);
         assert_eq!(gone, 499);
         assert_eq!(t.len(), 501);
         assert!(t.get(&key(3, 0)).is_some());
