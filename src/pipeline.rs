@@ -98,6 +98,20 @@ impl Reader {
         })
     }
 
+    /// Reads up to the first chunk with a non-blank line, which decides the
+    /// format; the chunks read are returned to be processed first.
+    fn first_text(&mut self) -> Vec<Chunk> {
+        let mut pending = Vec::new();
+        while let Some(chunk) = self.next(Vec::new()) {
+            let has_text = lines(&chunk.data).any(|l| !l.trim_ascii().is_empty());
+            pending.push(chunk);
+            if has_text {
+                break;
+            }
+        }
+        pending
+    }
+
     fn next(&mut self, mut buf: Vec<u8>) -> Option<Chunk> {
         while let Some((name, chunker)) = self.inputs.get_mut(self.current) {
             match chunker.next_chunk(&mut buf) {
@@ -265,15 +279,7 @@ pub fn analyze(job: &Job) -> Result<Analysis, PipelineError> {
     let names: Vec<String> = job.inputs.iter().map(Input::name).collect();
     let threads = job.threads.max(1);
 
-    // The first chunk with a non-blank line decides the format.
-    let mut pending = Vec::new();
-    while let Some(chunk) = reader.next(Vec::new()) {
-        let has_text = lines(&chunk.data).any(|l| !l.trim_ascii().is_empty());
-        pending.push(chunk);
-        if has_text {
-            break;
-        }
-    }
+    let mut pending = reader.first_text();
     let (parser, detection) = build_parser(job, pending.last(), &names)?;
 
     let in_flight = threads * 2 + 2;
@@ -431,14 +437,7 @@ pub fn replay(
     let mut inputs = job.inputs.clone();
     let mut reader = Reader::open(&inputs)?;
     let mut names: Vec<String> = inputs.iter().map(Input::name).collect();
-    let mut pending: Vec<Chunk> = Vec::new();
-    while let Some(chunk) = reader.next(Vec::new()) {
-        let has_text = lines(&chunk.data).any(|l| !l.trim_ascii().is_empty());
-        pending.push(chunk);
-        if has_text {
-            break;
-        }
-    }
+    let mut pending = reader.first_text();
     let (parser, detection) = build_parser(job, pending.last(), &names)?;
     engine.set_field_text(field_text(parser.clone()));
     let mut warnings = Vec::new();

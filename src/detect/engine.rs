@@ -154,6 +154,19 @@ pub struct Engine {
     swept_misc: i64,
 }
 
+/// What `--explain` records for a counting rule after a request.
+fn count_trace(stamp: Stamp, rule: usize, count: u64, limit: usize) -> Trace {
+    Trace {
+        at: stamp.t,
+        loc: stamp.loc,
+        rule: Some(rule),
+        kind: TraceKind::Count {
+            count,
+            limit: limit as u64,
+        },
+    }
+}
+
 fn display_line(line: &[u8]) -> String {
     let cut = &line[..line.len().min(300)];
     crate::log::parse::escape_for_display(cut)
@@ -337,15 +350,7 @@ impl Engine {
                     } else {
                         s.count(stamp.t, window) as u64
                     };
-                    self.traces.push(Trace {
-                        at: stamp.t,
-                        loc: ev.loc,
-                        rule: Some(i),
-                        kind: TraceKind::Count {
-                            count,
-                            limit: limit as u64,
-                        },
-                    });
+                    self.traces.push(count_trace(stamp, i, count, limit));
                 }
                 out
             }),
@@ -366,15 +371,7 @@ impl Engine {
                         let count = out
                             .as_ref()
                             .map_or(s.count(stamp.t, window) as u64, |o| o.0 as u64);
-                        self.traces.push(Trace {
-                            at: stamp.t,
-                            loc: ev.loc,
-                            rule: Some(i),
-                            kind: TraceKind::Count {
-                                count,
-                                limit: limit as u64,
-                            },
-                        });
+                        self.traces.push(count_trace(stamp, i, count, limit));
                     }
                     out
                 })
