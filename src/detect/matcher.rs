@@ -252,9 +252,14 @@ impl FieldMatcher {
             s.scan(value, hits);
         }
         if let Some(s) = &self.any_case {
-            lower.clear();
-            lower.extend(value.iter().map(u8::to_ascii_lowercase));
-            s.scan(lower, hits);
+            // Paths are mostly lower case already: no copy then.
+            if value.iter().any(u8::is_ascii_uppercase) {
+                lower.clear();
+                lower.extend(value.iter().map(u8::to_ascii_lowercase));
+                s.scan(lower, hits);
+            } else {
+                s.scan(value, hits);
+            }
         }
         if let Some((set, conds)) = &self.regexes {
             // Most requests match nothing: one cheap test before asking which.

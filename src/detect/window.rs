@@ -365,6 +365,24 @@ mod tests {
         assert_eq!(r.hit(st(9_999), 45, 10_000), Some(st(0)));
     }
 
+    // Regression: `near` once looked at the ring's length only, so a key that
+    // had ever seen `limit` requests kept copying every line as a sample.
+    #[test]
+    fn near_looks_at_the_window_not_the_history() {
+        let mut r = RateState::default();
+        for i in 0..10 {
+            r.hit(st(i), 10, 1000);
+        }
+        assert!(r.near(9, 10, 3, 1000));
+        assert!(!r.near(60_000, 10, 3, 1000));
+        let mut r = RateState::default();
+        for i in 0..7 {
+            r.hit(st(i), 10, 1000);
+        }
+        assert!(r.near(7, 10, 3, 1000));
+        assert!(!r.near(5000, 10, 3, 1000));
+    }
+
     #[test]
     fn a_request_a_window_later_does_not_count_the_first() {
         let mut r = RateState::default();
