@@ -80,7 +80,7 @@ struct ReplayArgs {
     json: bool,
     /// Show, for one client, each rule's state over time: why it was banned,
     /// or why not.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", conflicts_with = "json")]
     explain: Option<String>,
     /// Show times in the local time zone instead of UTC.
     #[arg(long)]

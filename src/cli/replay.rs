@@ -49,7 +49,7 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     let mut decisions = Vec::new();
     let mut write_error = None;
-    let stream_json = args.json && explain.is_none();
+    let stream_json = args.json;
     let run = pipeline::replay(&job, &rules, &allow, &mut engine, |engine, names| {
         let new = engine.take_decisions();
         if stream_json && !new.is_empty() && write_error.is_none() {
