@@ -135,8 +135,8 @@ pub struct Engine {
     state: Vec<RuleState>,
     scores: Vec<Table<ScoreState>>,
     bans: Map<Subject, Ban>,
-    /// Bans of networks (and hosts) for containment lookups.
-    banned: NetSet,
+    /// Banned networks, for containment lookups.
+    banned_nets: NetSet,
     /// (bans so far, time of the last) per subject, for escalation.
     history: Map<Subject, (u32, i64)>,
     /// Repeated non-ban decisions on one subject stay quiet until then.
@@ -152,6 +152,8 @@ pub struct Engine {
     /// When each rule's table was last swept of state older than its window.
     swept: Vec<i64>,
     swept_misc: i64,
+    /// Bans decided so far; tells `feed` when to look for a new one.
+    bans_made: u64,
 }
 
 /// What `--explain` records for a counting rule after a request.
@@ -210,7 +212,7 @@ impl Engine {
             state,
             scores,
             bans: Map::default(),
-            banned: NetSet::default(),
+            banned_nets: NetSet::default(),
             history: Map::default(),
             quiet: Map::default(),
             now: i64::MIN,
@@ -223,6 +225,7 @@ impl Engine {
             since_check: 0,
             swept: vec![i64::MIN; rules_len],
             swept_misc: i64::MIN,
+            bans_made: 0,
         }
     }
 
@@ -265,7 +268,16 @@ impl Engine {
 
     /// The ban covering `client` now, if any.
     fn ban_of(&self, client: u128) -> Option<Subject> {
-        let s = self.banned.find(client)?;
+        // Bans of single addresses are the common case: one probe. Networks
+        // are looked up by prefix length only when some are banned.
+        let host = Subject::host(client);
+        if let Some(b) = self.bans.get(&host) {
+            return (b.until > self.now).then_some(host);
+        }
+        if self.banned_nets.is_empty() {
+            return None;
+        }
+        let s = self.banned_nets.find(client)?;
         self.bans.get(&s).filter(|b| b.until > self.now).map(|_| s)
     }
 
@@ -288,13 +300,14 @@ impl Engine {
             return;
         }
         let mut hits = ev.hits;
+        let bans_before = self.bans_made;
         while hits != 0 {
             let i = hits.trailing_zeros() as usize;
             hits &= hits - 1;
             self.apply(i, ev, line);
             // A ban from an earlier rule stops the later ones: live, the
             // request after this one would not arrive.
-            if self.ban_of(ev.client).is_some() {
+            if self.bans_made != bans_before && self.ban_of(ev.client).is_some() {
                 break;
             }
         }
@@ -562,13 +575,16 @@ impl Engine {
             let secs = ((base_s as f64) * factor).min(esc.max_s.max(base_s) as f64) as u64;
             duration_s = Some(secs);
             self.history.insert(subject, (repeat + 1, self.now));
+            self.bans_made += 1;
             self.bans.insert(
                 subject,
                 Ban {
                     until: self.now.saturating_add(secs as i64 * 1000),
                 },
             );
-            self.banned.insert(subject);
+            if !subject.is_host() {
+                self.banned_nets.insert(subject);
+            }
             if let Some(t) = self.rule_totals.get_mut(rule_id as usize) {
                 t.bans += 1;
             }
@@ -655,7 +671,7 @@ impl Engine {
                 .collect();
             for s in expired {
                 self.bans.remove(&s);
-                self.banned.remove(s);
+                self.banned_nets.remove(s);
             }
         }
         if now.saturating_sub(self.swept_misc) >= 30_000 {

@@ -84,7 +84,11 @@ impl RateState {
         }
         let slot = self.ring.get_mut(self.head)?;
         let oldest = std::mem::replace(slot, s);
-        self.head = (self.head + 1) % limit;
+        // A compare, not `%`: a division per request is measurable here.
+        self.head += 1;
+        if self.head == limit {
+            self.head = 0;
+        }
         (s.t - oldest.t < window_ms).then_some(oldest)
     }
 
