@@ -2,6 +2,8 @@
 //! into chunks that hold only complete lines, each chunk knowing the number
 //! of its first line.
 
+pub mod follow;
+
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
