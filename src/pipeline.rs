@@ -273,6 +273,21 @@ fn build_parser(
     }
 }
 
+/// The parser for a job whose first lines are `sample` (complete lines):
+/// what auto-detection would choose on them, or the format asked for.
+pub fn parser_for_sample(
+    job: &Job,
+    sample: &[u8],
+    name: &str,
+) -> Result<(Parser, Option<Detection>), PipelineError> {
+    let chunk = Chunk {
+        input: 0,
+        first_line: 1,
+        data: sample.to_vec(),
+    };
+    build_parser(job, Some(&chunk), &[name.to_string()])
+}
+
 /// Runs the job to completion.
 pub fn analyze(job: &Job) -> Result<Analysis, PipelineError> {
     let mut reader = Reader::open(&job.inputs)?;

@@ -2,6 +2,7 @@
 //! pipeline and writes its output.
 
 mod replay;
+mod top;
 pub mod values;
 
 use std::io::{IsTerminal, Write};
@@ -39,6 +40,43 @@ enum Command {
     Check(CheckArgs),
     /// Print the effective rules (built-in ones and the configuration's).
     Rules(RulesArgs),
+    /// Follow growing logs and show who is hammering the server right now.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// Logs to follow: files or globs (quote them: '/var/log/nginx/*access.log');
+    /// files that appear later are followed too.
+    #[arg(value_name = "FILE|GLOB")]
+    files: Vec<String>,
+    #[command(flatten)]
+    format: FormatArgs,
+    /// Read the files from their start instead of their end.
+    #[arg(long)]
+    from_start: bool,
+    /// Print a compact text snapshot every interval. (The interactive
+    /// dashboard is not built yet, so this is what `top` always does.)
+    #[arg(long)]
+    plain: bool,
+    /// Seconds between snapshots.
+    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
+    interval: u64,
+    /// Client rows per snapshot.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    rows: usize,
+    /// Group clients by /24 (IPv4) and /64 (IPv6).
+    #[arg(short, long)]
+    group: bool,
+    /// Only clients, paths and agents containing this text.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// Stop after this many snapshots.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
 }
 
 /// Which configuration to use; shared by every command that reads one.
@@ -427,6 +465,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(args),
         Command::Check(args) => replay::check(args),
         Command::Rules(args) => replay::rules(args),
+        Command::Top(args) => top::top(args),
     };
     match result {
         Ok(code) => code,

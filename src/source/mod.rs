@@ -3,6 +3,7 @@
 //! of its first line.
 
 pub mod follow;
+pub mod wake;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};

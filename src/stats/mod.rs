@@ -2,6 +2,7 @@
 //! [`Stats`] and they are merged at the end, so the hot path takes no lock.
 
 pub mod filter;
+pub mod live;
 
 use std::collections::HashMap;
 use std::hash::Hash;

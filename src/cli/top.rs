@@ -1,0 +1,305 @@
+//! `webfence top`: follow logs and show who is hammering the server now.
+//!
+//! Collection (follower + parser + [`LiveStats`]) is kept apart from
+//! drawing: a snapshot is plain data, rendered here as compact text.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::{TopArgs, emit, threads};
+use crate::log::{Parser, Scratch};
+use crate::pipeline::{self, Job};
+use crate::report::human_bytes;
+use crate::report::text::{Style, thousands};
+use crate::source::follow::{FollowOptions, Follower};
+use crate::source::wake::Waker;
+use crate::source::{Input, lines};
+use crate::stats::Filter;
+use crate::stats::live::{LiveStats, Snapshot, SortBy, View};
+
+/// Turns appended bytes into counted requests; the parser is chosen from the
+/// first lines seen (auto-detection needs some).
+struct Collector {
+    job: Job,
+    parser: Option<Parser>,
+    scratch: Scratch,
+    stats: LiveStats,
+    /// Lines waiting for enough of a sample to detect the format.
+    pending: Vec<u8>,
+    lines: u64,
+    malformed: u64,
+    notes: Vec<String>,
+}
+
+impl Collector {
+    fn feed(&mut self, path: &Path, bytes: &[u8]) {
+        if self.parser.is_none() {
+            self.pending.extend_from_slice(bytes);
+            let sample_lines = lines(&self.pending).filter(|l| !l.is_empty()).count();
+            if sample_lines < 20 && self.pending.len() < 64 << 10 {
+                return;
+            }
+            match pipeline::parser_for_sample(&self.job, &self.pending, &path.display().to_string())
+            {
+                Ok((p, d)) => {
+                    if let Some(d) = d {
+                        self.notes
+                            .push(format!("detected log format '{}'", d.preset.name()));
+                    }
+                    self.parser = Some(p);
+                }
+                Err(e) => {
+                    self.notes.push(e.to_string());
+                    self.pending.clear();
+                    return;
+                }
+            }
+            let pending = std::mem::take(&mut self.pending);
+            self.count(&pending);
+            return;
+        }
+        self.count(bytes);
+    }
+
+    fn count(&mut self, bytes: &[u8]) {
+        let Some(parser) = &self.parser else { return };
+        for line in lines(bytes) {
+            if line.is_empty() {
+                continue;
+            }
+            self.lines += 1;
+            match parser.parse(line, &mut self.scratch) {
+                Ok(r) => self.stats.record(&r),
+                Err(_) => self.malformed += 1,
+            }
+        }
+    }
+
+    /// Before enough lines came for detection, count what there is.
+    fn flush_sample(&mut self, name: &str) {
+        if self.parser.is_none() && !self.pending.is_empty() {
+            self.feed(Path::new(name), &[]);
+            if self.parser.is_none() {
+                if let Ok((p, _)) = pipeline::parser_for_sample(&self.job, &self.pending, name) {
+                    self.parser = Some(p);
+                    let pending = std::mem::take(&mut self.pending);
+                    self.count(&pending);
+                }
+            }
+        }
+    }
+}
+
+/// Log time "now": the newest log second, moved on by the wall clock while
+/// nothing new arrives, so rates fall to zero when traffic stops.
+struct Clock {
+    newest: i64,
+    seen_at: Instant,
+}
+
+impl Clock {
+    fn now(&mut self, newest: i64) -> i64 {
+        if newest > self.newest {
+            self.newest = newest;
+            self.seen_at = Instant::now();
+        }
+        self.newest + self.seen_at.elapsed().as_secs() as i64
+    }
+}
+
+fn sparkline(values: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    values
+        .iter()
+        .map(|&v| {
+            if v == 0 {
+                ' '
+            } else {
+                BARS[((v * 7) / max) as usize]
+            }
+        })
+        .collect()
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The compact text snapshot of `--plain` (and of a pipe).
+pub fn render_plain(s: &Snapshot, style: Style) -> String {
+    let mut out = String::new();
+    let when = crate::log::time::format_rfc3339(s.now * 1000, None);
+    let st = &s.status;
+    let _ = writeln!(
+        out,
+        "{} {when}  {:.1} req/s  1m {}  5m {}  15m {}  {}/s  2xx {} 3xx {} 4xx {} 5xx {}  clients {}",
+        style.paint("1;36", "webfence top"),
+        s.per_second,
+        thousands(s.last_1m),
+        thousands(s.last_5m),
+        thousands(s.last_15m),
+        human_bytes(s.bytes_per_second as u64),
+        thousands(st[1]),
+        thousands(st[2]),
+        thousands(st[3]),
+        thousands(st[4]),
+        thousands(s.active_clients as u64),
+    );
+    let _ = writeln!(out, "  last 60 s |{}|", sparkline(&s.history));
+    let _ = writeln!(
+        out,
+        "  {}",
+        style.paint(
+            "1",
+            &format!(
+                "{:<40} {:>7} {:>6} {:>7} {:>7} {:>6}  {}",
+                "CLIENT", "REQ/S", "1M", "5M", "15M", "%", "TOP PATH / USER AGENT"
+            )
+        )
+    );
+    for c in &s.clients {
+        let _ = writeln!(
+            out,
+            "  {:<40} {:>7.1} {:>6} {:>7} {:>7} {:>5.1}%  {}  {}",
+            cut(&c.client, 40),
+            c.per_second,
+            thousands(c.last_1m),
+            thousands(c.last_5m),
+            thousands(c.last_15m),
+            c.percent,
+            cut(&c.top_path, 40),
+            cut(&c.user_agent, 40)
+        );
+    }
+    let list = |title: &str, rows: &[(String, u64)], out: &mut String| {
+        let items: Vec<String> = rows
+            .iter()
+            .take(5)
+            .map(|(k, n)| format!("{} {}", cut(k, 40), thousands(*n)))
+            .collect();
+        if !items.is_empty() {
+            let _ = writeln!(out, "  {title}: {}", items.join(" · "));
+        }
+    };
+    list("paths (5m)", &s.paths, &mut out);
+    list("hosts (5m)", &s.hosts, &mut out);
+    let statuses: Vec<(String, u64)> = s
+        .statuses
+        .iter()
+        .map(|(c, n)| (c.to_string(), *n))
+        .collect();
+    list("statuses (5m)", &statuses, &mut out);
+    list("agents (5m)", &s.user_agents, &mut out);
+    out
+}
+
+pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
+    if args.files.is_empty() {
+        anyhow::bail!(
+            "no log to follow: name files or globs, such as 'webfence top /var/log/nginx/*access.log'"
+        );
+    }
+    let job = Job {
+        inputs: args.files.iter().map(|f| Input::from_arg(f)).collect(),
+        format: args.format.spec(),
+        json_fields: args.format.json_fields()?,
+        proxies: args.format.proxies()?,
+        filter: Filter::default(),
+        threads: threads(None),
+    };
+    let options = FollowOptions {
+        from_start: args.from_start,
+        ..FollowOptions::default()
+    };
+    let mut follower = Follower::new(args.files.clone(), options);
+    let mut waker = Waker::new(&follower.directories());
+    let mut collector = Collector {
+        job,
+        parser: None,
+        scratch: Scratch::default(),
+        stats: LiveStats::new(),
+        pending: Vec::new(),
+        lines: 0,
+        malformed: 0,
+        notes: Vec::new(),
+    };
+    let mut clock = Clock {
+        newest: i64::MIN,
+        seen_at: Instant::now(),
+    };
+    let view = View {
+        sort: SortBy::Now,
+        group: args.group,
+        filter: args.filter.clone().unwrap_or_default(),
+        rows: args.rows,
+    };
+    let style = args.color.style();
+    let interval = Duration::from_secs(args.interval.max(1));
+    let mut shown = 0u64;
+    let first_name = args.files.first().cloned().unwrap_or_default();
+    loop {
+        let deadline = Instant::now() + interval;
+        loop {
+            follower.poll(Instant::now(), &mut |path, bytes| {
+                collector.feed(path, bytes)
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            waker.watch(&follower.directories());
+            waker.wait(left.min(Duration::from_millis(250)));
+        }
+        collector.flush_sample(&first_name);
+        for w in follower.warnings.drain(..) {
+            eprintln!("webfence: warning: {w}");
+        }
+        for n in collector.notes.drain(..) {
+            eprintln!("webfence: {n}");
+        }
+        let mut text = if collector.lines == 0 {
+            let files: Vec<String> = follower
+                .progress()
+                .iter()
+                .map(|p| p.0.display().to_string())
+                .collect();
+            format!(
+                "webfence top: waiting for new lines ({} file{} followed{}{})\n",
+                files.len(),
+                if files.len() == 1 { "" } else { "s" },
+                if files.is_empty() { "" } else { ": " },
+                files.join(", ")
+            )
+        } else {
+            let now = clock.now(collector.stats.newest());
+            render_plain(&collector.stats.snapshot(now, &view), style)
+        };
+        text.push('\n');
+        emit(text.as_bytes())?;
+        shown += 1;
+        if args.count.is_some_and(|n| shown >= n) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_scales_to_the_max() {
+        assert_eq!(sparkline(&[0, 1, 7, 14]), " ▁▄█");
+    }
+}

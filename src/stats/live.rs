@@ -1,0 +1,540 @@
+//! Rolling statistics for a live view: per client, requests in the last 1, 5
+//! and 15 minutes (like load averages) and right now; for the site, requests
+//! and bytes per second, the status mix, and the top paths, hosts and user
+//! agents of the last minutes. Memory stays bounded: clients idle for 15
+//! minutes expire, and each per-minute table of paths/hosts/agents is
+//! capped (the excess counts as "(other)").
+//!
+//! Time is log time: [`LiveStats::record`] is fed requests, and
+//! [`LiveStats::snapshot`] is asked at "now", which the caller derives from
+//! the newest log time and the wall clock.
+
+use std::net::IpAddr;
+
+use super::Map;
+use crate::detect::addr::{Subject, from_bits, to_bits};
+use crate::log::Request;
+
+/// Seconds of per-second site history.
+pub const SECONDS: usize = 900;
+const MINUTES: usize = 15;
+/// Seconds that make "now" for per-client rates.
+const NOW_WINDOW: i64 = 10;
+/// Distinct keys kept per minute per table.
+const MAX_KEYS_PER_MINUTE: usize = 20_000;
+const OTHER: &[u8] = b"(other)";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SecondBucket {
+    sec: i64,
+    requests: u32,
+    bytes: u64,
+    /// By status class: 1xx..5xx, then anything else.
+    status: [u32; 6],
+}
+
+fn status_class(status: u16) -> usize {
+    match status / 100 {
+        c @ 1..=5 => c as usize - 1,
+        _ => 5,
+    }
+}
+
+/// One client's recent activity.
+#[derive(Debug, Clone, Default)]
+struct ClientLive {
+    /// Requests per minute, ring indexed by minute % 15, valid back from `minute`.
+    minutes: [u32; MINUTES],
+    minute: i64,
+    /// Requests per second for the last `NOW_WINDOW` seconds.
+    seconds: [u16; NOW_WINDOW as usize],
+    second: i64,
+    bytes: u64,
+    /// Most requested paths (space-saving sketch of 4).
+    paths: Vec<(Box<[u8]>, u32)>,
+    agent: Box<[u8]>,
+}
+
+fn shift<const N: usize, T: Copy + Default>(ring: &mut [T; N], from: i64, to: i64) {
+    let steps = (to - from).clamp(0, N as i64);
+    for k in 1..=steps {
+        ring[((from + k).rem_euclid(N as i64)) as usize] = T::default();
+    }
+}
+
+impl ClientLive {
+    fn advance(&mut self, sec: i64) {
+        let minute = sec.div_euclid(60);
+        if minute > self.minute {
+            shift(&mut self.minutes, self.minute, minute);
+            self.minute = minute;
+        }
+        if sec > self.second {
+            shift(&mut self.seconds, self.second, sec);
+            self.second = sec;
+        }
+    }
+
+    fn record(&mut self, sec: i64, r: &Request<'_>) {
+        self.advance(sec);
+        let m = &mut self.minutes[(self.minute.rem_euclid(MINUTES as i64)) as usize];
+        *m = m.saturating_add(1);
+        let s = &mut self.seconds[(self.second.rem_euclid(NOW_WINDOW)) as usize];
+        *s = s.saturating_add(1);
+        self.bytes += r.bytes;
+        // Space-saving: a new path replaces the least counted one, keeping
+        // its count, so a path requested often cannot be missed.
+        if let Some((_, n)) = self.paths.iter_mut().find(|(p, _)| **p == *r.path) {
+            *n += 1;
+        } else if self.paths.len() < 4 {
+            self.paths.push((r.path.into(), 1));
+        } else if let Some(min) = self.paths.iter_mut().min_by_key(|(_, n)| *n) {
+            *min = (r.path.into(), min.1 + 1);
+        }
+        if *self.agent != *r.user_agent {
+            self.agent = r.user_agent.into();
+        }
+    }
+
+    /// Requests in the last `n` minutes (the current one included).
+    fn last_minutes(&self, now_minute: i64, n: usize) -> u64 {
+        (0..n as i64)
+            .map(|k| now_minute - k)
+            .filter(|m| *m <= self.minute && self.minute - m < MINUTES as i64)
+            .map(|m| u64::from(self.minutes[(m.rem_euclid(MINUTES as i64)) as usize]))
+            .sum()
+    }
+
+    fn per_second_now(&self, now_sec: i64) -> f64 {
+        let total: u64 = (0..NOW_WINDOW)
+            .map(|k| now_sec - k)
+            .filter(|s| *s <= self.second && self.second - s < NOW_WINDOW)
+            .map(|s| u64::from(self.seconds[(s.rem_euclid(NOW_WINDOW)) as usize]))
+            .sum();
+        total as f64 / NOW_WINDOW as f64
+    }
+}
+
+/// Key counts for one minute, capped.
+#[derive(Debug, Clone, Default)]
+struct MinuteTally {
+    minute: i64,
+    counts: Map<Box<[u8]>, u64>,
+}
+
+impl MinuteTally {
+    fn add(&mut self, key: &[u8]) {
+        if let Some(n) = self.counts.get_mut(key) {
+            *n += 1;
+        } else if self.counts.len() < MAX_KEYS_PER_MINUTE {
+            self.counts.insert(key.into(), 1);
+        } else {
+            *self.counts.entry(OTHER.into()).or_insert(0) += 1;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Tally5 {
+    minutes: Vec<MinuteTally>,
+}
+
+impl Tally5 {
+    fn add(&mut self, minute: i64, key: &[u8]) {
+        if self.minutes.last().is_none_or(|m| m.minute != minute) {
+            self.minutes.retain(|m| minute - m.minute < 5);
+            self.minutes.push(MinuteTally {
+                minute,
+                counts: Map::default(),
+            });
+        }
+        if let Some(m) = self.minutes.last_mut() {
+            m.add(key);
+        }
+    }
+
+    fn top(&self, now_minute: i64, n: usize) -> Vec<(String, u64)> {
+        let mut all: Map<&[u8], u64> = Map::default();
+        for m in self.minutes.iter().filter(|m| now_minute - m.minute < 5) {
+            for (k, v) in &m.counts {
+                *all.entry(&**k).or_insert(0) += v;
+            }
+        }
+        let mut v: Vec<(&[u8], u64)> = all.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.truncate(n);
+        v.into_iter()
+            .map(|(k, n)| (crate::log::parse::escape_for_display(k), n))
+            .collect()
+    }
+}
+
+/// A client row of a snapshot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClientRow {
+    /// An address, or a network when grouped.
+    pub client: String,
+    pub per_second: f64,
+    pub last_1m: u64,
+    pub last_5m: u64,
+    pub last_15m: u64,
+    /// Share of the site's requests in the last 5 minutes.
+    pub percent: f64,
+    pub top_path: String,
+    pub user_agent: String,
+}
+
+/// What a live view shows at one moment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Snapshot {
+    pub now: i64,
+    /// Site requests per second over the last `NOW_WINDOW` seconds.
+    pub per_second: f64,
+    /// Requests in each of the last 60 seconds, oldest first (a sparkline).
+    pub history: Vec<u64>,
+    pub last_1m: u64,
+    pub last_5m: u64,
+    pub last_15m: u64,
+    /// Bytes per second over the last minute.
+    pub bytes_per_second: f64,
+    /// Requests by status class over the last 5 minutes: 1xx..5xx, other.
+    pub status: [u64; 6],
+    pub clients: Vec<ClientRow>,
+    pub paths: Vec<(String, u64)>,
+    pub hosts: Vec<(String, u64)>,
+    pub user_agents: Vec<(String, u64)>,
+    pub statuses: Vec<(u16, u64)>,
+    pub active_clients: usize,
+}
+
+/// How to sort and group client rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    #[default]
+    Now,
+    Last1m,
+    Last5m,
+    Last15m,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub sort: SortBy,
+    /// Group clients by /24 (IPv4) and /64 (IPv6).
+    pub group: bool,
+    /// Only clients, paths and agents containing this text.
+    pub filter: String,
+    pub rows: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LiveStats {
+    seconds: Vec<SecondBucket>,
+    newest: i64,
+    clients: Map<u128, ClientLive>,
+    paths: Tally5,
+    hosts: Tally5,
+    agents: Tally5,
+    statuses: Tally5,
+    last_expiry: i64,
+}
+
+impl LiveStats {
+    pub fn new() -> Self {
+        LiveStats {
+            seconds: vec![SecondBucket::default(); SECONDS],
+            ..LiveStats::default()
+        }
+    }
+
+    /// Counts one request, at its log time.
+    pub fn record(&mut self, r: &Request<'_>) {
+        if self.seconds.is_empty() {
+            self.seconds = vec![SecondBucket::default(); SECONDS];
+        }
+        let sec = r.time.div_euclid(1000);
+        self.newest = self.newest.max(sec);
+        let b = &mut self.seconds[sec.rem_euclid(SECONDS as i64) as usize];
+        if b.sec != sec {
+            if sec < b.sec {
+                // Older than the ring holds: too late to count.
+                return;
+            }
+            *b = SecondBucket {
+                sec,
+                ..SecondBucket::default()
+            };
+        }
+        b.requests += 1;
+        b.bytes += r.bytes;
+        b.status[status_class(r.status)] += 1;
+        let minute = sec.div_euclid(60);
+        self.clients
+            .entry(to_bits(r.client))
+            .or_default()
+            .record(sec, r);
+        self.paths.add(minute, r.path);
+        if !r.host.is_empty() {
+            self.hosts.add(minute, r.host);
+        }
+        self.agents.add(minute, r.user_agent);
+        let mut code = [0u8; 3];
+        let s = r.status.min(999);
+        code[0] = b'0' + (s / 100) as u8;
+        code[1] = b'0' + (s / 10 % 10) as u8;
+        code[2] = b'0' + (s % 10) as u8;
+        self.statuses.add(minute, &code);
+        if sec - self.last_expiry >= 60 {
+            self.last_expiry = sec;
+            self.clients
+                .retain(|_, c| sec - c.second < (MINUTES as i64) * 60);
+        }
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The newest log second seen.
+    pub fn newest(&self) -> i64 {
+        self.newest
+    }
+
+    fn bucket(&self, sec: i64) -> Option<&SecondBucket> {
+        self.seconds
+            .get(sec.rem_euclid(SECONDS as i64) as usize)
+            .filter(|b| b.sec == sec)
+    }
+
+    fn sum(&self, now: i64, secs: i64, f: impl Fn(&SecondBucket) -> u64) -> u64 {
+        (0..secs).filter_map(|k| self.bucket(now - k)).map(f).sum()
+    }
+
+    /// The view at log second `now`.
+    pub fn snapshot(&self, now: i64, view: &View) -> Snapshot {
+        let now_minute = now.div_euclid(60);
+        let last_5m = self.sum(now, 300, |b| u64::from(b.requests));
+        let mut status = [0u64; 6];
+        for k in 0..300 {
+            if let Some(b) = self.bucket(now - k) {
+                for (i, n) in b.status.iter().enumerate() {
+                    status[i] += u64::from(*n);
+                }
+            }
+        }
+        let filter = view.filter.to_ascii_lowercase();
+        let mut rows: Map<u128, ClientRow> = Map::default();
+        for (ip, c) in &self.clients {
+            let l15 = c.last_minutes(now_minute, 15);
+            if l15 == 0 {
+                continue;
+            }
+            let key = if view.group {
+                Subject::net(*ip, 24, 64)
+            } else {
+                Subject::host(*ip)
+            };
+            let top_path = c
+                .paths
+                .iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(p, _)| crate::log::parse::escape_for_display(p))
+                .unwrap_or_default();
+            let agent = crate::log::parse::escape_for_display(&c.agent);
+            let name = if key.is_host() {
+                from_bits(*ip).to_string()
+            } else {
+                key.to_string()
+            };
+            if !filter.is_empty()
+                && ![&name, &top_path, &agent]
+                    .iter()
+                    .any(|t| t.to_ascii_lowercase().contains(&filter))
+            {
+                continue;
+            }
+            let row = rows
+                .entry(key.bits ^ u128::from(key.prefix))
+                .or_insert_with(|| ClientRow {
+                    client: name,
+                    per_second: 0.0,
+                    last_1m: 0,
+                    last_5m: 0,
+                    last_15m: 0,
+                    percent: 0.0,
+                    top_path: top_path.clone(),
+                    user_agent: agent.clone(),
+                });
+            row.per_second += c.per_second_now(now);
+            row.last_1m += c.last_minutes(now_minute, 1);
+            row.last_5m += c.last_minutes(now_minute, 5);
+            row.last_15m += l15;
+        }
+        let mut clients: Vec<ClientRow> = rows.into_values().collect();
+        for c in &mut clients {
+            c.percent = if last_5m > 0 {
+                c.last_5m as f64 * 100.0 / last_5m as f64
+            } else {
+                0.0
+            };
+        }
+        let key = |c: &ClientRow| match view.sort {
+            SortBy::Now => (c.per_second * 1000.0) as u64,
+            SortBy::Last1m => c.last_1m,
+            SortBy::Last5m => c.last_5m,
+            SortBy::Last15m => c.last_15m,
+        };
+        clients.sort_by(|a, b| {
+            key(b)
+                .cmp(&key(a))
+                .then(b.last_15m.cmp(&a.last_15m))
+                .then(a.client.cmp(&b.client))
+        });
+        let active = clients.len();
+        clients.truncate(view.rows.max(1));
+        let statuses = self
+            .statuses
+            .top(now_minute, 20)
+            .into_iter()
+            .filter_map(|(k, n)| k.parse::<u16>().ok().map(|s| (s, n)))
+            .collect();
+        let keep = |v: Vec<(String, u64)>| -> Vec<(String, u64)> {
+            if filter.is_empty() {
+                v
+            } else {
+                v.into_iter()
+                    .filter(|(k, _)| k.to_ascii_lowercase().contains(&filter))
+                    .collect()
+            }
+        };
+        Snapshot {
+            now,
+            per_second: self.sum(now, NOW_WINDOW, |b| u64::from(b.requests)) as f64
+                / NOW_WINDOW as f64,
+            history: (0..60)
+                .rev()
+                .map(|k| self.bucket(now - k).map_or(0, |b| u64::from(b.requests)))
+                .collect(),
+            last_1m: self.sum(now, 60, |b| u64::from(b.requests)),
+            last_5m,
+            last_15m: self.sum(now, 900, |b| u64::from(b.requests)),
+            bytes_per_second: self.sum(now, 60, |b| b.bytes) as f64 / 60.0,
+            status,
+            clients,
+            paths: keep(self.paths.top(now_minute, view.rows.max(1))),
+            hosts: keep(self.hosts.top(now_minute, view.rows.max(1))),
+            user_agents: keep(self.agents.top(now_minute, view.rows.max(1))),
+            statuses,
+            active_clients: active,
+        }
+    }
+}
+
+/// The address shown for a client key (for tests and callers).
+pub fn client_name(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Parser, Preset, Scratch, TrustedProxies};
+
+    fn feed(s: &mut LiveStats, line: &str) {
+        let p = Parser::preset(Preset::Combined, TrustedProxies::default());
+        let mut scratch = Scratch::default();
+        let r = p.parse(line.as_bytes(), &mut scratch).unwrap();
+        s.record(&r);
+    }
+
+    fn line(ip: &str, sec: i64, path: &str) -> String {
+        let t = jiff::Timestamp::from_second(sec)
+            .unwrap()
+            .strftime("%d/%b/%Y:%H:%M:%S +0000");
+        format!(r#"{ip} - - [{t}] "GET {path} HTTP/1.1" 200 100 "-" "UA {ip}""#)
+    }
+
+    const T: i64 = 1_714_557_600;
+
+    #[test]
+    fn windows_like_load_averages() {
+        let mut s = LiveStats::new();
+        // 203.0.113.1: one request a minute for 15 minutes, then 50 in the
+        // last 10 s; 203.0.113.2: 3 requests 10 minutes ago.
+        for m in 0..15 {
+            feed(&mut s, &line("203.0.113.1", T + m * 60, "/slow"));
+        }
+        for k in 0..50 {
+            feed(&mut s, &line("203.0.113.1", T + 890 + k / 5, "/hammer"));
+        }
+        for _ in 0..3 {
+            feed(&mut s, &line("203.0.113.2", T + 300, "/x"));
+        }
+        let snap = s.snapshot(
+            T + 899,
+            &View {
+                rows: 10,
+                ..View::default()
+            },
+        );
+        let c = &snap.clients[0];
+        assert_eq!(c.client, "203.0.113.1");
+        assert_eq!(c.per_second, 5.0);
+        assert_eq!(c.last_1m, 51);
+        assert_eq!(c.last_5m, 55);
+        assert_eq!(c.last_15m, 65);
+        assert_eq!(c.top_path, "/hammer");
+        assert_eq!(snap.clients[1].last_5m, 0);
+        assert_eq!(snap.clients[1].last_15m, 3);
+        assert_eq!(snap.last_15m, 68);
+        assert_eq!(snap.history.iter().sum::<u64>(), 51);
+        assert_eq!(snap.status[1], 55);
+        // Later, everything has aged out.
+        let later = s.snapshot(
+            T + 899 + 3600,
+            &View {
+                rows: 10,
+                ..View::default()
+            },
+        );
+        assert!(later.clients.is_empty());
+        assert_eq!(later.last_15m, 0);
+    }
+
+    #[test]
+    fn grouping_sorting_and_filtering() {
+        let mut s = LiveStats::new();
+        for i in 0..20 {
+            feed(&mut s, &line(&format!("198.51.100.{i}"), T, "/a"));
+        }
+        for _ in 0..5 {
+            feed(&mut s, &line("203.0.113.9", T, "/b"));
+        }
+        let v = View {
+            rows: 5,
+            group: true,
+            ..View::default()
+        };
+        let snap = s.snapshot(T, &v);
+        assert_eq!(snap.clients[0].client, "198.51.100.0/24");
+        assert_eq!(snap.clients[0].last_1m, 20);
+        let v = View {
+            rows: 5,
+            filter: "/B".into(),
+            ..View::default()
+        };
+        let snap = s.snapshot(T, &v);
+        assert_eq!(snap.clients.len(), 1);
+        assert_eq!(snap.paths, vec![("/b".to_string(), 5)]);
+    }
+
+    #[test]
+    fn idle_clients_expire() {
+        let mut s = LiveStats::new();
+        for i in 0..100 {
+            feed(&mut s, &line(&format!("10.0.0.{i}"), T, "/"));
+        }
+        feed(&mut s, &line("10.0.1.1", T + 16 * 60, "/"));
+        assert_eq!(s.clients(), 1);
+    }
+}
