@@ -93,3 +93,105 @@ fn top_needs_a_file() {
         .failure()
         .stderr(predicates::str::contains("no log to follow"));
 }
+
+/// Runs tmux with `args`; None when tmux is missing (and not required).
+fn tmux(args: &[&str]) -> Option<std::process::Output> {
+    match Command::new("tmux").args(args).output() {
+        Ok(o) => Some(o),
+        Err(_) if std::env::var_os("WEBFENCE_REQUIRE_TMUX").is_none() => None,
+        Err(e) => panic!("tmux is required here: {e}"),
+    }
+}
+
+/// The dashboard, driven like a person at an 80x24 terminal: start it,
+/// append a flood to the log, read the screen.
+#[test]
+fn the_dashboard_in_a_real_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let session = format!("webfence-test-{}", std::process::id());
+    let cmd = format!(
+        "{} top {} --interval 1; echo EXITED $?; sleep 30",
+        env!("CARGO_BIN_EXE_webfence"),
+        log.display()
+    );
+    let Some(started) = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]) else {
+        eprintln!("tmux not installed: skipped");
+        return;
+    };
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let capture = || {
+        let out = tmux(&["capture-pane", "-p", "-t", &session]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut text = String::new();
+    for i in 0..400 {
+        text.push_str(&format!(
+            "203.0.113.66 - - [{}] \"GET /search?q={i} HTTP/1.1\" 200 512 \"-\" \"EvilBot/1.0\"\n",
+            now_clf()
+        ));
+    }
+    for i in 0..20 {
+        text.push_str(&format!(
+            "198.51.100.{i} - - [{}] \"GET /page HTTP/1.1\" 200 512 \"-\" \"Firefox\"\n",
+            now_clf()
+        ));
+    }
+    f.write_all(text.as_bytes()).unwrap();
+    drop(f);
+    // Within two refreshes the hammering client is the first row.
+    let mut screen = String::new();
+    let mut found = false;
+    for _ in 0..25 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        screen = capture();
+        let first_row = screen.lines().find(|l| l.contains("Req/s")).and_then(|_| {
+            let mut it = screen.lines().skip_while(|l| !l.contains("Req/s"));
+            it.nth(1)
+        });
+        if first_row.is_some_and(|r| r.contains("203.0.113.66")) {
+            found = true;
+            break;
+        }
+    }
+    // Keys: help opens, q closes it, q quits and the shell gets the terminal back.
+    let _ = tmux(&["send-keys", "-t", &session, "?"]);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let help = capture();
+    let _ = tmux(&["send-keys", "-t", &session, "x"]);
+    let _ = tmux(&["send-keys", "-t", &session, "q"]);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let after = capture();
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(
+        found,
+        "hammering client not on top within two refreshes:\n{screen}"
+    );
+    assert!(
+        screen.lines().count() <= 24 && screen.contains("webfence top"),
+        "{screen}"
+    );
+    assert!(help.contains("switch panel"), "{help}");
+    assert!(after.contains("EXITED 0"), "did not quit cleanly:\n{after}");
+    assert!(
+        !after.contains("Req/s"),
+        "the terminal was not restored:\n{after}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and the thin glue that runs the
 //! pipeline and writes its output.
 
+mod dashboard;
 mod replay;
 mod top;
 pub mod values;
@@ -55,8 +56,8 @@ struct TopArgs {
     /// Read the files from their start instead of their end.
     #[arg(long)]
     from_start: bool,
-    /// Print a compact text snapshot every interval. (The interactive
-    /// dashboard is not built yet, so this is what `top` always does.)
+    /// Print a compact text snapshot every interval instead of the
+    /// dashboard (also what happens without a terminal).
     #[arg(long)]
     plain: bool,
     /// Seconds between snapshots.
@@ -71,7 +72,7 @@ struct TopArgs {
     /// Only clients, paths and agents containing this text.
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
-    /// Stop after this many snapshots.
+    /// Stop after this many refreshes.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// When to colour the output.

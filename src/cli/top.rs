@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::dashboard::{Dash, Machine, draw, handle_key};
 use super::{TopArgs, emit, threads};
 use crate::log::{Parser, Scratch};
 use crate::pipeline::{self, Job};
@@ -248,6 +249,29 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
     let interval = Duration::from_secs(args.interval.max(1));
     let mut shown = 0u64;
     let first_name = args.files.first().cloned().unwrap_or_default();
+    use std::io::IsTerminal;
+    if !args.plain && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        let mut dash = Dash {
+            group: args.group,
+            filter: view.filter.clone(),
+            ..Dash::default()
+        };
+        let mut terminal = ratatui::try_init()?;
+        let result = dashboard(
+            &mut terminal,
+            &mut follower,
+            &mut collector,
+            &mut clock,
+            &mut dash,
+            &args,
+            interval,
+        );
+        ratatui::restore();
+        for n in collector.notes.drain(..) {
+            eprintln!("webfence: {n}");
+        }
+        return result;
+    }
     loop {
         let deadline = Instant::now() + interval;
         loop {
@@ -290,6 +314,80 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
         shown += 1;
         if args.count.is_some_and(|n| shown >= n) {
             return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// The interactive loop: collect continuously, redraw every interval and
+/// on every key.
+fn dashboard(
+    terminal: &mut ratatui::DefaultTerminal,
+    follower: &mut Follower,
+    collector: &mut Collector,
+    clock: &mut Clock,
+    dash: &mut Dash,
+    args: &TopArgs,
+    interval: Duration,
+) -> Result<ExitCode> {
+    use ratatui::crossterm::event::{self, Event, KeyEventKind};
+    let first_name = args.files.first().cloned().unwrap_or_default();
+    let mut last_draw: Option<Instant> = None;
+    let mut snap: Option<Snapshot> = None;
+    let mut dirty = true;
+    let mut frames = 0u64;
+    loop {
+        follower.poll(Instant::now(), &mut |path, bytes| {
+            collector.feed(path, bytes)
+        });
+        follower.warnings.clear();
+        let due = last_draw.is_none_or(|t| t.elapsed() >= interval);
+        if due || dirty {
+            collector.flush_sample(&first_name);
+            if !dash.paused || snap.is_none() {
+                let view = View {
+                    sort: dash.sort,
+                    group: dash.group,
+                    filter: dash.filter.clone(),
+                    rows: 200,
+                };
+                let now = clock.now(collector.stats.newest());
+                snap = Some(collector.stats.snapshot(now, &view));
+            }
+            let files = follower.progress().len();
+            let sources = format!(
+                "{files} file{} followed, {} lines{}",
+                if files == 1 { "" } else { "s" },
+                thousands(collector.lines),
+                if collector.malformed > 0 {
+                    format!(", {} malformed", thousands(collector.malformed))
+                } else {
+                    String::new()
+                }
+            );
+            let machine = Machine::read();
+            if let Some(s) = &snap {
+                terminal.draw(|f| draw(f, s, dash, &machine, &sources))?;
+            }
+            if due {
+                last_draw = Some(Instant::now());
+                frames += 1;
+            }
+            dirty = false;
+            if args.count.is_some_and(|n| frames >= n) {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if event::poll(Duration::from_millis(100))? {
+            match event::read()? {
+                Event::Key(k) if k.kind == KeyEventKind::Press => {
+                    if handle_key(dash, k) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    dirty = true;
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
         }
     }
 }

@@ -1,0 +1,609 @@
+//! The `webfence top` dashboard: state (what the user chose) and drawing
+//! (a pure function of a snapshot and that state), kept apart from
+//! collection so frames are tested on a `TestBackend`.
+
+use ratatui::Frame;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, Tabs};
+
+use crate::report::human_bytes;
+use crate::report::text::thousands;
+use crate::stats::live::{Snapshot, SortBy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Panel {
+    #[default]
+    Clients,
+    Paths,
+    Statuses,
+    Hosts,
+    Agents,
+}
+
+const PANELS: [Panel; 5] = [
+    Panel::Clients,
+    Panel::Paths,
+    Panel::Statuses,
+    Panel::Hosts,
+    Panel::Agents,
+];
+
+impl Panel {
+    fn title(self) -> &'static str {
+        match self {
+            Panel::Clients => "Clients",
+            Panel::Paths => "Paths",
+            Panel::Statuses => "Statuses",
+            Panel::Hosts => "Hosts",
+            Panel::Agents => "User agents",
+        }
+    }
+
+    fn index(self) -> usize {
+        PANELS.iter().position(|p| *p == self).unwrap_or(0)
+    }
+}
+
+/// What the user chose; changed only by keys.
+#[derive(Debug, Clone, Default)]
+pub struct Dash {
+    pub panel: Panel,
+    pub sort: SortBy,
+    pub group: bool,
+    pub paused: bool,
+    pub filter: String,
+    /// The filter being typed after '/'.
+    pub editing: Option<String>,
+    pub help: bool,
+}
+
+/// The machine's load and memory, from /proc.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Machine {
+    pub load: [f64; 3],
+    pub mem_total_kib: u64,
+    pub mem_available_kib: u64,
+    pub swap_used_kib: u64,
+}
+
+impl Machine {
+    /// Reads /proc; what cannot be read stays 0.
+    pub fn read() -> Machine {
+        let mut m = Machine::default();
+        if let Ok(s) = std::fs::read_to_string("/proc/loadavg") {
+            for (i, v) in s.split_whitespace().take(3).enumerate() {
+                m.load[i] = v.parse().unwrap_or(0.0);
+            }
+        }
+        if let Ok(s) = std::fs::read_to_string("/proc/meminfo") {
+            let (mut swap_total, mut swap_free) = (0, 0);
+            for line in s.lines() {
+                let mut it = line.split_whitespace();
+                let (Some(k), Some(v)) = (it.next(), it.next()) else {
+                    continue;
+                };
+                let v: u64 = v.parse().unwrap_or(0);
+                match k {
+                    "MemTotal:" => m.mem_total_kib = v,
+                    "MemAvailable:" => m.mem_available_kib = v,
+                    "SwapTotal:" => swap_total = v,
+                    "SwapFree:" => swap_free = v,
+                    _ => {}
+                }
+            }
+            m.swap_used_kib = swap_total.saturating_sub(swap_free);
+        }
+        m
+    }
+}
+
+/// Applies a key; returns true to quit.
+pub fn handle_key(d: &mut Dash, key: KeyEvent) -> bool {
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        return true;
+    }
+    if let Some(text) = &mut d.editing {
+        match key.code {
+            KeyCode::Enter => {
+                d.filter = std::mem::take(text);
+                d.editing = None;
+            }
+            KeyCode::Esc => d.editing = None,
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char(c) => text.push(c),
+            _ => {}
+        }
+        return false;
+    }
+    if d.help {
+        d.help = false;
+        return matches!(key.code, KeyCode::Char('q'));
+    }
+    match key.code {
+        KeyCode::Char('q') | KeyCode::Esc => return true,
+        KeyCode::Tab | KeyCode::Right => d.panel = PANELS[(d.panel.index() + 1) % PANELS.len()],
+        KeyCode::BackTab | KeyCode::Left => {
+            d.panel = PANELS[(d.panel.index() + PANELS.len() - 1) % PANELS.len()]
+        }
+        KeyCode::Char(c @ '1'..='5') => d.panel = PANELS[(c as u8 - b'1') as usize],
+        KeyCode::Char('s') => {
+            d.sort = match d.sort {
+                SortBy::Now => SortBy::Last1m,
+                SortBy::Last1m => SortBy::Last5m,
+                SortBy::Last5m => SortBy::Last15m,
+                SortBy::Last15m => SortBy::Now,
+            }
+        }
+        KeyCode::Char('g') => d.group = !d.group,
+        KeyCode::Char('p') | KeyCode::Char(' ') => d.paused = !d.paused,
+        KeyCode::Char('/') => d.editing = Some(d.filter.clone()),
+        KeyCode::Char('?') | KeyCode::Char('h') => d.help = true,
+        _ => {}
+    }
+    false
+}
+
+fn sort_name(s: SortBy) -> &'static str {
+    match s {
+        SortBy::Now => "req/s now",
+        SortBy::Last1m => "1 min",
+        SortBy::Last5m => "5 min",
+        SortBy::Last15m => "15 min",
+    }
+}
+
+const HELP: &[(&str, &str)] = &[
+    ("Tab ← →  1-5", "switch panel"),
+    ("s", "sort clients: now, 1, 5, 15 min"),
+    ("/", "filter clients, paths, agents (Enter, Esc)"),
+    ("g", "group clients by /24 and /64"),
+    ("p  space", "pause the display"),
+    ("q  Esc  Ctrl-C", "quit"),
+    ("?", "this help"),
+];
+
+/// Draws one frame.
+pub fn draw(f: &mut Frame, s: &Snapshot, d: &Dash, m: &Machine, sources: &str) {
+    let area = f.area();
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(5),
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(1),
+        ])
+        .split(area);
+    draw_header(f, rows[0], s, m);
+    let titles: Vec<Line> = PANELS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Line::from(format!("{} {}", i + 1, p.title())))
+        .collect();
+    f.render_widget(
+        Tabs::new(titles)
+            .select(d.panel.index())
+            .highlight_style(Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED)),
+        rows[1],
+    );
+    // A wide terminal shows paths beside the clients.
+    if d.panel == Panel::Clients && area.width >= 160 {
+        let cols = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(65), Constraint::Percentage(35)])
+            .split(rows[2]);
+        draw_clients(f, cols[0], s, d);
+        draw_counts(f, cols[1], "Paths (5 min)", "Path", &s.paths, s.last_5m);
+    } else {
+        match d.panel {
+            Panel::Clients => draw_clients(f, rows[2], s, d),
+            Panel::Paths => draw_counts(f, rows[2], "Paths (5 min)", "Path", &s.paths, s.last_5m),
+            Panel::Statuses => {
+                let v: Vec<(String, u64)> = s
+                    .statuses
+                    .iter()
+                    .map(|(c, n)| (c.to_string(), *n))
+                    .collect();
+                draw_counts(f, rows[2], "Statuses (5 min)", "Status", &v, s.last_5m)
+            }
+            Panel::Hosts => draw_counts(f, rows[2], "Hosts (5 min)", "Host", &s.hosts, s.last_5m),
+            Panel::Agents => draw_counts(
+                f,
+                rows[2],
+                "User agents (5 min)",
+                "User agent",
+                &s.user_agents,
+                s.last_5m,
+            ),
+        }
+    }
+    let status = match &d.editing {
+        Some(t) => format!("filter: {t}▏  (Enter to apply, Esc to cancel)"),
+        None => {
+            let mut parts = vec![format!("sort: {}", sort_name(d.sort))];
+            if d.group {
+                parts.push("grouped /24 /64".into());
+            }
+            if !d.filter.is_empty() {
+                parts.push(format!("filter: {}", d.filter));
+            }
+            if d.paused {
+                parts.push("PAUSED".into());
+            }
+            parts.push("? help  q quit".into());
+            format!("{}  ·  {sources}", parts.join("  ·  "))
+        }
+    };
+    f.render_widget(
+        Paragraph::new(status).style(Style::default().add_modifier(Modifier::DIM)),
+        rows[3],
+    );
+    if d.help {
+        draw_help(f, area);
+    }
+}
+
+fn draw_header(f: &mut Frame, area: Rect, s: &Snapshot, m: &Machine) {
+    let spark = if area.width >= 100 { 34 } else { 20 };
+    let cols = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Min(40), Constraint::Length(spark)])
+        .split(area);
+    let st = &s.status;
+    let total: u64 = st.iter().sum::<u64>().max(1);
+    let pct = |n: u64| n as f64 * 100.0 / total as f64;
+    let lines = vec![
+        Line::from(vec![
+            Span::styled(
+                format!("{:.1} req/s", s.per_second),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(format!(
+                "   1m {}  5m {}  15m {}",
+                thousands(s.last_1m),
+                thousands(s.last_5m),
+                thousands(s.last_15m),
+            )),
+        ]),
+        Line::from(vec![
+            Span::raw(format!(
+                "{}/s  {} clients   ",
+                human_bytes(s.bytes_per_second as u64),
+                thousands(s.active_clients as u64)
+            )),
+            Span::styled(
+                format!("2xx {:.0}% ", pct(st[1])),
+                Style::default().fg(Color::Green),
+            ),
+            Span::styled(
+                format!("3xx {:.0}% ", pct(st[2])),
+                Style::default().fg(Color::Cyan),
+            ),
+            Span::styled(
+                format!("4xx {:.0}% ", pct(st[3])),
+                Style::default().fg(Color::Yellow),
+            ),
+            Span::styled(
+                format!("5xx {:.0}%", pct(st[4])),
+                Style::default().fg(Color::Red),
+            ),
+        ]),
+        Line::from(format!(
+            "load {:.2} {:.2} {:.2}   mem {} free of {}{}",
+            m.load[0],
+            m.load[1],
+            m.load[2],
+            human_bytes(m.mem_available_kib * 1024),
+            human_bytes(m.mem_total_kib * 1024),
+            if m.swap_used_kib > 0 {
+                format!("   swap {}", human_bytes(m.swap_used_kib * 1024))
+            } else {
+                String::new()
+            }
+        )),
+    ];
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::BOTTOM)
+                .title(" webfence top "),
+        ),
+        cols[0],
+    );
+    f.render_widget(
+        Sparkline::default()
+            .block(
+                Block::default()
+                    .borders(Borders::BOTTOM)
+                    .title(" req/s, 60 s "),
+            )
+            .data(&s.history)
+            .style(Style::default().fg(Color::Cyan)),
+        cols[1],
+    );
+}
+
+fn draw_clients(f: &mut Frame, area: Rect, s: &Snapshot, d: &Dash) {
+    let wide = area.width >= 110;
+    let mut header = vec!["Client", "Req/s", "1m", "5m", "15m", "%", "Top path"];
+    if wide {
+        header.push("User agent");
+    }
+    let rows: Vec<Row> = s
+        .clients
+        .iter()
+        .map(|c| {
+            let mut cells = vec![
+                Cell::from(c.client.clone()),
+                Cell::from(format!("{:.1}", c.per_second)),
+                Cell::from(thousands(c.last_1m)),
+                Cell::from(thousands(c.last_5m)),
+                Cell::from(thousands(c.last_15m)),
+                Cell::from(format!("{:.1}", c.percent)),
+                Cell::from(c.top_path.clone()),
+            ];
+            if wide {
+                cells.push(Cell::from(c.user_agent.clone()));
+            }
+            Row::new(cells)
+        })
+        .collect();
+    let mut widths = vec![
+        Constraint::Length(if d.group { 22 } else { 18 }),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(5),
+        Constraint::Min(12),
+    ];
+    if wide {
+        widths.push(Constraint::Percentage(35));
+    }
+    let title = format!(" Clients, by {} ", sort_name(d.sort));
+    f.render_widget(
+        Table::new(rows, widths)
+            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+            .block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
+}
+
+fn draw_counts(
+    f: &mut Frame,
+    area: Rect,
+    title: &str,
+    key: &str,
+    rows: &[(String, u64)],
+    total: u64,
+) {
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|(k, n)| {
+            let pct = if total > 0 {
+                *n as f64 * 100.0 / total as f64
+            } else {
+                0.0
+            };
+            Row::new(vec![
+                Cell::from(thousands(*n)),
+                Cell::from(format!("{pct:.1}")),
+                Cell::from(k.clone()),
+            ])
+        })
+        .collect();
+    f.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(9),
+                Constraint::Length(6),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec!["Hits", "%", key]).style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" {title} ")),
+        ),
+        area,
+    );
+}
+
+fn draw_help(f: &mut Frame, area: Rect) {
+    let w = 56.min(area.width);
+    let h = (HELP.len() as u16 + 2).min(area.height);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, v)| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{k:<16}"),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(*v),
+            ])
+        })
+        .collect();
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" Keys ")),
+        r,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::live::ClientRow;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::crossterm::event::KeyEventKind;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            now: 1_714_557_600,
+            per_second: 52.5,
+            history: (0..60).map(|i| (i % 7) as u64).collect(),
+            last_1m: 3150,
+            last_5m: 9000,
+            last_15m: 21000,
+            bytes_per_second: 1_048_576.0,
+            status: [0, 8000, 100, 850, 50, 0],
+            clients: vec![
+                ClientRow {
+                    client: "203.0.113.66".into(),
+                    per_second: 48.0,
+                    last_1m: 2880,
+                    last_5m: 5000,
+                    last_15m: 5000,
+                    percent: 55.6,
+                    top_path: "/search".into(),
+                    user_agent: "EvilBot/1.0".into(),
+                },
+                ClientRow {
+                    client: "198.51.100.7".into(),
+                    per_second: 0.5,
+                    last_1m: 30,
+                    last_5m: 150,
+                    last_15m: 400,
+                    percent: 1.7,
+                    top_path: "/".into(),
+                    user_agent: "Firefox".into(),
+                },
+            ],
+            paths: vec![("/search".into(), 5000), ("/".into(), 150)],
+            hosts: vec![("example.com".into(), 9000)],
+            user_agents: vec![("EvilBot/1.0".into(), 5000)],
+            statuses: vec![(200, 8000), (404, 850)],
+            active_clients: 2,
+        }
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            load: [3.5, 2.0, 1.25],
+            mem_total_kib: 8 << 20,
+            mem_available_kib: 2 << 20,
+            swap_used_kib: 0,
+        }
+    }
+
+    fn frame(w: u16, h: u16, d: &Dash) -> Vec<String> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| draw(f, &snapshot(), d, &machine(), "1 file"))
+            .unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..h)
+            .map(|y| {
+                (0..w)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect()
+    }
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent {
+            code: c,
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: ratatui::crossterm::event::KeyEventState::NONE,
+        }
+    }
+
+    #[test]
+    fn frame_at_80x24() {
+        let lines = frame(80, 24, &Dash::default());
+        let text = lines.join("\n");
+        assert!(lines[0].contains("webfence top"), "{text}");
+        assert!(
+            lines[1].starts_with("52.5 req/s   1m 3,150  5m 9,000  15m 21,000 "),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("1.0 MiB/s  2 clients   2xx 89% 3xx 1% 4xx 9% 5xx 1%"),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("load 3.50 2.00 1.25   mem 2.0 GiB free of 8.0 GiB"),
+            "{text}"
+        );
+        assert!(lines[5].contains("1 Clients"), "{text}");
+        assert!(
+            lines[7].contains("Client") && lines[7].contains("Req/s"),
+            "{text}"
+        );
+        assert!(
+            lines[8].contains("203.0.113.66")
+                && lines[8].contains("48.0")
+                && lines[8].contains("/search"),
+            "{text}"
+        );
+        assert!(lines[9].contains("198.51.100.7"), "{text}");
+        assert!(lines[23].contains("sort: req/s now"), "{text}");
+        assert!(lines.iter().all(|l| l.chars().count() == 80));
+    }
+
+    #[test]
+    fn wide_terminals_show_more() {
+        let lines = frame(180, 40, &Dash::default());
+        let text = lines.join("\n");
+        assert!(lines[8].contains("EvilBot/1.0"), "{text}");
+        assert!(text.contains("Paths (5 min)"), "{text}");
+    }
+
+    #[test]
+    fn keys_change_the_view() {
+        let mut d = Dash::default();
+        assert!(!handle_key(&mut d, key(KeyCode::Tab)));
+        assert_eq!(d.panel, Panel::Paths);
+        handle_key(&mut d, key(KeyCode::Char('s')));
+        assert_eq!(d.sort, SortBy::Last1m);
+        handle_key(&mut d, key(KeyCode::Char('g')));
+        assert!(d.group);
+        handle_key(&mut d, key(KeyCode::Char('p')));
+        assert!(d.paused);
+        handle_key(&mut d, key(KeyCode::Char('/')));
+        for c in "bot".chars() {
+            handle_key(&mut d, key(KeyCode::Char(c)));
+        }
+        // 'q' while typing is text, not quit.
+        assert!(!handle_key(&mut d, key(KeyCode::Char('q'))));
+        handle_key(&mut d, key(KeyCode::Backspace));
+        handle_key(&mut d, key(KeyCode::Enter));
+        assert_eq!(d.filter, "bot");
+        handle_key(&mut d, key(KeyCode::Char('?')));
+        assert!(d.help);
+        let lines = frame(80, 24, &d);
+        assert!(lines.join("\n").contains("switch panel"));
+        assert!(!handle_key(&mut d, key(KeyCode::Char('x'))));
+        assert!(!d.help);
+        assert!(handle_key(&mut d, key(KeyCode::Char('q'))));
+        let ctrl_c = KeyEvent {
+            modifiers: KeyModifiers::CONTROL,
+            ..key(KeyCode::Char('c'))
+        };
+        assert!(handle_key(&mut Dash::default(), ctrl_c));
+    }
+
+    #[test]
+    fn machine_figures_come_from_proc() {
+        let m = Machine::read();
+        assert!(m.mem_total_kib > 0);
+    }
+}
