@@ -21,15 +21,27 @@ pub enum Panel {
     Statuses,
     Hosts,
     Agents,
+    Decisions,
 }
 
-const PANELS: [Panel; 5] = [
+const PANELS: [Panel; 6] = [
     Panel::Clients,
     Panel::Paths,
     Panel::Statuses,
     Panel::Hosts,
     Panel::Agents,
+    Panel::Decisions,
 ];
+
+/// A decision of the rules, ready to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRow {
+    pub at: String,
+    pub action: String,
+    pub client: String,
+    pub rule: String,
+    pub reason: String,
+}
 
 impl Panel {
     fn title(self) -> &'static str {
@@ -39,6 +51,7 @@ impl Panel {
             Panel::Statuses => "Statuses",
             Panel::Hosts => "Hosts",
             Panel::Agents => "User agents",
+            Panel::Decisions => "Decisions",
         }
     }
 
@@ -130,7 +143,7 @@ pub fn handle_key(d: &mut Dash, key: KeyEvent) -> bool {
         KeyCode::BackTab | KeyCode::Left => {
             d.panel = PANELS[(d.panel.index() + PANELS.len() - 1) % PANELS.len()]
         }
-        KeyCode::Char(c @ '1'..='5') => d.panel = PANELS[(c as u8 - b'1') as usize],
+        KeyCode::Char(c @ '1'..='6') => d.panel = PANELS[(c as u8 - b'1') as usize],
         KeyCode::Char('s') => {
             d.sort = match d.sort {
                 SortBy::Now => SortBy::Last1m,
@@ -158,7 +171,7 @@ fn sort_name(s: SortBy) -> &'static str {
 }
 
 const HELP: &[(&str, &str)] = &[
-    ("Tab ← →  1-5", "switch panel"),
+    ("Tab ← →  1-6", "switch panel"),
     ("s", "sort clients: now, 1, 5, 15 min"),
     ("/", "filter clients, paths, agents (Enter, Esc)"),
     ("g", "group clients by /24 and /64"),
@@ -168,7 +181,14 @@ const HELP: &[(&str, &str)] = &[
 ];
 
 /// Draws one frame.
-pub fn draw(f: &mut Frame, s: &Snapshot, d: &Dash, m: &Machine, sources: &str) {
+pub fn draw(
+    f: &mut Frame,
+    s: &Snapshot,
+    d: &Dash,
+    m: &Machine,
+    sources: &str,
+    decisions: &[DecisionRow],
+) {
     let area = f.area();
     let rows = Layout::default()
         .direction(Direction::Vertical)
@@ -220,6 +240,7 @@ pub fn draw(f: &mut Frame, s: &Snapshot, d: &Dash, m: &Machine, sources: &str) {
                 &s.user_agents,
                 s.last_5m,
             ),
+            Panel::Decisions => draw_decisions(f, rows[2], decisions),
         }
     }
     let status = match &d.editing {
@@ -418,6 +439,43 @@ fn draw_counts(
     );
 }
 
+fn draw_decisions(f: &mut Frame, area: Rect, decisions: &[DecisionRow]) {
+    let rows: Vec<Row> = decisions
+        .iter()
+        .map(|d| {
+            Row::new(vec![
+                Cell::from(d.at.get(11..19).unwrap_or(&d.at).to_string()),
+                Cell::from(d.action.clone()).style(Style::default().fg(Color::Red)),
+                Cell::from(d.client.clone()),
+                Cell::from(d.rule.clone()),
+                Cell::from(d.reason.clone()),
+            ])
+        })
+        .collect();
+    let title = format!(
+        " Decisions the rules would take ({}), newest first ",
+        decisions.len()
+    );
+    f.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(8),
+                Constraint::Length(8),
+                Constraint::Length(20),
+                Constraint::Length(18),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec!["Time", "Action", "Client", "Rule", "Reason"])
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
+}
+
 fn draw_help(f: &mut Frame, area: Rect) {
     let w = 56.min(area.width);
     let h = (HELP.len() as u16 + 2).min(area.height);
@@ -505,7 +563,14 @@ mod tests {
 
     fn frame(w: u16, h: u16, d: &Dash) -> Vec<String> {
         let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-        t.draw(|f| draw(f, &snapshot(), d, &machine(), "1 file"))
+        let decisions = vec![DecisionRow {
+            at: "2024-05-01T10:00:06Z".into(),
+            action: "ban 1h".into(),
+            client: "203.0.113.66".into(),
+            rule: "flood-ip".into(),
+            reason: "121 requests in 10s (limit 120)".into(),
+        }];
+        t.draw(|f| draw(f, &snapshot(), d, &machine(), "1 file", &decisions))
             .unwrap();
         let buf = t.backend().buffer().clone();
         (0..h)
@@ -599,6 +664,26 @@ mod tests {
             ..key(KeyCode::Char('c'))
         };
         assert!(handle_key(&mut Dash::default(), ctrl_c));
+    }
+
+    #[test]
+    fn the_decisions_panel() {
+        let d = Dash {
+            panel: Panel::Decisions,
+            ..Dash::default()
+        };
+        let lines = frame(80, 24, &d);
+        let text = lines.join("\n");
+        assert!(
+            lines[6].contains("Decisions the rules would take (1)"),
+            "{text}"
+        );
+        assert!(
+            lines[8].contains("10:00:06")
+                && lines[8].contains("ban 1h")
+                && lines[8].contains("203.0.113.66"),
+            "{text}"
+        );
     }
 
     #[test]

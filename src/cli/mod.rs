@@ -52,6 +52,8 @@ struct TopArgs {
     #[arg(value_name = "FILE|GLOB")]
     files: Vec<String>,
     #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
     format: FormatArgs,
     /// Read the files from their start instead of their end.
     #[arg(long)]

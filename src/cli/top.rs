@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::dashboard::{Dash, Machine, draw, handle_key};
+use super::dashboard::{Dash, DecisionRow, Machine, draw, handle_key};
 use super::{TopArgs, emit, threads};
 use crate::log::{Parser, Scratch};
 use crate::pipeline::{self, Job};
@@ -34,9 +34,29 @@ struct Collector {
     lines: u64,
     malformed: u64,
     notes: Vec<String>,
+    rules: Rules,
 }
 
+/// The rule engine, run on the live lines: what the rules would decide now.
+struct Rules {
+    set: crate::detect::RuleSet,
+    allow: crate::detect::allow::Allowlist,
+    engine: crate::detect::Engine,
+    scratch: crate::detect::rules::ClassifyScratch,
+    /// The most recent decisions, newest last.
+    recent: std::collections::VecDeque<crate::detect::Decision>,
+}
+
+const RECENT_DECISIONS: usize = 200;
+
 impl Collector {
+    fn set_parser(&mut self, p: Parser) {
+        self.rules
+            .engine
+            .set_field_text(pipeline::field_text(p.clone()));
+        self.parser = Some(p);
+    }
+
     fn feed(&mut self, path: &Path, bytes: &[u8]) {
         if self.parser.is_none() {
             self.pending.extend_from_slice(bytes);
@@ -51,7 +71,7 @@ impl Collector {
                         self.notes
                             .push(format!("detected log format '{}'", d.preset.name()));
                     }
-                    self.parser = Some(p);
+                    self.set_parser(p);
                 }
                 Err(e) => {
                     self.notes.push(e.to_string());
@@ -74,10 +94,46 @@ impl Collector {
             }
             self.lines += 1;
             match parser.parse(line, &mut self.scratch) {
-                Ok(r) => self.stats.record(&r),
+                Ok(r) => {
+                    self.stats.record(&r);
+                    let rules = &mut self.rules;
+                    let allowed = rules.allow.contains(r.client);
+                    let mut ev = rules.set.classify(&r, allowed, &mut rules.scratch);
+                    ev.loc = crate::detect::rules::loc(0, self.lines);
+                    rules.engine.feed(&ev, line);
+                    for d in rules.engine.take_decisions() {
+                        if rules.recent.len() == RECENT_DECISIONS {
+                            rules.recent.pop_front();
+                        }
+                        rules.recent.push_back(d);
+                    }
+                }
                 Err(_) => self.malformed += 1,
             }
         }
+    }
+
+    /// Decisions as display rows, newest first.
+    fn decision_rows(&self) -> Vec<DecisionRow> {
+        self.rules
+            .recent
+            .iter()
+            .rev()
+            .map(|d| DecisionRow {
+                at: crate::log::time::format_rfc3339(d.at, None),
+                action: match d.duration_s {
+                    Some(s) => format!(
+                        "{} {}",
+                        d.action.name(),
+                        crate::detect::engine::human_duration(s)
+                    ),
+                    None => d.action.name().to_string(),
+                },
+                client: d.subject.to_string(),
+                rule: d.rule.clone(),
+                reason: d.reason.clone(),
+            })
+            .collect()
     }
 
     /// Before enough lines came for detection, count what there is.
@@ -86,7 +142,7 @@ impl Collector {
             self.feed(Path::new(name), &[]);
             if self.parser.is_none() {
                 if let Ok((p, _)) = pipeline::parser_for_sample(&self.job, &self.pending, name) {
-                    self.parser = Some(p);
+                    self.set_parser(p);
                     let pending = std::mem::take(&mut self.pending);
                     self.count(&pending);
                 }
@@ -225,7 +281,20 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
     };
     let mut follower = Follower::new(args.files.clone(), options);
     let mut waker = Waker::new(&follower.directories());
+    let set = args.config.load()?;
+    let (allow, allow_warnings) =
+        crate::detect::allow::Allowlist::build(&set.allow, &crate::detect::allow::SystemHost);
+    for w in allow_warnings {
+        eprintln!("webfence: warning: {w}");
+    }
     let mut collector = Collector {
+        rules: Rules {
+            engine: crate::detect::Engine::new(set.clone()),
+            set,
+            allow,
+            scratch: Default::default(),
+            recent: Default::default(),
+        },
         job,
         parser: None,
         scratch: Scratch::default(),
@@ -307,7 +376,27 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
             )
         } else {
             let now = clock.now(collector.stats.newest());
-            render_plain(&collector.stats.snapshot(now, &view), style)
+            let mut t = render_plain(&collector.stats.snapshot(now, &view), style);
+            let rows = collector.decision_rows();
+            if !rows.is_empty() {
+                let _ = writeln!(
+                    t,
+                    "  decisions the rules would take ({} so far, newest first):",
+                    rows.len()
+                );
+                for d in rows.iter().take(5) {
+                    let _ = writeln!(
+                        t,
+                        "    {}  {:<8} {:<24} {:<20} {}",
+                        d.at,
+                        d.action,
+                        d.client,
+                        d.rule,
+                        cut(&d.reason, 60)
+                    );
+                }
+            }
+            t
         };
         text.push('\n');
         emit(text.as_bytes())?;
@@ -365,8 +454,9 @@ fn dashboard(
                 }
             );
             let machine = Machine::read();
+            let decisions = collector.decision_rows();
             if let Some(s) = &snap {
-                terminal.draw(|f| draw(f, s, dash, &machine, &sources))?;
+                terminal.draw(|f| draw(f, s, dash, &machine, &sources, &decisions))?;
             }
             if due {
                 last_draw = Some(Instant::now());
