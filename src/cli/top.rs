@@ -183,15 +183,7 @@ fn sparkline(values: &[u64]) -> String {
         .collect()
 }
 
-fn cut(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
-}
+use crate::report::text::truncate as cut;
 
 /// The compact text snapshot of `--plain` (and of a pipe).
 pub fn render_plain(s: &Snapshot, style: Style) -> String {

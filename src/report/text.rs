@@ -57,7 +57,8 @@ pub(crate) fn colored(text: String, color: Option<&'static str>) -> Cell {
     Cell { text, color }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// Cuts text to `max` characters, marking the cut with an ellipsis.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
