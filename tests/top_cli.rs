@@ -139,7 +139,13 @@ fn the_dashboard_in_a_real_terminal() {
         let out = tmux(&["capture-pane", "-p", "-t", &session]).unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Append only once the dashboard is up (and so following the log).
+    for _ in 0..100 {
+        if capture().contains("Req/s") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     let mut text = String::new();
     for i in 0..400 {
@@ -159,7 +165,8 @@ fn the_dashboard_in_a_real_terminal() {
     // Within two refreshes the hammering client is the first row.
     let mut screen = String::new();
     let mut found = false;
-    for _ in 0..25 {
+    // Two refreshes (1 s each) and the 100 ms poll, with a little slack.
+    for _ in 0..30 {
         std::thread::sleep(std::time::Duration::from_millis(100));
         screen = capture();
         let first_row = screen.lines().find(|l| l.contains("Req/s")).and_then(|_| {
