@@ -4,6 +4,7 @@
 //! scanners, bad requests, and a few floods.
 //!
 //! Usage: cargo run --release --example genlog -- LINES [SEED] [distinct-v6] > access.log
+//! (GENLOG_START=EPOCH_SECONDS GENLOG_SPAN=SECONDS move the time range.)
 //!
 //! With `distinct-v6`, every line comes from a new random IPv6 client,
 //! all within ten minutes: the worst case for per-client state (a DDoS from
@@ -161,9 +162,12 @@ fn main() {
         return;
     }
     let clients = 50_000u64;
-    // Six hours of traffic starting 2024-03-10 00:00:00 UTC.
-    let start = 1_710_028_800i64;
-    let span = 6 * 3600i64;
+    // Six hours of traffic starting 2024-03-10 00:00:00 UTC, unless
+    // GENLOG_START (epoch seconds) and GENLOG_SPAN (seconds) say otherwise:
+    // scripts/bench-top writes a log whose times follow the wall clock.
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<i64>().ok());
+    let start = env("GENLOG_START").unwrap_or(1_710_028_800);
+    let span = env("GENLOG_SPAN").unwrap_or(6 * 3600).max(1);
     let floods = [
         (ip(7_000_001, false), "/search?q=cheap"),
         (ip(7_000_002, false), "/wp-login.php"),

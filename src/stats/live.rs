@@ -153,10 +153,20 @@ impl Tally5 {
         }
     }
 
-    fn top(&self, now_minute: i64, n: usize) -> Vec<(String, u64)> {
+    /// The `n` most counted keys of the last 5 minutes that contain
+    /// `filter` (lower case; empty for all), filtered before the cut.
+    fn top(&self, now_minute: i64, n: usize, filter: &str) -> Vec<(String, u64)> {
         let mut all: Map<&[u8], u64> = Map::default();
+        let mut lower = Vec::new();
         for m in self.minutes.iter().filter(|m| now_minute - m.minute < 5) {
             for (k, v) in &m.counts {
+                if !filter.is_empty() {
+                    lower.clear();
+                    lower.extend(k.iter().map(u8::to_ascii_lowercase));
+                    if memchr::memmem::find(&lower, filter.as_bytes()).is_none() {
+                        continue;
+                    }
+                }
                 *all.entry(&**k).or_insert(0) += v;
             }
         }
@@ -323,90 +333,106 @@ impl LiveStats {
             }
         }
         let filter = view.filter.to_ascii_lowercase();
-        let mut rows: Map<u128, ClientRow> = Map::default();
+        // Numbers first, for every active client; text (which allocates)
+        // only for the rows shown, unless a filter needs it.
+        struct Acc<'a> {
+            first: (u128, &'a ClientLive),
+            subject: Subject,
+            per_second: f64,
+            last_1m: u64,
+            last_5m: u64,
+            last_15m: u64,
+        }
+        let top_path = |c: &ClientLive| {
+            c.paths
+                .iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(p, _)| crate::log::parse::escape_for_display(p))
+                .unwrap_or_default()
+        };
+        let name_of = |ip: u128, subject: Subject| {
+            if subject.is_host() {
+                from_bits(ip).to_string()
+            } else {
+                subject.to_string()
+            }
+        };
+        let mut lower = Vec::new();
+        let mut contains = |text: &[u8]| {
+            lower.clear();
+            lower.extend(text.iter().map(u8::to_ascii_lowercase));
+            memchr::memmem::find(&lower, filter.as_bytes()).is_some()
+        };
+        let mut acc: Map<(u128, u8), Acc> = Map::default();
         for (ip, c) in &self.clients {
             let l15 = c.last_minutes(now_minute, 15);
             if l15 == 0 {
                 continue;
             }
-            let key = if view.group {
+            let subject = if view.group {
                 Subject::net(*ip, 24, 64)
             } else {
                 Subject::host(*ip)
             };
-            let top_path = c
-                .paths
-                .iter()
-                .max_by_key(|(_, n)| *n)
-                .map(|(p, _)| crate::log::parse::escape_for_display(p))
-                .unwrap_or_default();
-            let agent = crate::log::parse::escape_for_display(&c.agent);
-            let name = if key.is_host() {
-                from_bits(*ip).to_string()
-            } else {
-                key.to_string()
-            };
             if !filter.is_empty()
-                && ![&name, &top_path, &agent]
-                    .iter()
-                    .any(|t| t.to_ascii_lowercase().contains(&filter))
+                && !contains(name_of(*ip, subject).as_bytes())
+                && !c.paths.iter().any(|(p, _)| contains(p))
+                && !contains(&c.agent)
             {
                 continue;
             }
-            let row = rows
-                .entry(key.bits ^ u128::from(key.prefix))
-                .or_insert_with(|| ClientRow {
-                    client: name,
-                    per_second: 0.0,
-                    last_1m: 0,
-                    last_5m: 0,
-                    last_15m: 0,
-                    percent: 0.0,
-                    top_path: top_path.clone(),
-                    user_agent: agent.clone(),
-                });
-            row.per_second += c.per_second_now(now);
-            row.last_1m += c.last_minutes(now_minute, 1);
-            row.last_5m += c.last_minutes(now_minute, 5);
-            row.last_15m += l15;
+            let a = acc.entry((subject.bits, subject.prefix)).or_insert(Acc {
+                first: (*ip, c),
+                subject,
+                per_second: 0.0,
+                last_1m: 0,
+                last_5m: 0,
+                last_15m: 0,
+            });
+            a.per_second += c.per_second_now(now);
+            a.last_1m += c.last_minutes(now_minute, 1);
+            a.last_5m += c.last_minutes(now_minute, 5);
+            a.last_15m += l15;
         }
-        let mut clients: Vec<ClientRow> = rows.into_values().collect();
-        for c in &mut clients {
-            c.percent = if last_5m > 0 {
-                c.last_5m as f64 * 100.0 / last_5m as f64
-            } else {
-                0.0
-            };
-        }
-        let key = |c: &ClientRow| match view.sort {
-            SortBy::Now => (c.per_second * 1000.0) as u64,
-            SortBy::Last1m => c.last_1m,
-            SortBy::Last5m => c.last_5m,
-            SortBy::Last15m => c.last_15m,
+        let mut ranked: Vec<Acc> = acc.into_values().collect();
+        let key = |a: &Acc| match view.sort {
+            SortBy::Now => (a.per_second * 1000.0) as u64,
+            SortBy::Last1m => a.last_1m,
+            SortBy::Last5m => a.last_5m,
+            SortBy::Last15m => a.last_15m,
         };
-        clients.sort_by(|a, b| {
+        ranked.sort_by(|a, b| {
             key(b)
                 .cmp(&key(a))
                 .then(b.last_15m.cmp(&a.last_15m))
-                .then(a.client.cmp(&b.client))
+                .then(a.subject.cmp(&b.subject))
         });
-        let active = clients.len();
-        clients.truncate(view.rows.max(1));
+        let active = ranked.len();
+        ranked.truncate(view.rows.max(1));
+        let clients: Vec<ClientRow> = ranked
+            .iter()
+            .map(|a| ClientRow {
+                client: name_of(a.first.0, a.subject),
+                per_second: a.per_second,
+                last_1m: a.last_1m,
+                last_5m: a.last_5m,
+                last_15m: a.last_15m,
+                percent: if last_5m > 0 {
+                    a.last_5m as f64 * 100.0 / last_5m as f64
+                } else {
+                    0.0
+                },
+                top_path: top_path(a.first.1),
+                user_agent: crate::log::parse::escape_for_display(&a.first.1.agent),
+            })
+            .collect();
         let statuses = self
             .statuses
-            .top(now_minute, 20)
+            .top(now_minute, 20, "")
             .into_iter()
             .filter_map(|(k, n)| k.parse::<u16>().ok().map(|s| (s, n)))
             .collect();
-        let keep = |v: Vec<(String, u64)>| -> Vec<(String, u64)> {
-            if filter.is_empty() {
-                v
-            } else {
-                v.into_iter()
-                    .filter(|(k, _)| k.to_ascii_lowercase().contains(&filter))
-                    .collect()
-            }
-        };
+
         Snapshot {
             now,
             per_second: self.sum(now, NOW_WINDOW, |b| u64::from(b.requests)) as f64
@@ -421,9 +447,9 @@ impl LiveStats {
             bytes_per_second: self.sum(now, 60, |b| b.bytes) as f64 / 60.0,
             status,
             clients,
-            paths: keep(self.paths.top(now_minute, view.rows.max(1))),
-            hosts: keep(self.hosts.top(now_minute, view.rows.max(1))),
-            user_agents: keep(self.agents.top(now_minute, view.rows.max(1))),
+            paths: self.paths.top(now_minute, view.rows.max(1), &filter),
+            hosts: self.hosts.top(now_minute, view.rows.max(1), &filter),
+            user_agents: self.agents.top(now_minute, view.rows.max(1), &filter),
             statuses,
             active_clients: active,
         }
@@ -526,6 +552,28 @@ mod tests {
         let snap = s.snapshot(T, &v);
         assert_eq!(snap.clients.len(), 1);
         assert_eq!(snap.paths, vec![("/b".to_string(), 5)]);
+    }
+
+    // Regression: the filter used to apply after the top-N cut, so a rare
+    // path never showed however precisely it was asked for.
+    #[test]
+    fn filters_apply_before_the_top_cut() {
+        let mut s = LiveStats::new();
+        for i in 0..50 {
+            for _ in 0..3 {
+                feed(&mut s, &line("203.0.113.1", T, &format!("/busy{i}")));
+            }
+        }
+        feed(&mut s, &line("203.0.113.2", T, "/rare-marker"));
+        let v = View {
+            rows: 5,
+            filter: "marker".into(),
+            ..View::default()
+        };
+        let snap = s.snapshot(T, &v);
+        assert_eq!(snap.paths, vec![("/rare-marker".to_string(), 1)]);
+        assert_eq!(snap.clients.len(), 1);
+        assert_eq!(snap.clients[0].client, "203.0.113.2");
     }
 
     #[test]
