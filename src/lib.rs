@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod detect;
+pub mod enforce;
 pub mod log;
 pub mod pipeline;
 pub mod report;

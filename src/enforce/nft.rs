@@ -1,0 +1,235 @@
+//! The nftables backend: a table of its own (`inet webfence` by default)
+//! with a set per family for addresses and one for networks, each element
+//! with its own timeout, so the kernel lifts a ban on time even if webfence
+//! is dead, and a drop rule early in the input hook. A batch of changes is
+//! one `nft -f -` transaction: all of it applies, or none.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{Backend, BanEntry, EnforceError, KernelBan, run};
+use crate::detect::addr::{Subject, is_v4, to_bits};
+
+/// The sets, by (IPv4?, network?).
+fn set_name(subject: &Subject) -> &'static str {
+    match (is_v4(subject.bits), subject.is_host()) {
+        (true, true) => "ban4",
+        (true, false) => "ban4net",
+        (false, true) => "ban6",
+        (false, false) => "ban6net",
+    }
+}
+
+const SETS: [&str; 4] = ["ban4", "ban4net", "ban6", "ban6net"];
+
+pub struct Nft {
+    /// The program and leading arguments, e.g. `["nft"]`, or
+    /// `["ip", "netns", "exec", "ns1", "nft"]` in tests.
+    pub command: Vec<String>,
+    pub table: String,
+}
+
+impl Nft {
+    pub fn new(command: Vec<String>, table: &str) -> Nft {
+        Nft {
+            command,
+            table: table.to_string(),
+        }
+    }
+
+    fn nft(&self, args: &[&str], input: Option<&str>) -> Result<String, EnforceError> {
+        let mut argv = self.command.clone();
+        argv.extend(args.iter().map(|s| s.to_string()));
+        run(&argv, input)
+    }
+
+    /// The table, sets and rules, as one script.
+    pub fn setup_script(&self) -> String {
+        let t = &self.table;
+        format!(
+            "add table inet {t}\n\
+             add set inet {t} ban4 {{ type ipv4_addr; flags timeout; }}\n\
+             add set inet {t} ban4net {{ type ipv4_addr; flags interval, timeout; }}\n\
+             add set inet {t} ban6 {{ type ipv6_addr; flags timeout; }}\n\
+             add set inet {t} ban6net {{ type ipv6_addr; flags interval, timeout; }}\n\
+             add chain inet {t} input {{ type filter hook input priority -200; policy accept; }}\n\
+             flush chain inet {t} input\n\
+             add rule inet {t} input ip saddr @ban4 drop\n\
+             add rule inet {t} input ip saddr @ban4net drop\n\
+             add rule inet {t} input ip6 saddr @ban6 drop\n\
+             add rule inet {t} input ip6 saddr @ban6net drop\n"
+        )
+    }
+
+    /// One transaction for a batch. nftables has no "add or update": an
+    /// element is added (so it exists), deleted, then added again with its
+    /// timeout, which renews an existing ban and never fails on a missing
+    /// one; removals likewise add then delete.
+    pub fn apply_script(&self, add: &[BanEntry], remove: &[Subject]) -> String {
+        let t = &self.table;
+        let mut out = String::new();
+        for set in SETS {
+            let adds: Vec<&BanEntry> = add.iter().filter(|b| set_name(&b.subject) == set).collect();
+            let removes: Vec<&Subject> = remove.iter().filter(|s| set_name(s) == set).collect();
+            let all: Vec<String> = adds
+                .iter()
+                .map(|b| b.subject.to_string())
+                .chain(removes.iter().map(|s| s.to_string()))
+                .collect();
+            if all.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "add element inet {t} {set} {{ {} }}", all.join(", "));
+            let _ = writeln!(
+                out,
+                "delete element inet {t} {set} {{ {} }}",
+                all.join(", ")
+            );
+            if !adds.is_empty() {
+                let with_timeouts: Vec<String> = adds
+                    .iter()
+                    .map(|b| format!("{} timeout {}s", b.subject, b.timeout_s.max(1)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "add element inet {t} {set} {{ {} }}",
+                    with_timeouts.join(", ")
+                );
+            }
+        }
+        out
+    }
+}
+
+fn parse_elem(v: &Value) -> Option<KernelBan> {
+    let e = v.get("elem")?;
+    let subject = match e.get("val")? {
+        Value::String(s) => Subject::host(to_bits(s.parse().ok()?)),
+        other => {
+            let p = other.get("prefix")?;
+            let addr: std::net::IpAddr = p.get("addr")?.as_str()?.parse().ok()?;
+            let len = p.get("len")?.as_u64()?;
+            Subject::from_net(ipnet::IpNet::new(addr, len as u8).ok()?)
+        }
+    };
+    Some(KernelBan {
+        subject,
+        expires_s: e.get("expires").and_then(Value::as_u64).unwrap_or(0),
+    })
+}
+
+impl Backend for Nft {
+    fn name(&self) -> &str {
+        "nftables"
+    }
+
+    fn setup(&mut self) -> Result<(), EnforceError> {
+        let script = self.setup_script();
+        self.nft(&["-f", "-"], Some(&script)).map(|_| ())
+    }
+
+    fn apply(&mut self, add: &[BanEntry], remove: &[Subject]) -> Result<(), EnforceError> {
+        let script = self.apply_script(add, remove);
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.nft(&["-f", "-"], Some(&script)).map(|_| ())
+    }
+
+    fn list(&mut self) -> Result<Vec<KernelBan>, EnforceError> {
+        let mut out = Vec::new();
+        for set in SETS {
+            let json = self.nft(&["-j", "list", "set", "inet", &self.table, set], None)?;
+            let doc: Value = serde_json::from_str(&json).map_err(|e| EnforceError::Output {
+                program: "nft".into(),
+                reason: e.to_string(),
+            })?;
+            let items = doc
+                .get("nftables")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                let elems = item
+                    .get("set")
+                    .and_then(|s| s.get("elem"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                out.extend(elems.iter().filter_map(parse_elem));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn teardown(&mut self) -> Result<(), EnforceError> {
+        let script = format!(
+            "add table inet {t}\ndelete table inet {t}\n",
+            t = self.table
+        );
+        self.nft(&["-f", "-"], Some(&script)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(s: &str) -> Subject {
+        Subject::host(to_bits(s.parse().unwrap()))
+    }
+
+    #[test]
+    fn one_transaction_per_batch_by_family() {
+        let n = Nft::new(vec!["nft".into()], "webfence");
+        let s = n.apply_script(
+            &[
+                BanEntry {
+                    subject: host("203.0.113.7"),
+                    timeout_s: 3600,
+                },
+                BanEntry {
+                    subject: Subject::from_net("10.20.0.0/16".parse().unwrap()),
+                    timeout_s: 600,
+                },
+                BanEntry {
+                    subject: host("2001:db8::1"),
+                    timeout_s: 60,
+                },
+            ],
+            &[host("198.51.100.1")],
+        );
+        assert_eq!(
+            s,
+            "add element inet webfence ban4 { 203.0.113.7, 198.51.100.1 }\n\
+             delete element inet webfence ban4 { 203.0.113.7, 198.51.100.1 }\n\
+             add element inet webfence ban4 { 203.0.113.7 timeout 3600s }\n\
+             add element inet webfence ban4net { 10.20.0.0/16 }\n\
+             delete element inet webfence ban4net { 10.20.0.0/16 }\n\
+             add element inet webfence ban4net { 10.20.0.0/16 timeout 600s }\n\
+             add element inet webfence ban6 { 2001:db8::1 }\n\
+             delete element inet webfence ban6 { 2001:db8::1 }\n\
+             add element inet webfence ban6 { 2001:db8::1 timeout 60s }\n"
+        );
+        assert!(n.apply_script(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn parses_the_sets_as_nft_prints_them() {
+        let v: Value = serde_json::from_str(r#"{"elem": {"val": {"prefix": {"addr": "10.20.0.0", "len": 16}}, "timeout": 600, "expires": 599}}"#).unwrap();
+        assert_eq!(parse_elem(&v).unwrap().subject.to_string(), "10.20.0.0/16");
+        let v: Value = serde_json::from_str(
+            r#"{"elem": {"val": "203.0.113.7", "timeout": 3600, "expires": 3599}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_elem(&v),
+            Some(KernelBan {
+                subject: host("203.0.113.7"),
+                expires_s: 3599
+            })
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! The nftables backend against the real kernel, in throwaway network
+//! namespaces joined by a veth pair: a banned client's packets are dropped,
+//! an unbanned one's are not, and a ban expires on time without webfence.
+//! Needs root, `ip` and `nft`; skipped without them unless
+//! WEBFENCE_REQUIRE_NETNS is set (scripts/test sets it and installs them).
+
+use std::process::Command;
+use std::time::Duration;
+
+use webfence::detect::addr::{Subject, to_bits};
+use webfence::enforce::nft::Nft;
+use webfence::enforce::{Backend, BanEntry};
+
+fn sh(argv: &[&str]) -> bool {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn available() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let ok = root && sh(&["nft", "--version"]) && sh(&["ip", "-V"]) && sh(&["ping", "-V"]);
+    if !ok && std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_some() {
+        panic!("root, nft, ip and ping are required here");
+    }
+    ok
+}
+
+/// Two namespaces joined by a veth pair; removed on drop.
+struct Net {
+    server: String,
+    client: String,
+}
+
+impl Net {
+    fn new(tag: &str) -> Net {
+        let id = format!("{}{}", tag, std::process::id() % 100_000);
+        let net = Net {
+            server: format!("wfs{id}"),
+            client: format!("wfc{id}"),
+        };
+        let (s, c) = (net.server.as_str(), net.client.as_str());
+        for cmd in [
+            vec!["ip", "netns", "add", s],
+            vec!["ip", "netns", "add", c],
+            vec![
+                "ip", "-n", s, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+                "netns", c,
+            ],
+            vec!["ip", "-n", s, "addr", "add", "10.231.0.1/24", "dev", "eth0"],
+            vec!["ip", "-n", c, "addr", "add", "10.231.0.2/24", "dev", "eth0"],
+            vec![
+                "ip",
+                "-n",
+                s,
+                "addr",
+                "add",
+                "fd00:231::1/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                c,
+                "addr",
+                "add",
+                "fd00:231::2/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+            vec!["ip", "-n", s, "link", "set", "eth0", "up"],
+            vec!["ip", "-n", c, "link", "set", "eth0", "up"],
+            vec!["ip", "-n", s, "link", "set", "lo", "up"],
+            vec!["ip", "-n", c, "link", "set", "lo", "up"],
+        ] {
+            assert!(sh(&cmd), "setup failed: {cmd:?}");
+        }
+        net
+    }
+
+    /// Whether the client reaches the server.
+    fn ping(&self, to: &str) -> bool {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.client,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            to,
+        ])
+    }
+
+    fn nft(&self) -> Nft {
+        Nft::new(
+            ["ip", "netns", "exec", &self.server, "nft"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "webfence",
+        )
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.server]);
+        let _ = sh(&["ip", "netns", "del", &self.client]);
+    }
+}
+
+fn host(s: &str) -> Subject {
+    Subject::host(to_bits(s.parse().unwrap()))
+}
+
+#[test]
+fn bans_drop_packets_and_expire_in_the_kernel() {
+    if !available() {
+        eprintln!("skipped: needs root, nft, ip and ping");
+        return;
+    }
+    let net = Net::new("a");
+    let mut nft = net.nft();
+    nft.setup().unwrap();
+    nft.setup().unwrap(); // idempotent
+    assert!(net.ping("10.231.0.1"));
+    assert!(net.ping("fd00:231::1"));
+
+    nft.apply(
+        &[
+            BanEntry {
+                subject: host("10.231.0.2"),
+                timeout_s: 3600,
+            },
+            BanEntry {
+                subject: host("fd00:231::2"),
+                timeout_s: 3600,
+            },
+        ],
+        &[],
+    )
+    .unwrap();
+    assert!(
+        !net.ping("10.231.0.1"),
+        "banned IPv4 client still gets through"
+    );
+    assert!(
+        !net.ping("fd00:231::1"),
+        "banned IPv6 client still gets through"
+    );
+    let listed: Vec<String> = nft
+        .list()
+        .unwrap()
+        .iter()
+        .map(|b| b.subject.to_string())
+        .collect();
+    assert_eq!(listed, vec!["10.231.0.2", "fd00:231::2"]);
+
+    // Unban; removing what is not there is not an error.
+    nft.apply(
+        &[],
+        &[host("10.231.0.2"), host("fd00:231::2"), host("10.231.0.99")],
+    )
+    .unwrap();
+    assert!(net.ping("10.231.0.1"));
+    assert!(nft.list().unwrap().is_empty());
+
+    // A network ban, then a short ban the kernel lifts by itself.
+    nft.apply(
+        &[BanEntry {
+            subject: Subject::from_net("10.231.0.0/24".parse().unwrap()),
+            timeout_s: 3600,
+        }],
+        &[],
+    )
+    .unwrap();
+    assert!(!net.ping("10.231.0.1"));
+    nft.apply(&[], &[Subject::from_net("10.231.0.0/24".parse().unwrap())])
+        .unwrap();
+    nft.apply(
+        &[BanEntry {
+            subject: host("10.231.0.2"),
+            timeout_s: 2,
+        }],
+        &[],
+    )
+    .unwrap();
+    assert!(!net.ping("10.231.0.1"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        net.ping("10.231.0.1"),
+        "the kernel did not lift the ban on time"
+    );
+
+    // Renewing a ban replaces its timeout.
+    nft.apply(
+        &[BanEntry {
+            subject: host("10.231.0.2"),
+            timeout_s: 5,
+        }],
+        &[],
+    )
+    .unwrap();
+    nft.apply(
+        &[BanEntry {
+            subject: host("10.231.0.2"),
+            timeout_s: 7200,
+        }],
+        &[],
+    )
+    .unwrap();
+    let bans = nft.list().unwrap();
+    assert!(bans[0].expires_s > 7000, "{bans:?}");
+
+    nft.teardown().unwrap();
+    nft.teardown().unwrap(); // idempotent
+    assert!(net.ping("10.231.0.1"));
+}
+
+#[test]
+fn many_bans_in_one_transaction() {
+    if !available() {
+        eprintln!("skipped: needs root, nft, ip and ping");
+        return;
+    }
+    let net = Net::new("b");
+    let mut nft = net.nft();
+    nft.setup().unwrap();
+    let bans: Vec<BanEntry> = (0..10_000u32)
+        .map(|i| BanEntry {
+            subject: Subject::host(to_bits(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                0x0a00_0000 + i,
+            )))),
+            timeout_s: 600,
+        })
+        .collect();
+    nft.apply(&bans, &[]).unwrap();
+    assert_eq!(nft.list().unwrap().len(), 10_000);
+}
