@@ -296,7 +296,8 @@ impl<S: KeyState> Table<S> {
         let s = self.map.entry(k).or_default();
         let before = s.heap();
         let r = f(s);
-        self.heap = self.heap + s.heap() - before;
+        // Saturating: an accounting slip must never become a panic.
+        self.heap = (self.heap + s.heap()).saturating_sub(before);
         r
     }
 
