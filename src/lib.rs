@@ -1,9 +1,11 @@
 //! webfence: see who is hammering a web server, and fence them off.
 //!
 //! The crate is one pipeline, one module per stage:
-//! [`source`] (bytes of complete lines) → [`log`] (parse into [`log::Request`])
-//! → [`stats`] (filter and aggregate) → [`report`] (tables, JSON, CSV).
-//! [`pipeline`] runs the stages across threads; [`cli`] is the thin front.
+//! [`source`] (bytes of complete lines, from files or followed live) →
+//! [`log`] (parse into [`log::Request`]) → [`stats`] (aggregate, or live
+//! windows) and [`detect`] (rules into decisions) → [`enforce`] (kernel bans)
+//! and [`report`] (tables, JSON, CSV). [`pipeline`] runs the batch stages
+//! across threads; [`cli`] is the thin front, with `webfence top`'s dashboard.
 
 pub mod cli;
 pub mod detect;

@@ -126,13 +126,21 @@ struct ReplayArgs {
     /// Show times in the local time zone instead of UTC.
     #[arg(long)]
     local: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How a batch command runs and talks; shared by report and replay.
+#[derive(Debug, Args)]
+struct RunArgs {
     /// When to colour the tables.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
     /// Parser threads [default: the number of CPUs].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Do not print notes (detected format, warnings, summary in --json mode).
+    /// Do not print notes on stderr (detected format, warnings, and replay's
+    /// summary in --json mode).
     #[arg(short, long)]
     quiet: bool,
 }
@@ -288,15 +296,8 @@ struct ReportArgs {
     /// Timeline bucket (1m, 5m, 1h, 1d…); chosen from the span by default.
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
     bucket: Option<u64>,
-    /// When to colour the tables.
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
-    color: ColorChoice,
-    /// Parser threads [default: the number of CPUs].
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
-    /// Do not print notes (detected format, warnings) on stderr.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 /// The inputs named on the command line, or stdin when it is a pipe.
@@ -413,10 +414,10 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         json_fields: args.format.json_fields()?,
         proxies: args.format.proxies()?,
         filter,
-        threads: threads(args.threads),
+        threads: threads(args.run.threads),
     };
     let analysis = pipeline::analyze(&job)?;
-    if !args.quiet {
+    if !args.run.quiet {
         print_notes(analysis.detection.as_ref(), &analysis.warnings);
     }
     if analysis.stats.requests == 0 && analysis.stats.filtered == 0 && analysis.malformed > 0 {
@@ -454,7 +455,7 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         report::csv::write(&mut buf, &built, table).context("cannot write CSV")?;
         emit(&buf)?;
     } else {
-        let style = args.color.style();
+        let style = args.run.color.style();
         emit(text::render(&built, style, args.by == RankBy::Bytes).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)

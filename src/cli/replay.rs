@@ -32,10 +32,10 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         json_fields: args.format.json_fields()?,
         proxies: args.format.proxies()?,
         filter: Filter::default(),
-        threads: threads(args.threads),
+        threads: threads(args.run.threads),
     };
     let (allow, allow_warnings) = Allowlist::build(&rules.allow, &SystemHost);
-    if !args.quiet {
+    if !args.run.quiet {
         for w in &allow_warnings {
             eprintln!("webfence: warning: {w}");
         }
@@ -71,7 +71,7 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         return Err(e);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    if !args.quiet {
+    if !args.run.quiet {
         print_notes(run.detection.as_ref(), &run.warnings);
     }
     if engine.totals.requests == 0 && run.malformed > 0 {
@@ -85,14 +85,14 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         names: &run.names,
         zone: zone.as_ref(),
     };
-    let style = args.color.style();
+    let style = args.run.color.style();
     let summary = summary_line(&run, &engine, &decisions, elapsed);
     if let Some(ip) = &args.explain {
         emit(decisions::explain_text(ip.trim(), &engine, &decisions, &cx, style).as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.json {
-        if !args.quiet {
+        if !args.run.quiet {
             eprintln!("webfence: {summary}");
         }
         return Ok(ExitCode::SUCCESS);

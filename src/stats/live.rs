@@ -9,8 +9,6 @@
 //! [`LiveStats::snapshot`] is asked at "now", which the caller derives from
 //! the newest log time and the wall clock.
 
-use std::net::IpAddr;
-
 use super::Map;
 use crate::detect::addr::{Subject, from_bits, to_bits};
 use crate::log::Request;
@@ -454,11 +452,6 @@ impl LiveStats {
             active_clients: active,
         }
     }
-}
-
-/// The address shown for a client key (for tests and callers).
-pub fn client_name(ip: IpAddr) -> String {
-    ip.to_string()
 }
 
 #[cfg(test)]
