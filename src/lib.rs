@@ -8,6 +8,7 @@
 //! across threads; [`cli`] is the thin front, with `webfence top`'s dashboard.
 
 pub mod cli;
+pub mod daemon;
 pub mod detect;
 pub mod enforce;
 pub mod log;

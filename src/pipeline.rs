@@ -596,3 +596,119 @@ pub fn field_text(parser: Parser) -> detect::engine::FieldText {
         Some(log::parse::escape_for_display(&text[..text.len().min(200)]))
     })
 }
+
+/// What [`LiveParser`] hands out, in order.
+pub enum LiveEvent<'a> {
+    /// The format was chosen (from the first lines); comes before any request.
+    Format(&'a Parser),
+    /// A parsed request, its line and that line's number in this run.
+    Request(&'a log::Request<'a>, &'a [u8], u64),
+    /// A line that did not fit: the file, the line's number, why.
+    Malformed(&'a std::path::Path, u64, String),
+}
+
+/// Parses log bytes as they are appended (`top`, `run`). With `--format
+/// auto` the parser is chosen from a sample of the first lines, so they are
+/// held until there are enough.
+pub struct LiveParser {
+    job: Job,
+    parser: Option<Parser>,
+    scratch: Scratch,
+    pending: Vec<u8>,
+    pending_path: std::path::PathBuf,
+    pub lines: u64,
+    pub malformed: u64,
+    /// Format detection notes and errors, for the caller to show.
+    pub notes: Vec<String>,
+}
+
+/// Lines (or bytes) needed before the format is guessed.
+const SAMPLE_LINES: usize = 20;
+const SAMPLE_BYTES: usize = 64 << 10;
+
+impl LiveParser {
+    pub fn new(job: Job) -> LiveParser {
+        LiveParser {
+            job,
+            parser: None,
+            scratch: Scratch::default(),
+            pending: Vec::new(),
+            pending_path: Default::default(),
+            lines: 0,
+            malformed: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn format_known(&self) -> bool {
+        self.parser.is_some()
+    }
+
+    /// Feeds complete lines read from `path`.
+    pub fn feed(
+        &mut self,
+        path: &std::path::Path,
+        bytes: &[u8],
+        on: &mut dyn FnMut(LiveEvent<'_>),
+    ) {
+        if self.parser.is_none() {
+            self.pending.extend_from_slice(bytes);
+            self.pending_path = path.to_path_buf();
+            // Only auto-detection needs a sample; a named format starts at once.
+            let sample_lines = lines(&self.pending).filter(|l| !l.is_empty()).count();
+            let auto = matches!(self.job.format, FormatSpec::Auto);
+            if auto && sample_lines < SAMPLE_LINES && self.pending.len() < SAMPLE_BYTES {
+                return;
+            }
+            self.choose(on);
+            return;
+        }
+        self.parse(path, bytes, on);
+    }
+
+    /// Chooses the format from what has come so far, however little:
+    /// called when the logs go quiet before a full sample arrived.
+    pub fn flush_sample(&mut self, on: &mut dyn FnMut(LiveEvent<'_>)) {
+        if self.parser.is_none() && !self.pending.is_empty() {
+            self.choose(on);
+        }
+    }
+
+    fn choose(&mut self, on: &mut dyn FnMut(LiveEvent<'_>)) {
+        let name = self.pending_path.display().to_string();
+        match parser_for_sample(&self.job, &self.pending, &name) {
+            Ok((p, d)) => {
+                if let Some(d) = d {
+                    self.notes
+                        .push(format!("detected log format '{}'", d.preset.name()));
+                }
+                on(LiveEvent::Format(&p));
+                self.parser = Some(p);
+                let pending = std::mem::take(&mut self.pending);
+                let path = std::mem::take(&mut self.pending_path);
+                self.parse(&path, &pending, on);
+            }
+            Err(e) => {
+                self.notes.push(e.to_string());
+                self.pending.clear();
+            }
+        }
+    }
+
+    fn parse(&mut self, path: &std::path::Path, bytes: &[u8], on: &mut dyn FnMut(LiveEvent<'_>)) {
+        let Some(parser) = &self.parser else { return };
+        for line in lines(bytes) {
+            if line.is_empty() {
+                continue;
+            }
+            self.lines += 1;
+            match parser.parse(line, &mut self.scratch) {
+                Ok(r) => on(LiveEvent::Request(&r, line, self.lines)),
+                Err(m) => {
+                    self.malformed += 1;
+                    on(LiveEvent::Malformed(path, self.lines, m.describe(line)));
+                }
+            }
+        }
+    }
+}

@@ -247,3 +247,126 @@ fn many_bans_in_one_transaction() {
     nft.apply(&bans, &[]).unwrap();
     assert_eq!(nft.list().unwrap().len(), 10_000);
 }
+
+/// Ban, list, unban and tear down through any backend, against the kernel.
+fn exercise(backend: &mut dyn Backend, net: &Net) {
+    backend.setup().unwrap();
+    backend.setup().unwrap(); // idempotent
+    assert!(net.ping("10.231.0.1") && net.ping("fd00:231::1"));
+    backend
+        .apply(
+            &[
+                BanEntry {
+                    subject: host("10.231.0.2"),
+                    timeout_s: 3600,
+                },
+                BanEntry {
+                    subject: host("fd00:231::2"),
+                    timeout_s: 3600,
+                },
+            ],
+            &[],
+        )
+        .unwrap();
+    assert!(
+        !net.ping("10.231.0.1"),
+        "{}: IPv4 ban let traffic through",
+        backend.name()
+    );
+    assert!(
+        !net.ping("fd00:231::1"),
+        "{}: IPv6 ban let traffic through",
+        backend.name()
+    );
+    backend.check().unwrap();
+    let listed: Vec<String> = backend
+        .list()
+        .unwrap()
+        .iter()
+        .map(|b| b.subject.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        vec!["10.231.0.2", "fd00:231::2"],
+        "{}",
+        backend.name()
+    );
+    backend
+        .apply(
+            &[],
+            &[host("10.231.0.2"), host("fd00:231::2"), host("10.231.0.99")],
+        )
+        .unwrap();
+    assert!(
+        net.ping("10.231.0.1") && net.ping("fd00:231::1"),
+        "{}: unban",
+        backend.name()
+    );
+    backend
+        .apply(
+            &[BanEntry {
+                subject: Subject::from_net("10.231.0.0/28".parse().unwrap()),
+                timeout_s: 3600,
+            }],
+            &[],
+        )
+        .unwrap();
+    assert!(!net.ping("10.231.0.1"), "{}: network ban", backend.name());
+    backend.teardown().unwrap();
+    assert!(net.ping("10.231.0.1"), "{}: teardown", backend.name());
+}
+
+fn prefix(ns: &str) -> Vec<String> {
+    ["ip", "netns", "exec", ns]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn ipset_backend_bans_and_expires_in_the_kernel() {
+    if !available() {
+        eprintln!("skipped: needs root, nft, ip and ping");
+        return;
+    }
+    let has_ipset = sh(&["ipset", "--version"]) && sh(&["iptables", "--version"]);
+    if !has_ipset {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "ipset and iptables are required here"
+        );
+        eprintln!("skipped: needs ipset and iptables");
+        return;
+    }
+    let net = Net::new("i");
+    let mut ipset = webfence::enforce::ipset::Ipset::new(prefix(&net.server), "wftest");
+    exercise(&mut ipset, &net);
+    // Timeouts belong to the kernel.
+    ipset.setup().unwrap();
+    ipset
+        .apply(
+            &[BanEntry {
+                subject: host("10.231.0.2"),
+                timeout_s: 2,
+            }],
+            &[],
+        )
+        .unwrap();
+    assert!(!net.ping("10.231.0.1"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        net.ping("10.231.0.1"),
+        "the ipset timeout did not lift the ban"
+    );
+}
+
+#[test]
+fn route_backend_null_routes() {
+    if !available() {
+        eprintln!("skipped: needs root, nft, ip and ping");
+        return;
+    }
+    let net = Net::new("r");
+    let mut route = webfence::enforce::route::Route::new(prefix(&net.server));
+    exercise(&mut route, &net);
+}

@@ -1,8 +1,10 @@
 //! The command line: argument definitions and the thin glue that runs the
 //! pipeline and writes its output.
 
+mod control;
 mod dashboard;
 mod replay;
+mod run;
 mod top;
 pub mod values;
 
@@ -43,6 +45,122 @@ enum Command {
     Rules(RulesArgs),
     /// Follow growing logs and show who is hammering the server right now.
     Top(TopArgs),
+    /// The guard daemon: follow the logs, run the rules, ban in the kernel.
+    Run(DaemonArgs),
+    /// List the bans in force (or the history) from the running daemon.
+    Bans(BansArgs),
+    /// Ban addresses or networks by hand, one or many (from a file or stdin).
+    Ban(BanArgs),
+    /// Lift bans by hand.
+    Unban(UnbanArgs),
+    /// The daemon's sources and how far behind each is, rules, bans and
+    /// backend health.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// Logs to follow (files or globs), instead of [daemon] logs.
+    #[arg(value_name = "FILE|GLOB")]
+    files: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Decide and log, but touch nothing: no kernel, no ledger, no hooks.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where bans go (nftables, ipset, route, none), instead of [daemon] backend.
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// Directory of the ledger and checkpoints, instead of [daemon] state_dir.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// The control socket, instead of [daemon] socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<std::path::PathBuf>,
+    /// Read logs that have no checkpoint from their start, not their end.
+    #[arg(long)]
+    from_start: bool,
+    /// More detail in the logs (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors in the logs.
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+/// How the control commands find the daemon.
+#[derive(Debug, Args)]
+struct SocketArgs {
+    /// The daemon's control socket [default: [daemon] socket of the
+    /// configuration, else /run/webfence/webfence.sock].
+    #[arg(long, value_name = "PATH", env = "WEBFENCE_SOCKET")]
+    socket: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+struct BansArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Also bans that ended: expired, lifted or replaced (the history).
+    #[arg(long)]
+    history: bool,
+    /// Only bans by this rule ("manual" for bans by hand).
+    #[arg(long, value_name = "RULE")]
+    rule: Option<String>,
+    /// Only bans of addresses inside this address or CIDR.
+    #[arg(long, value_name = "IP|CIDR")]
+    ip: Option<String>,
+    /// At most this many rows.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// One JSON object per ban per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BanArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Addresses or CIDRs.
+    #[arg(value_name = "IP|CIDR")]
+    subjects: Vec<String>,
+    /// Also read addresses from this file, one per line ('-' reads stdin;
+    /// blank lines and '#' comments are skipped).
+    #[arg(long, value_name = "FILE")]
+    file: Option<String>,
+    /// How long the ban lasts, e.g. 30m, 1h, 7d.
+    #[arg(long = "for", value_name = "DURATION", default_value = "1h", value_parser = values::parse_duration)]
+    duration: u64,
+    /// Why, for the ledger and `webfence bans`.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Ban even addresses on the allowlist.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct UnbanArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Addresses or CIDRs, as banned.
+    #[arg(value_name = "IP|CIDR", required_unless_present = "all")]
+    subjects: Vec<String>,
+    /// Lift every ban in force.
+    #[arg(long, conflicts_with = "subjects")]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// The status as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +588,11 @@ pub fn main() -> ExitCode {
         Command::Check(args) => replay::check(args),
         Command::Rules(args) => replay::rules(args),
         Command::Top(args) => top::top(args),
+        Command::Run(args) => run::run(args),
+        Command::Bans(args) => control::bans(args),
+        Command::Ban(args) => control::ban(args),
+        Command::Unban(args) => control::unban(args),
+        Command::Status(args) => control::status(args),
     };
     match result {
         Ok(code) => code,

@@ -155,7 +155,11 @@ pub(super) fn check(args: CheckArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(report_errors(&e)),
     };
+    let daemon = crate::daemon::Settings::compile(&config);
     match crate::detect::RuleSet::compile(&config) {
+        Ok(_) if daemon.is_err() => Ok(daemon
+            .err()
+            .map_or(ExitCode::FAILURE, |e| report_errors(&e))),
         Ok(rules) => {
             let files = if config.files.is_empty() {
                 "no configuration file; the built-in rules".to_string()
@@ -176,7 +180,12 @@ pub(super) fn check(args: CheckArgs) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Ok(report_errors(&e)),
+        Err(mut e) => {
+            if let Err(d) = daemon {
+                e.0.extend(d.0);
+            }
+            Ok(report_errors(&e))
+        }
     }
 }
 

@@ -12,28 +12,19 @@ use anyhow::Result;
 
 use super::dashboard::{Dash, DecisionRow, Machine, draw, handle_key};
 use super::{TopArgs, emit, threads};
-use crate::log::{Parser, Scratch};
-use crate::pipeline::{self, Job};
+use crate::pipeline::{self, Job, LiveEvent, LiveParser};
 use crate::report::human_bytes;
 use crate::report::text::{Style, thousands};
+use crate::source::Input;
 use crate::source::follow::{FollowOptions, Follower};
 use crate::source::wake::Waker;
-use crate::source::{Input, lines};
 use crate::stats::Filter;
 use crate::stats::live::{LiveStats, Snapshot, SortBy, View};
 
-/// Turns appended bytes into counted requests; the parser is chosen from the
-/// first lines seen (auto-detection needs some).
+/// Turns appended bytes into counted requests and live rule decisions.
 struct Collector {
-    job: Job,
-    parser: Option<Parser>,
-    scratch: Scratch,
+    live: LiveParser,
     stats: LiveStats,
-    /// Lines waiting for enough of a sample to detect the format.
-    pending: Vec<u8>,
-    lines: u64,
-    malformed: u64,
-    notes: Vec<String>,
     rules: Rules,
 }
 
@@ -49,68 +40,38 @@ struct Rules {
 
 const RECENT_DECISIONS: usize = 200;
 
+impl Rules {
+    fn on(&mut self, stats: &mut LiveStats, event: LiveEvent<'_>) {
+        match event {
+            LiveEvent::Format(p) => self.engine.set_field_text(pipeline::field_text(p.clone())),
+            LiveEvent::Request(r, line, number) => {
+                stats.record(r);
+                let allowed = self.allow.contains(r.client);
+                let mut ev = self.set.classify(r, allowed, &mut self.scratch);
+                ev.loc = crate::detect::rules::loc(0, number);
+                self.engine.feed(&ev, line);
+                for d in self.engine.take_decisions() {
+                    if self.recent.len() == RECENT_DECISIONS {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back(d);
+                }
+            }
+            LiveEvent::Malformed(..) => {}
+        }
+    }
+}
+
 impl Collector {
-    fn set_parser(&mut self, p: Parser) {
-        self.rules
-            .engine
-            .set_field_text(pipeline::field_text(p.clone()));
-        self.parser = Some(p);
-    }
-
     fn feed(&mut self, path: &Path, bytes: &[u8]) {
-        if self.parser.is_none() {
-            self.pending.extend_from_slice(bytes);
-            let sample_lines = lines(&self.pending).filter(|l| !l.is_empty()).count();
-            if sample_lines < 20 && self.pending.len() < 64 << 10 {
-                return;
-            }
-            match pipeline::parser_for_sample(&self.job, &self.pending, &path.display().to_string())
-            {
-                Ok((p, d)) => {
-                    if let Some(d) = d {
-                        self.notes
-                            .push(format!("detected log format '{}'", d.preset.name()));
-                    }
-                    self.set_parser(p);
-                }
-                Err(e) => {
-                    self.notes.push(e.to_string());
-                    self.pending.clear();
-                    return;
-                }
-            }
-            let pending = std::mem::take(&mut self.pending);
-            self.count(&pending);
-            return;
-        }
-        self.count(bytes);
+        let (rules, stats) = (&mut self.rules, &mut self.stats);
+        self.live.feed(path, bytes, &mut |e| rules.on(stats, e));
     }
 
-    fn count(&mut self, bytes: &[u8]) {
-        let Some(parser) = &self.parser else { return };
-        for line in lines(bytes) {
-            if line.is_empty() {
-                continue;
-            }
-            self.lines += 1;
-            match parser.parse(line, &mut self.scratch) {
-                Ok(r) => {
-                    self.stats.record(&r);
-                    let rules = &mut self.rules;
-                    let allowed = rules.allow.contains(r.client);
-                    let mut ev = rules.set.classify(&r, allowed, &mut rules.scratch);
-                    ev.loc = crate::detect::rules::loc(0, self.lines);
-                    rules.engine.feed(&ev, line);
-                    for d in rules.engine.take_decisions() {
-                        if rules.recent.len() == RECENT_DECISIONS {
-                            rules.recent.pop_front();
-                        }
-                        rules.recent.push_back(d);
-                    }
-                }
-                Err(_) => self.malformed += 1,
-            }
-        }
+    /// Before enough lines came for detection, count what there is.
+    fn flush_sample(&mut self) {
+        let (rules, stats) = (&mut self.rules, &mut self.stats);
+        self.live.flush_sample(&mut |e| rules.on(stats, e));
     }
 
     /// Decisions as display rows, newest first.
@@ -134,20 +95,6 @@ impl Collector {
                 reason: d.reason.clone(),
             })
             .collect()
-    }
-
-    /// Before enough lines came for detection, count what there is.
-    fn flush_sample(&mut self, name: &str) {
-        if self.parser.is_none() && !self.pending.is_empty() {
-            self.feed(Path::new(name), &[]);
-            if self.parser.is_none() {
-                if let Ok((p, _)) = pipeline::parser_for_sample(&self.job, &self.pending, name) {
-                    self.set_parser(p);
-                    let pending = std::mem::take(&mut self.pending);
-                    self.count(&pending);
-                }
-            }
-        }
     }
 }
 
@@ -287,14 +234,8 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
             scratch: Default::default(),
             recent: Default::default(),
         },
-        job,
-        parser: None,
-        scratch: Scratch::default(),
+        live: LiveParser::new(job),
         stats: LiveStats::new(),
-        pending: Vec::new(),
-        lines: 0,
-        malformed: 0,
-        notes: Vec::new(),
     };
     let mut clock = Clock {
         newest: i64::MIN,
@@ -309,7 +250,6 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
     let style = args.color.style();
     let interval = Duration::from_secs(args.interval.max(1));
     let mut shown = 0u64;
-    let first_name = args.files.first().cloned().unwrap_or_default();
     use std::io::IsTerminal;
     if !args.plain && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
         let mut dash = Dash {
@@ -328,7 +268,7 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
             interval,
         );
         ratatui::restore();
-        for n in collector.notes.drain(..) {
+        for n in collector.live.notes.drain(..) {
             eprintln!("webfence: {n}");
         }
         return result;
@@ -346,14 +286,14 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
             waker.watch(&follower.directories());
             waker.wait(left.min(Duration::from_millis(250)));
         }
-        collector.flush_sample(&first_name);
+        collector.flush_sample();
         for w in follower.warnings.drain(..) {
             eprintln!("webfence: warning: {w}");
         }
-        for n in collector.notes.drain(..) {
+        for n in collector.live.notes.drain(..) {
             eprintln!("webfence: {n}");
         }
-        let mut text = if collector.lines == 0 {
+        let mut text = if collector.live.lines == 0 {
             let files: Vec<String> = follower
                 .progress()
                 .iter()
@@ -411,7 +351,6 @@ fn dashboard(
     interval: Duration,
 ) -> Result<ExitCode> {
     use ratatui::crossterm::event::{self, Event, KeyEventKind};
-    let first_name = args.files.first().cloned().unwrap_or_default();
     let mut last_draw: Option<Instant> = None;
     let mut snap: Option<Snapshot> = None;
     let mut dirty = true;
@@ -423,7 +362,7 @@ fn dashboard(
         follower.warnings.clear();
         let due = last_draw.is_none_or(|t| t.elapsed() >= interval);
         if due || dirty {
-            collector.flush_sample(&first_name);
+            collector.flush_sample();
             if !dash.paused || snap.is_none() {
                 let view = View {
                     sort: dash.sort,
@@ -438,9 +377,9 @@ fn dashboard(
             let sources = format!(
                 "{files} file{} followed, {} lines{}",
                 if files == 1 { "" } else { "s" },
-                thousands(collector.lines),
-                if collector.malformed > 0 {
-                    format!(", {} malformed", thousands(collector.malformed))
+                thousands(collector.live.lines),
+                if collector.live.malformed > 0 {
+                    format!(", {} malformed", thousands(collector.live.malformed))
                 } else {
                     String::new()
                 }

@@ -2,8 +2,8 @@
 
 use jiff::tz::TimeZone;
 
+use crate::log::FormatSpec;
 use crate::log::time::EpochMs;
-use crate::log::{FormatSpec, Preset};
 
 pub use crate::units::parse_duration;
 
@@ -39,20 +39,7 @@ pub fn parse_time(text: &str, zone: &TimeZone, now: jiff::Timestamp) -> Result<E
 
 /// `--format` values: `auto` or a predefined format.
 pub fn parse_format(text: &str) -> Result<FormatSpec, String> {
-    if text == "auto" {
-        return Ok(FormatSpec::Auto);
-    }
-    Preset::ALL
-        .iter()
-        .find(|p| p.name() == text)
-        .map(|p| FormatSpec::Preset(*p))
-        .ok_or_else(|| {
-            let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
-            format!(
-                "unknown format '{text}' (expected auto, {}; for a custom format use --nginx-format, --apache-format or --goaccess-format)",
-                names.join(", ")
-            )
-        })
+    FormatSpec::from_name(text)
 }
 
 #[cfg(test)]
@@ -85,7 +72,7 @@ mod tests {
         assert_eq!(parse_format("auto"), Ok(FormatSpec::Auto));
         assert_eq!(
             parse_format("vhost_combined"),
-            Ok(FormatSpec::Preset(Preset::VhostCombined))
+            Ok(FormatSpec::Preset(crate::log::Preset::VhostCombined))
         );
         assert!(
             parse_format("apache")

@@ -100,6 +100,21 @@ impl Subject {
     }
 }
 
+/// An address or a CIDR, as an admin types it: "203.0.113.7",
+/// "2001:db8::/32", "10.0.0.0/8". Host bits of a CIDR are ignored.
+impl std::str::FromStr for Subject {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Subject, String> {
+        let t = s.trim();
+        if let Ok(ip) = t.parse::<IpAddr>() {
+            return Ok(Subject::host(to_bits(ip)));
+        }
+        t.parse::<IpNet>()
+            .map(Subject::from_net)
+            .map_err(|_| format!("'{t}' is not an IP address or CIDR"))
+    }
+}
+
 impl std::fmt::Display for Subject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.is_host() {

@@ -105,6 +105,15 @@ impl Allowlist {
         self.fixed.contains(b) || self.resolved.contains(b)
     }
 
+    /// An allowlisted address or network that `subject` covers or is
+    /// covered by: banning it would fence off someone allowed.
+    pub fn overlapping(&self, subject: Subject) -> Option<Subject> {
+        self.fixed.iter().chain(self.resolved.iter()).find(|a| {
+            (a.prefix <= subject.prefix && a.contains(subject.bits))
+                || (subject.prefix <= a.prefix && subject.contains(a.bits))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.fixed.len() + self.resolved.len()
     }

@@ -495,6 +495,72 @@ pub struct RawEscalation {
     pub remember: Option<Sp<String>>,
 }
 
+/// `[daemon]`: what `webfence run` follows and how it enforces. Every field
+/// is optional; a later file overrides an earlier one field by field.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Access logs to follow: files or globs ("/var/log/nginx/*access.log").
+    /// Files that appear later are followed too.
+    pub logs: Option<Vec<Sp<String>>>,
+    /// Log format: "auto" (the default), "combined", "common",
+    /// "vhost_combined", "main" or "json".
+    pub format: Option<Sp<String>>,
+    /// A custom nginx `log_format` string instead of `format`.
+    pub nginx_format: Option<Sp<String>>,
+    /// A custom Apache `LogFormat` string instead of `format`.
+    pub apache_format: Option<Sp<String>>,
+    /// Reverse proxies (addresses or CIDRs) whose X-Forwarded-For is believed.
+    pub trusted_proxies: Option<Vec<Sp<String>>>,
+    /// Where bans go: "nftables" (the default), "ipset", "route" or "none".
+    pub backend: Option<Sp<String>>,
+    /// The nftables table (inet family) or the ipset name prefix webfence
+    /// owns (default "webfence").
+    pub table: Option<Sp<String>>,
+    /// Directory of the ledger and the log checkpoints (default
+    /// /var/lib/webfence).
+    pub state_dir: Option<Sp<String>>,
+    /// The control socket, root only (default /run/webfence/webfence.sock).
+    pub socket: Option<Sp<String>>,
+    /// Also cut a banned client's established connections with `ss -K`, so
+    /// an open keep-alive connection does not outlive the ban (default
+    /// false).
+    pub kill_connections: Option<bool>,
+    /// Program and arguments run on every ban. Placeholders {ip}, {rule},
+    /// {action}, {duration}, {reason} and {event} are replaced inside single
+    /// arguments; the same facts are in WEBFENCE_* environment variables.
+    /// Never run through a shell.
+    pub on_ban: Option<Vec<Sp<String>>>,
+    /// Likewise, run when a ban is lifted (by hand or on expiry).
+    pub on_unban: Option<Vec<Sp<String>>>,
+    /// How often to retry a failing backend and check its health (default
+    /// 5s).
+    pub retry: Option<Sp<String>>,
+}
+
+impl RawDaemon {
+    fn layer(&mut self, o: RawDaemon) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
+        }
+        take!(
+            logs,
+            format,
+            nginx_format,
+            apache_format,
+            trusted_proxies,
+            backend,
+            table,
+            state_dir,
+            socket,
+            kill_connections,
+            on_ban,
+            on_unban,
+            retry
+        );
+    }
+}
+
 /// Every file, layered.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -505,6 +571,7 @@ pub struct Config {
     pub allowlist: RawAllowlist,
     pub state: RawState,
     pub escalation: RawEscalation,
+    pub daemon: RawDaemon,
     pub scores: BTreeMap<String, (Origin, RawScore)>,
     pub actions: BTreeMap<String, (Origin, RawAction)>,
     /// In the order first defined.
@@ -513,7 +580,8 @@ pub struct Config {
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, scores, actions, rules";
+const SECTIONS: &str =
+    "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules";
 
 fn de_error(
     sources: &SourceFiles,
@@ -656,6 +724,11 @@ impl Config {
                         if s.remember.is_some() {
                             cur.remember = s.remember;
                         }
+                    }
+                }
+                "daemon" => {
+                    if let Some(d) = section::<RawDaemon>(value, &sources, file, errors) {
+                        self.daemon.layer(d);
                     }
                 }
                 "scores" => {

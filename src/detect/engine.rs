@@ -253,6 +253,29 @@ impl Engine {
         self.bans.values().filter(|b| b.until > self.now).count()
     }
 
+    /// Puts back a ban decided earlier (by a daemon before a restart, or by
+    /// hand), so the engine neither decides it again nor extends it.
+    pub fn restore_ban(&mut self, subject: Subject, until_ms: i64) {
+        self.bans.insert(subject, Ban { until: until_ms });
+        if !subject.is_host() {
+            self.banned_nets.insert(subject);
+        }
+    }
+
+    /// Remembers past bans of a subject, for escalation after a restart.
+    pub fn remember_bans(&mut self, subject: Subject, count: u32, last_ms: i64) {
+        let e = self.history.entry(subject).or_insert((0, i64::MIN));
+        e.0 = e.0.max(count);
+        e.1 = e.1.max(last_ms);
+    }
+
+    /// Forgets a ban lifted by hand, so new abuse is decided afresh.
+    pub fn lift_ban(&mut self, subject: Subject) {
+        if self.bans.remove(&subject).is_some() && !subject.is_host() {
+            self.banned_nets.remove(subject);
+        }
+    }
+
     fn traced(&self, client: u128) -> bool {
         self.explain == Some(client)
     }

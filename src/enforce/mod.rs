@@ -3,7 +3,11 @@
 //! are driven through programs with argument vectors (never a shell), so
 //! nothing taken from a log can be interpreted as a command.
 
+pub mod hooks;
+pub mod ipset;
+pub mod ledger;
 pub mod nft;
+pub mod route;
 
 use crate::detect::addr::Subject;
 
@@ -50,6 +54,39 @@ pub trait Backend {
     fn list(&mut self) -> Result<Vec<KernelBan>, EnforceError>;
     /// Removes everything the backend owns.
     fn teardown(&mut self) -> Result<(), EnforceError>;
+    /// Whether the kernel lifts bans on time by itself (set timeouts); if
+    /// not, the daemon removes them when they expire.
+    fn expires_itself(&self) -> bool {
+        true
+    }
+    /// Cheap proof the backend's objects are still in place (the table was
+    /// not removed behind webfence's back).
+    fn check(&mut self) -> Result<(), EnforceError> {
+        self.list().map(|_| ())
+    }
+    /// Whether `list` shows the kernel's state, to reconcile the ledger with.
+    fn reconciles(&self) -> bool {
+        true
+    }
+}
+
+/// The backends a configuration can name.
+pub const BACKENDS: [&str; 4] = ["nftables", "ipset", "route", "none"];
+
+/// The backend called `name`, owning `table` (nftables table or ipset
+/// prefix). `prefix` goes before every program (empty in production).
+pub fn backend(name: &str, table: &str, prefix: Vec<String>) -> Option<Box<dyn Backend + Send>> {
+    Some(match name {
+        "nftables" => {
+            let mut command = prefix;
+            command.push("nft".into());
+            Box::new(nft::Nft::new(command, table))
+        }
+        "ipset" => Box::new(ipset::Ipset::new(prefix, table)),
+        "route" => Box::new(route::Route::new(prefix)),
+        "none" => Box::new(route::NoBackend),
+        _ => return None,
+    })
 }
 
 /// Runs `argv` with `input` on stdin; returns stdout.

@@ -164,6 +164,11 @@ impl Backend for Nft {
         Ok(out)
     }
 
+    fn check(&mut self) -> Result<(), EnforceError> {
+        self.nft(&["list", "chain", "inet", &self.table, "input"], None)
+            .map(|_| ())
+    }
+
     fn teardown(&mut self) -> Result<(), EnforceError> {
         let script = format!(
             "add table inet {t}\ndelete table inet {t}\n",

@@ -27,6 +27,26 @@ pub enum FormatSpec {
     },
 }
 
+impl FormatSpec {
+    /// A format by name: "auto" or a preset.
+    pub fn from_name(text: &str) -> Result<FormatSpec, String> {
+        if text == "auto" {
+            return Ok(FormatSpec::Auto);
+        }
+        Preset::ALL
+            .iter()
+            .find(|p| p.name() == text)
+            .map(|p| FormatSpec::Preset(*p))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+                format!(
+                    "unknown format '{text}' (expected auto, {}; for a custom format use --nginx-format, --apache-format or --goaccess-format)",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// The outcome of auto-detection, for the user to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detection {

@@ -1,0 +1,366 @@
+//! `webfence bans|ban|unban|status`: clients of the daemon's control socket.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use super::run::socket_path;
+use super::{BanArgs, BansArgs, SocketArgs, StatusArgs, UnbanArgs, emit};
+use crate::daemon::control::{Request, request};
+use crate::detect::addr::Subject;
+use crate::detect::engine::human_duration;
+use crate::log::time::format_rfc3339;
+use crate::report::text::{Style, thousands, truncate};
+
+fn ask(socket: &SocketArgs, req: &Request) -> Result<Value> {
+    let path = socket_path(&socket.socket, &socket.config.config)?;
+    let answer = request(&path, req)?;
+    if answer.get("ok").and_then(Value::as_bool) != Some(true) {
+        let error = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the daemon refused the request");
+        bail!("{error}");
+    }
+    Ok(answer)
+}
+
+fn style() -> Style {
+    Style {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
+}
+
+fn num(v: &Value, key: &str) -> i64 {
+    v.get(key).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
+    if let Some(ip) = &args.ip {
+        ip.parse::<Subject>()
+            .map_err(|e| anyhow::anyhow!("invalid --ip: {e}"))?;
+    }
+    let answer = ask(
+        &args.socket,
+        &Request::Bans {
+            history: args.history,
+            rule: args.rule.clone(),
+            within: args.ip.clone(),
+            limit: args.limit,
+        },
+    )?;
+    let now = num(&answer, "now_ms");
+    let bans = answer
+        .get("bans")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = String::new();
+    if args.json {
+        for b in &bans {
+            let _ = writeln!(out, "{b}");
+        }
+        emit(out.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if bans.is_empty() {
+        eprintln!(
+            "webfence: {}",
+            if args.history {
+                "no bans recorded"
+            } else {
+                "no bans in force"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let style = style();
+    let _ = writeln!(
+        out,
+        "{}",
+        style.paint(
+            "1",
+            &format!(
+                "{:<40} {:<22} {:<20} {:>10}  {}",
+                "IP", "RULE", "STARTED", "LEFT", "REASON"
+            )
+        )
+    );
+    for b in &bans {
+        let expires = num(b, "expires_ms");
+        let left = match b.get("ended_by").and_then(Value::as_str) {
+            Some(how) => how.to_string(),
+            None if expires > now => human_duration(((expires - now + 999) / 1000) as u64),
+            None => "expired".into(),
+        };
+        let started = format_rfc3339(num(b, "started_ms"), None);
+        let _ = writeln!(
+            out,
+            "{:<40} {:<22} {:<20} {:>10}  {}",
+            text(b, "subject"),
+            truncate(text(b, "rule"), 22),
+            started.get(..19).unwrap_or(&started),
+            left,
+            truncate(text(b, "reason"), 80)
+        );
+    }
+    emit(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Addresses from the command line and the file, each checked; a bad line
+/// is reported as FILE:LINE with its value and nothing is sent.
+fn collect_subjects(args: &BanArgs) -> Result<Vec<String>> {
+    let mut subjects = Vec::new();
+    let mut errors = Vec::new();
+    for s in &args.subjects {
+        match s.parse::<Subject>() {
+            Ok(v) => subjects.push(v.to_string()),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(file) = &args.file {
+        let mut data = String::new();
+        let name = if file == "-" {
+            "<stdin>"
+        } else {
+            file.as_str()
+        };
+        let read = if file == "-" {
+            std::io::stdin().read_to_string(&mut data)
+        } else {
+            std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut data))
+        };
+        if let Err(e) = read {
+            bail!("cannot read {name}: {e}");
+        }
+        for (i, line) in data.lines().enumerate() {
+            let item = line.split('#').next().unwrap_or("").trim();
+            if item.is_empty() {
+                continue;
+            }
+            match item.parse::<Subject>() {
+                Ok(v) => subjects.push(v.to_string()),
+                Err(e) => errors.push(format!("{name}:{}: {e}", i + 1)),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let shown: Vec<&String> = errors.iter().take(10).collect();
+        let more = if errors.len() > 10 {
+            format!("\n  … and {} more", errors.len() - 10)
+        } else {
+            String::new()
+        };
+        bail!(
+            "nothing banned; {} invalid:\n  {}{more}",
+            if errors.len() == 1 {
+                "one address is"
+            } else {
+                "some addresses are"
+            },
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+    if subjects.is_empty() {
+        bail!("nothing to ban: name addresses or CIDRs, or --file FILE ('-' for stdin)");
+    }
+    Ok(subjects)
+}
+
+pub(super) fn ban(args: BanArgs) -> Result<ExitCode> {
+    let subjects = collect_subjects(&args)?;
+    let answer = ask(
+        &args.socket,
+        &Request::Ban {
+            subjects,
+            for_s: Some(args.duration),
+            reason: args.reason.clone(),
+            force: args.force,
+        },
+    )?;
+    let banned = num(&answer, "banned");
+    let refused = answer
+        .get("refused")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for r in &refused {
+        eprintln!(
+            "webfence: refused {}: on the allowlist ({}); --force bans it anyway",
+            text(r, "ip"),
+            text(r, "allowlisted")
+        );
+    }
+    let backend_ok = answer.get("backend_ok").and_then(Value::as_bool) == Some(true);
+    println!(
+        "banned {} for {}{}",
+        thousands(banned as u64),
+        human_duration(args.duration),
+        if backend_ok || banned == 0 {
+            ""
+        } else {
+            " (recorded; the backend is degraded, see `webfence status`)"
+        }
+    );
+    Ok(if refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(super) fn unban(args: UnbanArgs) -> Result<ExitCode> {
+    for s in &args.subjects {
+        s.parse::<Subject>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let answer = ask(
+        &args.socket,
+        &Request::Unban {
+            subjects: args.subjects.clone(),
+            all: args.all,
+        },
+    )?;
+    let lifted: Vec<&str> = answer
+        .get("unbanned")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !args.all {
+        for s in &args.subjects {
+            let canonical = s
+                .parse::<Subject>()
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            if !lifted.contains(&canonical.as_str()) {
+                eprintln!("webfence: {s} was not banned");
+            }
+        }
+    }
+    println!("unbanned {}", thousands(lifted.len() as u64));
+    Ok(if lifted.is_empty() && !args.all {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
+    let answer = ask(&args.socket, &Request::Status)?;
+    if args.json {
+        emit(format!("{answer}\n").as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let style = style();
+    let lp = answer.get("loop").cloned().unwrap_or_default();
+    let backend = answer.get("backend").cloned().unwrap_or_default();
+    let health = backend.get("health").cloned().unwrap_or_default();
+    let ok = health.get("ok").and_then(Value::as_bool) == Some(true);
+    let now = num(&answer, "now_ms");
+    let mut out = String::new();
+    let up = ((now - num(&lp, "started_ms")).max(0) / 1000) as u64;
+    let _ = writeln!(
+        out,
+        "{} {} (pid {}), up {}{}",
+        style.paint("1;36", "webfence run"),
+        text(&answer, "version"),
+        num(&answer, "pid"),
+        human_duration(up),
+        if lp.get("dry_run").and_then(Value::as_bool) == Some(true) {
+            ", dry run: nothing is enforced"
+        } else {
+            ""
+        }
+    );
+    let since = format_rfc3339(num(&health, "since_ms"), None);
+    let _ = writeln!(
+        out,
+        "backend   {} {}{}",
+        text(&backend, "name"),
+        if ok {
+            style.paint("32", "ok")
+        } else {
+            style.paint("1;31", "DEGRADED")
+        },
+        if ok {
+            String::new()
+        } else {
+            format!(
+                " since {since}: {} (retrying; bans are recorded and applied when it is back)",
+                text(&health, "error")
+            )
+        }
+    );
+    let bans = answer.get("bans").cloned().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "bans      {} in force, {} recorded",
+        thousands(num(&bans, "active") as u64),
+        thousands(num(&bans, "recorded") as u64)
+    );
+    let _ = writeln!(
+        out,
+        "rules     {} loaded; {} decisions so far",
+        num(&lp, "rules"),
+        thousands(num(&lp, "decisions") as u64)
+    );
+    let _ = writeln!(
+        out,
+        "lines     {} read, {} malformed; format {}",
+        thousands(num(&lp, "lines") as u64),
+        thousands(num(&lp, "malformed") as u64),
+        lp.get("format")
+            .and_then(Value::as_str)
+            .unwrap_or("not known yet")
+    );
+    let hooks = answer.get("hooks").cloned().unwrap_or_default();
+    if num(&hooks, "failed") > 0 || num(&hooks, "dropped") > 0 {
+        let _ = writeln!(
+            out,
+            "hooks     {} failed, {} dropped (queue full)",
+            num(&hooks, "failed"),
+            num(&hooks, "dropped")
+        );
+    }
+    let _ = writeln!(out, "sources");
+    let sources = lp
+        .get("sources")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if sources.is_empty() {
+        let _ = writeln!(out, "  (no file open yet)");
+    }
+    for s in &sources {
+        let behind = num(s, "behind_bytes") as u64;
+        let _ = writeln!(
+            out,
+            "  {}  read {} of {} bytes, {}",
+            text(s, "path"),
+            thousands(num(s, "offset") as u64),
+            thousands(num(s, "size") as u64),
+            if behind == 0 {
+                "up to date".to_string()
+            } else {
+                format!("{} behind", crate::report::human_bytes(behind))
+            }
+        );
+    }
+    emit(out.as_bytes())?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}

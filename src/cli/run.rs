@@ -1,0 +1,444 @@
+//! `webfence run`: the guard daemon. One loop follows the logs, feeds the
+//! rule engine in real time and hands ban decisions to the enforcer in one
+//! batch per wake-up; the control socket runs on a thread of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{DaemonArgs, indent};
+use crate::daemon::Settings;
+use crate::daemon::control::{self, LoopStatus, Shared, SourceStatus};
+use crate::daemon::enforcer::{Enforcer, EngineUpdate, Hooks, wall_ms};
+use crate::detect::allow::{Allowlist, SystemHost};
+use crate::detect::rules::{Action, ClassifyScratch};
+use crate::detect::{Config, Decision, Engine, RuleSet};
+use crate::enforce::hooks::{Facts, HookRunner};
+use crate::enforce::ledger::{Ledger, NewBan};
+use crate::log::json::JsonFields;
+use crate::pipeline::{Job, LiveEvent, LiveParser};
+use crate::report::decisions::{Context as DecisionContext, decision_json};
+use crate::source::follow::{self, FollowOptions, Follower};
+use crate::source::wake::Waker;
+use crate::stats::Filter;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Logs for a terminal or for journald (which stamps times itself and
+/// shows no colours).
+fn init_logging(verbose: u8, quiet: bool) {
+    use std::io::IsTerminal;
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::WARN,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald && std::io::stderr().is_terminal());
+    let _ = if journald {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// How long a ban lasts when `webfence ban` gives no `--for`.
+const DEFAULT_MANUAL_BAN_S: u64 = 3600;
+/// How often checkpoints are saved and `status` refreshed.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// The longest sleep when nothing happens; inotify wakes the loop sooner.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+
+struct Live {
+    set: RuleSet,
+    allow: Allowlist,
+    engine: Engine,
+    scratch: ClassifyScratch,
+    format: Option<String>,
+    malformed_shown: u64,
+}
+
+/// Malformed lines logged one by one; the rest are counted in `status`.
+const MALFORMED_SHOWN: u64 = 20;
+
+impl Live {
+    fn on(&mut self, event: LiveEvent<'_>) {
+        match event {
+            LiveEvent::Format(p) => {
+                self.engine
+                    .set_field_text(crate::pipeline::field_text(p.clone()));
+            }
+            LiveEvent::Request(r, line, number) => {
+                let allowed = self.allow.contains(r.client);
+                let mut ev = self.set.classify(r, allowed, &mut self.scratch);
+                ev.loc = crate::detect::rules::loc(0, number);
+                self.engine.feed(&ev, line);
+            }
+            LiveEvent::Malformed(path, number, reason) => {
+                self.malformed_shown += 1;
+                if self.malformed_shown <= MALFORMED_SHOWN {
+                    tracing::warn!(file = %path.display(), line = number, "malformed log line: {reason}");
+                }
+            }
+        }
+    }
+}
+
+fn load(args: &DaemonArgs) -> Result<(Config, RuleSet, Settings)> {
+    let invalid = |e: crate::detect::ConfigErrors| {
+        anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string()))
+    };
+    let config = Config::load_default_or(&args.config.config).map_err(invalid)?;
+    let set = RuleSet::compile(&config).map_err(invalid)?;
+    let mut settings = Settings::compile(&config).map_err(invalid)?;
+    if !args.files.is_empty() {
+        settings.logs = args.files.clone();
+    }
+    if let Some(b) = &args.backend {
+        settings.backend = b.clone();
+    }
+    if let Some(d) = &args.state_dir {
+        settings.state_dir = d.clone();
+    }
+    if let Some(s) = &args.socket {
+        settings.socket = s.clone();
+    }
+    if settings.logs.is_empty() {
+        anyhow::bail!(
+            "no log to follow: set [daemon] logs in the configuration, or name files or globs, such as 'webfence run /var/log/nginx/access.log'"
+        );
+    }
+    Ok((config, set, settings))
+}
+
+pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
+    init_logging(args.verbose, args.quiet);
+    let (_config, set, settings) = load(&args)?;
+    let dry_run = args.dry_run;
+
+    let (allow, warnings) = Allowlist::build(&set.allow, &SystemHost);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+
+    let backend = if dry_run {
+        "none"
+    } else {
+        settings.backend.as_str()
+    };
+    let backend =
+        crate::enforce::backend(backend, &settings.table, Vec::new()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown backend '{}' (expected one of {})",
+                settings.backend,
+                crate::enforce::BACKENDS.join(", ")
+            )
+        })?;
+    let ledger_path = settings.state_dir.join("ledger.db");
+    let checkpoint_path = settings.state_dir.join("checkpoints.json");
+    let ledger = if dry_run {
+        Ledger::open(Path::new(":memory:"))?
+    } else {
+        std::fs::create_dir_all(&settings.state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                settings.state_dir.display()
+            )
+        })?;
+        Ledger::open(&ledger_path)?
+    };
+    let hooks = Hooks {
+        runner: (!dry_run).then(HookRunner::start),
+        on_ban: settings.on_ban.clone(),
+        on_unban: settings.on_unban.clone(),
+        kill_connections: settings.kill_connections && !dry_run,
+    };
+    let mut engine = Engine::new(set.clone());
+    let now = wall_ms();
+    // Bans and history survive restarts through the ledger: the engine
+    // neither decides an active ban again nor forgets a repeat offender.
+    for b in ledger.active(now)? {
+        engine.restore_ban(b.subject, b.expires_ms);
+    }
+    for (subject, count, last) in ledger.history(now.saturating_sub(set.escalation.remember_ms))? {
+        engine.remember_bans(subject, count, last);
+    }
+    let mut enforcer = Enforcer::new(
+        ledger,
+        backend,
+        hooks,
+        allow.clone(),
+        Box::new(wall_ms),
+        settings.retry_s,
+    );
+    // Bans that ran out while webfence was down end now; then the kernel
+    // is made to match the ledger.
+    enforcer.expire();
+    if let Err(e) = enforcer.reconcile() {
+        tracing::error!(backend = enforcer.backend_name(), error = %e,
+            "backend unavailable; running degraded: bans are recorded and applied when it is back");
+    }
+    let enforcer = Arc::new(Mutex::new(enforcer));
+    let status = Arc::new(Mutex::new(LoopStatus {
+        rules: set.rules.len(),
+        started_ms: now,
+        dry_run,
+        ..LoopStatus::default()
+    }));
+
+    match control::bind(&settings.socket) {
+        Ok(listener) => {
+            let shared = Shared {
+                enforcer: enforcer.clone(),
+                status: status.clone(),
+                default_ban_s: DEFAULT_MANUAL_BAN_S,
+            };
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || control::serve(listener, shared))?;
+            tracing::info!(socket = %settings.socket.display(), "control socket ready");
+        }
+        Err(e) if dry_run => tracing::warn!("{e}"),
+        Err(e) => return Err(e.into()),
+    }
+
+    let options = FollowOptions {
+        from_start: args.from_start,
+        ..FollowOptions::default()
+    };
+    let mut follower = match follow::load_checkpoints(&checkpoint_path) {
+        Ok(cps) if !dry_run && !cps.is_empty() => {
+            tracing::info!(checkpoints = cps.len(), "resuming where the logs were left");
+            Follower::resume(settings.logs.clone(), options, &cps, Instant::now())
+        }
+        _ => Follower::new(settings.logs.clone(), options),
+    };
+    let mut waker = Waker::new(&follower.directories());
+    let job = Job {
+        inputs: Vec::new(),
+        format: settings.format.clone(),
+        json_fields: JsonFields::default(),
+        proxies: settings.proxies.clone(),
+        filter: Filter::default(),
+        threads: 1,
+    };
+    let mut parser = LiveParser::new(job);
+    let names = vec![settings.logs.join(", ")];
+    let mut live = Live {
+        set: set.clone(),
+        allow,
+        engine,
+        scratch: ClassifyScratch::default(),
+        format: None,
+        malformed_shown: 0,
+    };
+    install_signal_handlers();
+    tracing::info!(
+        logs = %settings.logs.join(", "),
+        rules = set.rules.len(),
+        dry_run,
+        "webfence run started"
+    );
+
+    let mut decisions_total = 0u64;
+    let mut last_save = Instant::now();
+    let mut last_resolve = Instant::now();
+    let mut last_read = Instant::now();
+    while !STOP.load(Ordering::SeqCst) {
+        let mut read_any = false;
+        follower.poll(Instant::now(), &mut |path, bytes| {
+            read_any = true;
+            parser.feed(path, bytes, &mut |e| live.on(e));
+        });
+        for w in follower.warnings.drain(..) {
+            tracing::warn!("{w}");
+        }
+        if read_any {
+            last_read = Instant::now();
+        } else if !parser.format_known() && last_read.elapsed() > Duration::from_secs(2) {
+            parser.flush_sample(&mut |e| live.on(e));
+        }
+        for n in parser.notes.drain(..) {
+            tracing::info!("{n}");
+            if n.starts_with("detected log format") {
+                live.format = Some(n.trim_start_matches("detected log format ").to_string());
+            }
+        }
+        let decisions = live.engine.take_decisions();
+        decisions_total += decisions.len() as u64;
+        {
+            let mut e = enforcer.lock().unwrap_or_else(|p| p.into_inner());
+            enforce(&mut e, &decisions, &set, &names, dry_run);
+            e.maintain();
+            for u in e.updates.drain(..) {
+                match u {
+                    EngineUpdate::Banned(s, until) => live.engine.restore_ban(s, until),
+                    EngineUpdate::Lifted(s) => live.engine.lift_ban(s),
+                }
+            }
+        }
+        if last_save.elapsed() >= SAVE_EVERY {
+            last_save = Instant::now();
+            if !dry_run {
+                if let Err(e) = follow::save_checkpoints(&checkpoint_path, &follower.checkpoints())
+                {
+                    tracing::error!(file = %checkpoint_path.display(), error = %e, "cannot save checkpoints");
+                }
+            }
+            publish(&status, &follower, &parser, &live, decisions_total);
+            waker.watch(&follower.directories());
+        }
+        if live.allow.resolve_every_s > 0
+            && !live.allow.hosts.is_empty()
+            && last_resolve.elapsed().as_secs() >= live.allow.resolve_every_s
+        {
+            last_resolve = Instant::now();
+            for w in live.allow.refresh(&SystemHost) {
+                tracing::warn!("{w}");
+            }
+        }
+        if !read_any {
+            waker.wait(IDLE_WAIT);
+        }
+    }
+    if !dry_run {
+        if let Err(e) = follow::save_checkpoints(&checkpoint_path, &follower.checkpoints()) {
+            tracing::error!(file = %checkpoint_path.display(), error = %e, "cannot save checkpoints");
+        }
+    }
+    let _ = std::fs::remove_file(&settings.socket);
+    tracing::info!("stopped; bans stay in the kernel until they expire");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn publish(
+    status: &Mutex<LoopStatus>,
+    follower: &Follower,
+    parser: &LiveParser,
+    live: &Live,
+    decisions: u64,
+) {
+    let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+    st.sources = follower
+        .progress()
+        .into_iter()
+        .map(|(path, offset, size)| SourceStatus {
+            path,
+            offset,
+            size,
+            behind_bytes: size.saturating_sub(offset),
+        })
+        .collect();
+    st.lines = parser.lines;
+    st.malformed = parser.malformed;
+    st.decisions = decisions;
+    st.format = live.format.clone();
+}
+
+/// One batch: every ban decided since the last wake-up goes to the ledger
+/// and the kernel together; named actions run as hooks.
+fn enforce(
+    e: &mut Enforcer,
+    decisions: &[Decision],
+    set: &RuleSet,
+    names: &[String],
+    dry_run: bool,
+) {
+    if decisions.is_empty() {
+        return;
+    }
+    let now = e.now();
+    let cx = DecisionContext { names, zone: None };
+    let mut bans = Vec::new();
+    let mut facts = Vec::new();
+    for d in decisions {
+        let sample = d.evidence.samples.last().cloned();
+        let what = if dry_run { "would " } else { "" };
+        match &d.action {
+            Action::Ban => {
+                let secs = d.duration_s.unwrap_or(3600);
+                tracing::info!(ip = %d.subject, rule = %d.rule, duration_s = secs, repeat = d.repeat,
+                    "{what}ban: {}", d.reason);
+                bans.push(NewBan {
+                    subject: d.subject,
+                    rule: d.rule.clone(),
+                    reason: d.reason.clone(),
+                    evidence: Some(decision_json(d, &cx).to_string()),
+                    origin: "rule".into(),
+                    started_ms: now,
+                    expires_ms: now.saturating_add(secs as i64 * 1000),
+                });
+                facts.push(Facts {
+                    event: "ban".into(),
+                    subject: d.subject,
+                    rule: d.rule.clone(),
+                    action: "ban".into(),
+                    duration_s: Some(secs),
+                    reason: d.reason.clone(),
+                    sample,
+                });
+            }
+            Action::Log => {
+                tracing::info!(ip = %d.subject, rule = %d.rule, "log: {}", d.reason);
+            }
+            Action::Named(name) => {
+                tracing::info!(ip = %d.subject, rule = %d.rule, action = %name, "{what}run action: {}", d.reason);
+                let command = set
+                    .actions
+                    .iter()
+                    .find(|a| &a.name == name)
+                    .map(|a| a.command.clone());
+                if let (Some(argv), Some(runner)) = (command, &e.hooks.runner) {
+                    let f = Facts {
+                        event: name.clone(),
+                        subject: d.subject,
+                        rule: d.rule.clone(),
+                        action: name.clone(),
+                        duration_s: d.duration_s,
+                        reason: d.reason.clone(),
+                        sample,
+                    };
+                    runner.submit(f.invocation(&argv));
+                }
+            }
+        }
+    }
+    if let Err(err) = e.ban(&bans, facts) {
+        tracing::error!(error = %err, "cannot record bans");
+    }
+}
+
+/// Where the control socket is: `--socket`, else the configuration's.
+pub(super) fn socket_path(socket: &Option<PathBuf>, config: &[PathBuf]) -> Result<PathBuf> {
+    if let Some(s) = socket {
+        return Ok(s.clone());
+    }
+    let config = Config::load_default_or(config)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))?;
+    let settings = Settings::compile(&config)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))?;
+    Ok(settings.socket)
+}

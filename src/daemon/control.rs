@@ -1,0 +1,342 @@
+//! The control socket: a Unix socket (mode 0600, peers checked to be root
+//! or the daemon's own user) carrying one JSON request and one JSON answer
+//! per connection. `webfence bans|ban|unban|status` are its clients.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::enforcer::{Enforcer, EngineUpdate};
+use crate::detect::addr::Subject;
+use crate::enforce::hooks::Facts;
+use crate::enforce::ledger::{NewBan, Query};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Bans {
+        #[serde(default)]
+        history: bool,
+        #[serde(default)]
+        rule: Option<String>,
+        #[serde(default)]
+        within: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    Ban {
+        subjects: Vec<String>,
+        #[serde(default)]
+        for_s: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        force: bool,
+    },
+    Unban {
+        #[serde(default)]
+        subjects: Vec<String>,
+        #[serde(default)]
+        all: bool,
+    },
+}
+
+/// What the follow loop publishes for `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoopStatus {
+    pub sources: Vec<SourceStatus>,
+    pub lines: u64,
+    pub malformed: u64,
+    pub decisions: u64,
+    pub format: Option<String>,
+    pub rules: usize,
+    pub started_ms: i64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub size: u64,
+    /// Bytes written but not read yet.
+    pub behind_bytes: u64,
+}
+
+pub struct Shared {
+    pub enforcer: Arc<Mutex<Enforcer>>,
+    pub status: Arc<Mutex<LoopStatus>>,
+    pub default_ban_s: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("another webfence daemon answers on {0}")]
+    InUse(PathBuf),
+    #[error("cannot create the control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot reach the webfence daemon at {path}: {source} (is `webfence run` running? --socket names another socket)"
+    )]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to the daemon at {path}: {reason}")]
+    Exchange { path: PathBuf, reason: String },
+}
+
+/// Biggest request read (100k addresses are about 2 MB).
+const MAX_REQUEST: u64 = 64 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock must not stop enforcement.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Binds the socket: refuses if a daemon answers there, replaces a stale
+/// file left by a crash.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    if UnixStream::connect(path).is_ok() {
+        return Err(ControlError::InUse(path.to_path_buf()));
+    }
+    let bind_err = |source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(bind_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(bind_err)?;
+        }
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// The peer's user id, from the kernel (SO_PEERCRED).
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the buffer is a ucred of the size passed; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// Serves requests until the process ends.
+pub fn serve(listener: UnixListener, shared: Shared) {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let answer = match peer_uid(&stream) {
+            Some(uid) if uid == 0 || uid == me => {
+                let mut line = String::new();
+                let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
+                match read {
+                    Ok(_) => match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => handle(req, &shared),
+                        Err(e) => failure(format!("invalid request: {e}")),
+                    },
+                    Err(e) => failure(format!("cannot read the request: {e}")),
+                }
+            }
+            _ => failure("permission denied: only root may control webfence".into()),
+        };
+        let mut text = answer.to_string();
+        text.push('\n');
+        let _ = stream.write_all(text.as_bytes());
+    }
+}
+
+fn failure(error: String) -> Value {
+    json!({"ok": false, "error": error})
+}
+
+fn parse_subjects(items: &[String]) -> Result<Vec<Subject>, String> {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, s) in items.iter().enumerate() {
+        let subject = s
+            .parse::<Subject>()
+            .map_err(|e| format!("item {}: {e}", i + 1))?;
+        out.push(subject);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+pub fn handle(req: Request, shared: &Shared) -> Value {
+    match req {
+        Request::Status => status(shared),
+        Request::Bans {
+            history,
+            rule,
+            within,
+            limit,
+        } => {
+            let within = match within.map(|w| w.parse::<Subject>()).transpose() {
+                Ok(w) => w,
+                Err(e) => return failure(e),
+            };
+            let e = lock(&shared.enforcer);
+            let q = Query {
+                history,
+                rule,
+                within,
+                limit,
+            };
+            match e.ledger.query(&q, e.now()) {
+                Ok(bans) => json!({"ok": true, "now_ms": e.now(), "bans": bans}),
+                Err(err) => failure(err.to_string()),
+            }
+        }
+        Request::Ban {
+            subjects,
+            for_s,
+            reason,
+            force,
+        } => {
+            let subjects = match parse_subjects(&subjects) {
+                Ok(s) => s,
+                Err(e) => return failure(e),
+            };
+            let for_s = for_s.unwrap_or(shared.default_ban_s).max(1);
+            let reason = reason.unwrap_or_else(|| "banned by hand".into());
+            let mut e = lock(&shared.enforcer);
+            let now = e.now();
+            let mut refused = Vec::new();
+            let mut bans = Vec::new();
+            let mut facts = Vec::new();
+            for s in subjects {
+                if let Some(a) = e.allow.overlapping(s).filter(|_| !force) {
+                    refused.push(json!({"ip": s.to_string(), "allowlisted": a.to_string()}));
+                    continue;
+                }
+                let expires_ms = now.saturating_add(for_s as i64 * 1000);
+                bans.push(NewBan {
+                    subject: s,
+                    rule: "manual".into(),
+                    reason: reason.clone(),
+                    evidence: None,
+                    origin: "manual".into(),
+                    started_ms: now,
+                    expires_ms,
+                });
+                facts.push(Facts {
+                    event: "ban".into(),
+                    subject: s,
+                    rule: "manual".into(),
+                    action: "ban".into(),
+                    duration_s: Some(for_s),
+                    reason: reason.clone(),
+                    sample: None,
+                });
+                e.updates.push(EngineUpdate::Banned(s, expires_ms));
+            }
+            match e.ban(&bans, facts) {
+                Ok(applied) => {
+                    tracing::info!(
+                        count = bans.len(),
+                        refused = refused.len(),
+                        duration_s = for_s,
+                        "banned by hand"
+                    );
+                    json!({"ok": true, "banned": bans.len(), "applied": applied, "refused": refused, "backend_ok": e.health.ok})
+                }
+                Err(err) => failure(err.to_string()),
+            }
+        }
+        Request::Unban { subjects, all } => {
+            let mut e = lock(&shared.enforcer);
+            let ended = if all {
+                e.unban_all("unban")
+            } else {
+                match parse_subjects(&subjects) {
+                    Ok(s) => e.unban(&s, "unban"),
+                    Err(err) => return failure(err),
+                }
+            };
+            match ended {
+                Ok(ended) => {
+                    tracing::info!(count = ended.len(), "unbanned by hand");
+                    let names: Vec<String> = ended.iter().map(|b| b.subject.to_string()).collect();
+                    json!({"ok": true, "unbanned": names})
+                }
+                Err(err) => failure(err.to_string()),
+            }
+        }
+    }
+}
+
+fn status(shared: &Shared) -> Value {
+    let st = lock(&shared.status).clone();
+    let e = lock(&shared.enforcer);
+    let now = e.now();
+    let (active, recorded) = e.ledger.counts(now).unwrap_or((0, 0));
+    let (dropped, failed) = e.hooks.runner.as_ref().map_or((0, 0), |r| {
+        (
+            r.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            r.failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
+    json!({
+        "ok": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "now_ms": now,
+        "loop": st,
+        "bans": {"active": active, "recorded": recorded},
+        "backend": {"name": e.backend_name(), "health": e.health},
+        "hooks": {"dropped": dropped, "failed": failed},
+    })
+}
+
+/// Sends one request and returns the answer (`ok` false answers too).
+pub fn request(socket: &Path, req: &Request) -> Result<Value, ControlError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    let ex = |reason: String| ControlError::Exchange {
+        path: socket.to_path_buf(),
+        reason,
+    };
+    let mut text = serde_json::to_string(req).map_err(|e| ex(e.to_string()))?;
+    text.push('\n');
+    stream
+        .write_all(text.as_bytes())
+        .map_err(|e| ex(e.to_string()))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| ex(e.to_string()))?;
+    serde_json::from_str(&answer).map_err(|e| ex(format!("unreadable answer: {e}")))
+}

@@ -1,0 +1,391 @@
+//! The ledger: every ban with its rule, reason, evidence, start and expiry,
+//! kept in SQLite (WAL mode) so that it survives a crash. It is written
+//! before the kernel is touched: after a SIGKILL at any moment, the ledger
+//! holds every ban that may be in the kernel, and reconciliation on start
+//! puts the kernel back in line with it. History stays for audit and for
+//! escalation across restarts.
+//!
+//! `synchronous = NORMAL`: a commit survives the process being killed (it is
+//! in the OS once written); only a power cut can lose the last commits,
+//! which costs an fsync per tick to prevent and is not worth the latency.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::detect::addr::Subject;
+
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {source}")]
+pub struct LedgerError {
+    pub path: PathBuf,
+    pub source: rusqlite::Error,
+}
+
+/// A ban to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBan {
+    pub subject: Subject,
+    /// The rule's name, or "manual".
+    pub rule: String,
+    pub reason: String,
+    /// The decision as JSON, with its evidence.
+    pub evidence: Option<String>,
+    /// "rule" or "manual".
+    pub origin: String,
+    pub started_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// A ban as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LedgerBan {
+    pub id: i64,
+    #[serde(serialize_with = "as_text")]
+    pub subject: Subject,
+    pub rule: String,
+    pub reason: String,
+    pub origin: String,
+    pub started_ms: i64,
+    pub expires_ms: i64,
+    /// When the ban ended, if it has: lifted by hand, replaced, or expired.
+    pub ended_ms: Option<i64>,
+    /// "expired", "unban", "replaced".
+    pub ended_by: Option<String>,
+    #[serde(skip)]
+    pub evidence: Option<String>,
+}
+
+fn as_text<S: serde::Serializer>(s: &Subject, ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_str(s)
+}
+
+/// Which bans to list.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Also bans that have ended (the history).
+    pub history: bool,
+    /// Only these rules' bans.
+    pub rule: Option<String>,
+    /// Only bans of subjects inside (or equal to) this network.
+    pub within: Option<Subject>,
+    pub limit: Option<usize>,
+}
+
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bans (
+    id        INTEGER PRIMARY KEY,
+    subject   TEXT    NOT NULL,
+    rule      TEXT    NOT NULL,
+    reason    TEXT    NOT NULL,
+    evidence  TEXT,
+    origin    TEXT    NOT NULL,
+    started   INTEGER NOT NULL,
+    expires   INTEGER NOT NULL,
+    ended     INTEGER,
+    ended_by  TEXT
+);
+CREATE INDEX IF NOT EXISTS bans_open ON bans(subject) WHERE ended IS NULL;
+CREATE INDEX IF NOT EXISTS bans_subject ON bans(subject, started);
+";
+
+const COLUMNS: &str =
+    "id, subject, rule, reason, origin, started, expires, ended, ended_by, evidence";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerBan> {
+    let text: String = r.get(1)?;
+    let subject = text.parse::<Subject>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+    })?;
+    Ok(LedgerBan {
+        id: r.get(0)?,
+        subject,
+        rule: r.get(2)?,
+        reason: r.get(3)?,
+        origin: r.get(4)?,
+        started_ms: r.get(5)?,
+        expires_ms: r.get(6)?,
+        ended_ms: r.get(7)?,
+        ended_by: r.get(8)?,
+        evidence: r.get(9)?,
+    })
+}
+
+impl Ledger {
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let err = |source| LedgerError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records bans in one transaction; an open ban of the same subject ends
+    /// as "replaced".
+    pub fn record(&mut self, bans: &[NewBan]) -> Result<(), LedgerError> {
+        let res = (|| {
+            let tx = self.conn.transaction()?;
+            {
+                let mut end = tx.prepare_cached(
+                    "UPDATE bans SET ended = ?2, ended_by = 'replaced' WHERE subject = ?1 AND ended IS NULL",
+                )?;
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO bans (subject, rule, reason, evidence, origin, started, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for b in bans {
+                    let subject = b.subject.to_string();
+                    end.execute(params![subject, b.started_ms])?;
+                    add.execute(params![
+                        subject,
+                        b.rule,
+                        b.reason,
+                        b.evidence,
+                        b.origin,
+                        b.started_ms,
+                        b.expires_ms
+                    ])?;
+                }
+            }
+            tx.commit()
+        })();
+        res.map_err(|e| self.err(e))
+    }
+
+    /// Ends the open bans of these subjects; returns those that were open.
+    pub fn end(
+        &mut self,
+        subjects: &[Subject],
+        by: &str,
+        at_ms: i64,
+    ) -> Result<Vec<LedgerBan>, LedgerError> {
+        let res = (|| {
+            let tx = self.conn.transaction()?;
+            let mut ended = Vec::new();
+            {
+                let mut find = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM bans WHERE subject = ?1 AND ended IS NULL"
+                ))?;
+                let mut end =
+                    tx.prepare_cached("UPDATE bans SET ended = ?2, ended_by = ?3 WHERE id = ?1")?;
+                for s in subjects {
+                    let open = find.query_row(params![s.to_string()], row).optional()?;
+                    if let Some(b) = open {
+                        end.execute(params![b.id, at_ms, by])?;
+                        ended.push(b);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(ended)
+        })();
+        res.map_err(|e| self.err(e))
+    }
+
+    /// Bans in force at `now_ms`.
+    pub fn active(&self, now_ms: i64) -> Result<Vec<LedgerBan>, LedgerError> {
+        self.select(
+            &format!(
+                "SELECT {COLUMNS} FROM bans WHERE ended IS NULL AND expires > ?1 ORDER BY started, id"
+            ),
+            params![now_ms],
+        )
+    }
+
+    /// Open bans whose time is up: the caller lifts them and calls `end`.
+    pub fn due(&self, now_ms: i64) -> Result<Vec<LedgerBan>, LedgerError> {
+        self.select(
+            &format!(
+                "SELECT {COLUMNS} FROM bans WHERE ended IS NULL AND expires <= ?1 ORDER BY expires, id"
+            ),
+            params![now_ms],
+        )
+    }
+
+    /// (subject, bans, last start) of rule bans since `since_ms`, for
+    /// escalation after a restart.
+    pub fn history(&self, since_ms: i64) -> Result<Vec<(Subject, u32, i64)>, LedgerError> {
+        let res = (|| {
+            let mut st = self.conn.prepare_cached(
+                "SELECT subject, COUNT(*), MAX(started) FROM bans WHERE origin = 'rule' AND started >= ?1 GROUP BY subject",
+            )?;
+            let rows = st.query_map(params![since_ms], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (s, n, last) = r?;
+                if let Ok(s) = s.parse() {
+                    out.push((s, n, last));
+                }
+            }
+            Ok(out)
+        })();
+        res.map_err(|e| self.err(e))
+    }
+
+    /// Bans for `webfence bans`, newest first.
+    pub fn query(&self, q: &Query, now_ms: i64) -> Result<Vec<LedgerBan>, LedgerError> {
+        let mut bans = if q.history {
+            self.select(
+                &format!("SELECT {COLUMNS} FROM bans ORDER BY started DESC, id DESC"),
+                params![],
+            )?
+        } else {
+            let mut v = self.active(now_ms)?;
+            v.reverse();
+            v
+        };
+        bans.retain(|b| {
+            q.rule.as_ref().is_none_or(|r| &b.rule == r)
+                && q.within
+                    .is_none_or(|w| w.prefix <= b.subject.prefix && w.contains(b.subject.bits))
+        });
+        if let Some(n) = q.limit {
+            bans.truncate(n);
+        }
+        Ok(bans)
+    }
+
+    /// Counts of bans in force and recorded in all.
+    pub fn counts(&self, now_ms: i64) -> Result<(u64, u64), LedgerError> {
+        let res = self.conn.query_row(
+            "SELECT COALESCE(SUM(ended IS NULL AND expires > ?1), 0), COUNT(*) FROM bans",
+            params![now_ms],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        );
+        res.map_err(|e| self.err(e))
+    }
+
+    fn select(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<LedgerBan>, LedgerError> {
+        let res = (|| {
+            let mut st = self.conn.prepare_cached(sql)?;
+            let rows = st.query_map(args, row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        res.map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ban(s: &str, rule: &str, start: i64, len: i64) -> NewBan {
+        NewBan {
+            subject: s.parse().unwrap(),
+            rule: rule.into(),
+            reason: format!("{rule} reason"),
+            evidence: Some("{}".into()),
+            origin: "rule".into(),
+            started_ms: start,
+            expires_ms: start + len,
+        }
+    }
+
+    #[test]
+    fn records_ends_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let mut l = Ledger::open(&path).unwrap();
+            l.record(&[
+                ban("203.0.113.7", "flood-ip", 1000, 60_000),
+                ban("10.0.0.0/8", "manual", 1000, 5_000),
+                ban("2001:db8::1", "scanner", 2000, 60_000),
+            ])
+            .unwrap();
+            let ended = l
+                .end(&["2001:db8::1".parse().unwrap()], "unban", 3000)
+                .unwrap();
+            assert_eq!(ended.len(), 1);
+            // Ending twice finds nothing open.
+            assert!(
+                l.end(&["2001:db8::1".parse().unwrap()], "unban", 3000)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let l = Ledger::open(&path).unwrap();
+        let active: Vec<String> = l
+            .active(4000)
+            .unwrap()
+            .iter()
+            .map(|b| b.subject.to_string())
+            .collect();
+        assert_eq!(active, ["203.0.113.7", "10.0.0.0/8"]);
+        let due: Vec<String> = l
+            .due(7000)
+            .unwrap()
+            .iter()
+            .map(|b| b.subject.to_string())
+            .collect();
+        assert_eq!(due, ["10.0.0.0/8"]);
+        assert_eq!(l.counts(4000).unwrap(), (2, 3));
+        let hist = l
+            .query(
+                &Query {
+                    history: true,
+                    ..Query::default()
+                },
+                4000,
+            )
+            .unwrap();
+        assert_eq!(hist[0].ended_by.as_deref(), Some("unban"));
+    }
+
+    #[test]
+    fn a_new_ban_replaces_the_open_one_and_counts_for_escalation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
+        l.record(&[ban("203.0.113.7", "flood-ip", 1000, 60_000)])
+            .unwrap();
+        l.record(&[ban("203.0.113.7", "flood-ip", 90_000, 120_000)])
+            .unwrap();
+        let active = l.active(100_000).unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].expires_ms, 210_000);
+        let h = l.history(0).unwrap();
+        assert_eq!(h, vec![("203.0.113.7".parse().unwrap(), 2, 90_000)]);
+        let q = Query {
+            within: Some("203.0.113.0/24".parse().unwrap()),
+            ..Query::default()
+        };
+        assert_eq!(l.query(&q, 100_000).unwrap().len(), 1);
+        let q = Query {
+            rule: Some("other".into()),
+            ..Query::default()
+        };
+        assert!(l.query(&q, 100_000).unwrap().is_empty());
+    }
+}

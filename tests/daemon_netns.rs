@@ -1,0 +1,564 @@
+//! `webfence run` end to end with real parts: a real nginx in one network
+//! namespace writing its access log, clients in two others over veth pairs,
+//! the daemon banning through nftables in the server's namespace, then
+//! crash-and-restart, a backend that fails and comes back, and hooks fed
+//! hostile log text. Needs root, ip, nft and nginx; skipped without them
+//! unless WEBFENCE_REQUIRE_NETNS is set (scripts/test sets it).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_webfence");
+
+fn sh(argv: &[&str]) -> bool {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn available(needs_nginx: bool) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let ok = root
+        && sh(&["nft", "--version"])
+        && sh(&["ip", "-V"])
+        && (!needs_nginx || sh(&["nginx", "-v"]));
+    if !ok && std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_some() {
+        panic!("root, ip, nft and nginx are required here");
+    }
+    if !ok {
+        eprintln!("skipped: needs root, ip, nft and nginx");
+    }
+    ok
+}
+
+/// A server namespace and two client namespaces, each client on its own
+/// veth pair: client N is 10.232.N.2 and fd00:232:N::2, the server's side
+/// 10.232.N.1 and fd00:232:N::1.
+struct Net {
+    server: String,
+    clients: [String; 2],
+}
+
+impl Net {
+    fn new(tag: &str) -> Net {
+        let id = format!("{tag}{}", std::process::id() % 100_000);
+        let net = Net {
+            server: format!("wds{id}"),
+            clients: [format!("wdc1{id}"), format!("wdc2{id}")],
+        };
+        let s = net.server.as_str();
+        assert!(sh(&["ip", "netns", "add", s]));
+        assert!(sh(&["ip", "-n", s, "link", "set", "lo", "up"]));
+        for (i, c) in net.clients.iter().enumerate() {
+            let n = i + 1;
+            let dev = format!("c{n}");
+            let steps: Vec<Vec<String>> = vec![
+                vec!["ip".into(), "netns".into(), "add".into(), c.clone()],
+                format!("ip -n {s} link add {dev} type veth peer name eth0 netns {c}")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                format!("ip -n {s} addr add 10.232.{n}.1/24 dev {dev}")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                format!("ip -n {s} addr add fd00:232:{n}::1/64 dev {dev} nodad")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                format!("ip -n {c} addr add 10.232.{n}.2/24 dev eth0")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                format!("ip -n {c} addr add fd00:232:{n}::2/64 dev eth0 nodad")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                format!("ip -n {s} link set {dev} up")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                format!("ip -n {c} link set eth0 up")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                format!("ip -n {c} link set lo up")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+            ];
+            for step in steps {
+                let argv: Vec<&str> = step.iter().map(String::as_str).collect();
+                assert!(sh(&argv), "setup failed: {step:?}");
+            }
+        }
+        net
+    }
+
+    fn exec(&self, argv: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.server]).args(argv);
+        cmd
+    }
+
+    fn nft_set(&self, set: &str) -> Vec<(String, u64)> {
+        let out = self
+            .exec(&["nft", "-j", "list", "set", "inet", "webfence", set])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let mut found = Vec::new();
+        for item in doc["nftables"].as_array().cloned().unwrap_or_default() {
+            for e in item["set"]["elem"].as_array().cloned().unwrap_or_default() {
+                let val = e["elem"]["val"].as_str().unwrap_or("").to_string();
+                found.push((val, e["elem"]["expires"].as_u64().unwrap_or(0)));
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &self.clients {
+            let _ = sh(&["ip", "netns", "del", c]);
+        }
+        let _ = sh(&["ip", "netns", "del", &self.server]);
+    }
+}
+
+/// One HTTP request from inside namespace `ns`: the status, or None when
+/// the server cannot be reached (a ban drops the SYN).
+fn get(ns: &str, to: SocketAddr) -> Option<u16> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = File::open(path).ok()?;
+        // SAFETY: setns on this thread only, with an open namespace fd.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(400)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        s.write_all(b"GET /page HTTP/1.0\r\nHost: test\r\nUser-Agent: e2e\r\n\r\n")
+            .ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        resp.split(' ').nth(1)?.parse().ok()
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nginx(net: &Net, dir: &Path) -> Proc {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log combined;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 80;\n    listen [::]:80;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    let child = net
+        .exec(&[
+            "nginx",
+            "-p",
+            &dir.display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+            "-g",
+            "daemon off;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// `ip` by absolute path: a test may give the daemon a PATH without it.
+fn ip_program() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("ip")
+}
+
+fn daemon(net: &Net, config: &Path, log: &Path, env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(ip_program());
+    cmd.args([
+        "netns",
+        "exec",
+        &net.server,
+        BIN,
+        "run",
+        "-c",
+        &config.display().to_string(),
+    ]);
+    cmd.envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(File::create(log).unwrap());
+    Proc(cmd.spawn().unwrap())
+}
+
+fn ctl(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn daemon_ready(socket: &Path) {
+    wait_for("the daemon's socket", Duration::from_secs(10), || {
+        ctl(socket, &["status", "--json"])
+            .status
+            .code()
+            .is_some_and(|c| c == 0 || c == 3)
+    });
+}
+
+fn bans_json(socket: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["bans", "--json"];
+    args.extend_from_slice(extra);
+    let out = ctl(socket, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("webfence.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "default_rules = false\n\
+             [daemon]\nlogs = [\"{d}/access.log\"]\nstate_dir = \"{d}/state\"\nsocket = \"{d}/state/ctl.sock\"\nretry = \"1s\"\n{extra}\n\
+             [rules.hammer]\nkind = \"rate\"\nkey = \"ip\"\nlimit = 10\nwindow = \"2s\"\naction = \"ban\"\nduration = \"3s\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Hammers `server` from client 1 until a request fails; returns how many
+/// got through first and when the failed request started (a request in
+/// flight when the ban lands fails only at its read timeout).
+fn hammer_until_banned(net: &Net, server: SocketAddr) -> (usize, Instant) {
+    let mut served = 0;
+    for _ in 0..5000 {
+        let started = Instant::now();
+        match get(&net.clients[0], server) {
+            Some(200) => served += 1,
+            Some(other) => panic!("unexpected status {other}"),
+            None => return (served, started),
+        }
+    }
+    panic!("the hammering client was never banned ({served} requests served)");
+}
+
+#[test]
+fn nginx_hammerer_is_banned_polite_client_is_not_and_bans_expire() {
+    if !available(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = Net::new("e");
+    let _nginx = nginx(&net, d);
+    let cfg = config(d, "");
+    let socket = d.join("state/ctl.sock");
+    let _daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[]);
+    daemon_ready(&socket);
+
+    for (hammered, polite, client_ip) in [
+        ("10.232.1.1:80", "10.232.2.1:80", "10.232.1.2"),
+        ("[fd00:232:1::1]:80", "[fd00:232:2::1]:80", "fd00:232:1::2"),
+    ] {
+        let (hammered, polite) = (addr(hammered), addr(polite));
+        wait_for("nginx", Duration::from_secs(10), || {
+            get(&net.clients[1], polite) == Some(200)
+        });
+        let (served, banned_at) = hammer_until_banned(&net, hammered);
+        // Requests take well under a millisecond here, so dozens get
+        // through while the daemon reads, decides and applies the ban.
+        assert!(
+            (10..5000).contains(&served),
+            "{served} requests served before the ban\n{}",
+            std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default()
+        );
+        assert_eq!(
+            get(&net.clients[1], polite),
+            Some(200),
+            "the polite client was blocked"
+        );
+        let bans = bans_json(&socket, &[]);
+        assert!(
+            bans.iter()
+                .any(|b| b["subject"] == client_ip && b["rule"] == "hammer"),
+            "{bans:?}"
+        );
+        // The kernel lifts the 3 s ban; the client is served again.
+        wait_for("the ban to expire", Duration::from_secs(10), || {
+            get(&net.clients[0], hammered) == Some(200)
+        });
+        assert!(
+            banned_at.elapsed() >= Duration::from_millis(2000),
+            "the ban of {client_ip} ended after {:?}\n{}",
+            banned_at.elapsed(),
+            std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default()
+        );
+    }
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("ban: ") && log.contains("ip=10.232.1.2"),
+        "{log}"
+    );
+    wait_for("expiry in the ledger", Duration::from_secs(5), || {
+        bans_json(&socket, &["--history"])
+            .iter()
+            .any(|b| b["subject"] == "10.232.1.2" && b["ended_by"] == "expired")
+    });
+}
+
+#[test]
+fn sigkill_and_restart_lose_no_ban_and_extend_none() {
+    if !available(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let net = Net::new("k");
+    let cfg = config(d, "");
+    let socket = d.join("state/ctl.sock");
+    let mut first = daemon(&net, &cfg, &d.join("daemon1.log"), &[]);
+    daemon_ready(&socket);
+    for (ip, dur) in [
+        ("203.0.113.10", "2s"),
+        ("203.0.113.11", "60s"),
+        ("2001:db8::11", "60s"),
+    ] {
+        let out = ctl(&socket, &["ban", ip, "--for", dur, "--reason", "test"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(net.nft_set("ban4").len(), 2);
+    let _ = first.0.kill(); // SIGKILL
+    let _ = first.0.wait();
+    std::mem::forget(first);
+    let killed_at = Instant::now();
+
+    // While it is down: the kernel lifts the short ban on its own; someone
+    // removes a ban and adds one webfence never made.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        net.exec(&[
+            "nft",
+            "delete",
+            "element",
+            "inet",
+            "webfence",
+            "ban4",
+            "{ 203.0.113.11 }"
+        ])
+        .status()
+        .unwrap()
+        .success()
+    );
+    assert!(
+        net.exec(&[
+            "nft",
+            "add",
+            "element",
+            "inet",
+            "webfence",
+            "ban4",
+            "{ 198.18.0.99 timeout 1h }"
+        ])
+        .status()
+        .unwrap()
+        .success()
+    );
+
+    let _second = daemon(&net, &cfg, &d.join("daemon2.log"), &[]);
+    daemon_ready(&socket);
+    let v4 = net.nft_set("ban4");
+    assert_eq!(v4.len(), 1, "{v4:?}");
+    assert_eq!(v4[0].0, "203.0.113.11");
+    let left_s = v4[0].1 as f64; // nft -j gives seconds
+    let most = 60.0 - killed_at.elapsed().as_secs_f64() + 1.0;
+    assert!(
+        left_s <= most && left_s > 40.0,
+        "restored with {left_s}s left; at most {most}s"
+    );
+    assert_eq!(net.nft_set("ban6").len(), 1);
+    let active: Vec<String> = bans_json(&socket, &[])
+        .iter()
+        .map(|b| b["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(active, ["2001:db8::11", "203.0.113.11"]);
+    let history = bans_json(&socket, &["--history"]);
+    assert!(
+        history
+            .iter()
+            .any(|b| b["subject"] == "203.0.113.10" && b["ended_by"] == "expired")
+    );
+}
+
+#[test]
+fn a_failing_backend_degrades_then_recovers_and_reconciles() {
+    if !available(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let net = Net::new("d");
+    let cfg = config(d, "");
+    let socket = d.join("state/ctl.sock");
+    // No nft on the daemon's PATH at first.
+    let path = bin.display().to_string();
+    let _daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[("PATH", &path)]);
+    daemon_ready(&socket);
+    let out = ctl(&socket, &["ban", "198.18.0.7", "--for", "10m"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the backend is degraded"));
+    let st = ctl(&socket, &["status"]);
+    assert_eq!(st.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.contains("DEGRADED") && text.contains("cannot run nft"),
+        "{text}"
+    );
+
+    // nft appears: within a retry the ban reaches the kernel.
+    let nft = Command::new("sh")
+        .args(["-c", "command -v nft"])
+        .output()
+        .unwrap();
+    let nft = String::from_utf8_lossy(&nft.stdout).trim().to_string();
+    std::os::unix::fs::symlink(&nft, bin.join("nft")).unwrap();
+    wait_for("recovery", Duration::from_secs(10), || {
+        net.nft_set("ban4").iter().any(|(ip, _)| ip == "198.18.0.7")
+    });
+    assert_eq!(ctl(&socket, &["status"]).status.code(), Some(0));
+
+    // The table removed behind webfence's back comes back with its bans.
+    assert!(
+        net.exec(&["nft", "delete", "table", "inet", "webfence"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("re-creation", Duration::from_secs(10), || {
+        net.nft_set("ban4").iter().any(|(ip, _)| ip == "198.18.0.7")
+    });
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("running degraded") && log.contains("kernel reconciled"),
+        "{log}"
+    );
+}
+
+#[test]
+fn hostile_log_text_stays_inert_in_hooks() {
+    if !available(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let pwned = d.join("pwned");
+    let out = d.join("hook.out");
+    let hook = format!(
+        "on_ban = [\"sh\", \"-c\", \"printf '%s\\\\n%s\\\\n' \\\"$1\\\" \\\"$WEBFENCE_SAMPLE\\\" >> {}\", \"hook\", \"{{reason}}\"]\nbackend = \"none\"\nformat = \"combined\"",
+        out.display()
+    );
+    let cfg = config(d, &hook);
+    let extra = "[rules.agent]\nkind = \"match\"\nmatch.user_agent.contains = [\"touch\"]\naction = \"ban\"\n";
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(extra);
+    std::fs::write(&cfg, text).unwrap();
+    let net = Net::new("h");
+    let socket = d.join("state/ctl.sock");
+    let _daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[]);
+    daemon_ready(&socket);
+    let payload = format!("$(touch {p}) `touch {p}`; touch {p}", p = pwned.display());
+    let line = format!(
+        "198.18.0.66 - - [{}] \"GET /x HTTP/1.1\" 200 5 \"-\" \"{payload}\"\n",
+        jiff::Zoned::now().strftime("%d/%b/%Y:%H:%M:%S %z")
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("access.log"))
+        .unwrap()
+        .write_all(line.as_bytes())
+        .unwrap();
+    wait_for("the hook", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(written.contains(&payload), "{written}");
+    assert!(!pwned.exists(), "log text ran as a command");
+}
