@@ -287,7 +287,7 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
         &path,
         format!(
             "default_rules = false\n\
-             [daemon]\nlogs = [\"{d}/access.log\"]\nstate_dir = \"{d}/state\"\nsocket = \"{d}/state/ctl.sock\"\nretry = \"1s\"\n{extra}\n\
+             [daemon]\nlogs = [\"{d}/access.log\"]\nstate_dir = \"{d}/state\"\nsocket = \"{d}/state/ctl.sock\"\nretry = \"1s\"\ncheck_every = \"1s\"\n{extra}\n\
              [rules.hammer]\nkind = \"rate\"\nkey = \"ip\"\nlimit = 10\nwindow = \"2s\"\naction = \"ban\"\nduration = \"3s\"\n",
             d = dir.display()
         ),

@@ -193,6 +193,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         allow.clone(),
         Box::new(wall_ms),
         settings.retry_s,
+        settings.check_every_s,
     );
     // Bans that ran out while webfence was down end now; then the kernel
     // is made to match the ledger.
@@ -264,6 +265,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
     );
 
     let mut decisions_total = 0u64;
+    publish(&status, &follower, &parser, &live, 0);
     let mut last_save = Instant::now();
     let mut last_resolve = Instant::now();
     let mut last_read = Instant::now();

@@ -57,8 +57,13 @@ pub struct Enforcer {
     pub updates: Vec<EngineUpdate>,
     clock: Clock,
     retry_ms: i64,
+    check_ms: i64,
     last_attempt_ms: i64,
+    last_expiry_ms: i64,
 }
+
+/// How often the ledger is searched for bans whose time is up.
+const EXPIRE_EVERY_MS: i64 = 100;
 
 /// Seconds left until `expires_ms`, at least 1.
 fn remaining_s(expires_ms: i64, now_ms: i64) -> u64 {
@@ -76,6 +81,7 @@ impl Enforcer {
         allow: Allowlist,
         clock: Clock,
         retry_s: u64,
+        check_every_s: u64,
     ) -> Enforcer {
         let now = clock();
         Enforcer {
@@ -92,7 +98,9 @@ impl Enforcer {
             updates: Vec::new(),
             clock,
             retry_ms: retry_s as i64 * 1000,
+            check_ms: check_every_s as i64 * 1000,
             last_attempt_ms: i64::MIN,
+            last_expiry_ms: i64::MIN,
         }
     }
 
@@ -185,12 +193,20 @@ impl Enforcer {
         })
     }
 
-    /// Called often: expires bans, and every `retry` either checks the
-    /// backend's health or, when degraded, retries and reconciles.
+    /// Called often: expires bans; when degraded, retries and reconciles
+    /// every `retry`; when healthy, checks the backend every `check_every`.
     pub fn maintain(&mut self) {
-        self.expire();
         let now = self.now();
-        if now.saturating_sub(self.last_attempt_ms) < self.retry_ms {
+        if now.saturating_sub(self.last_expiry_ms) >= EXPIRE_EVERY_MS {
+            self.last_expiry_ms = now;
+            self.expire();
+        }
+        let wait = if self.health.ok {
+            self.check_ms
+        } else {
+            self.retry_ms
+        };
+        if now.saturating_sub(self.last_attempt_ms) < wait {
             return;
         }
         self.last_attempt_ms = now;
@@ -208,27 +224,45 @@ impl Enforcer {
         if bans.is_empty() {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         let recorded = self.ledger.record(bans);
-        if let Err(e) = &recorded {
-            // The kernel still gets the bans: losing the record is better
-            // than letting the abuse through.
-            tracing::error!(error = %e, "cannot record bans in the ledger");
-        }
+        let ledger_time = started.elapsed();
+        let renewed = match &recorded {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                // The kernel still gets the bans: losing the record is
+                // better than letting the abuse through.
+                tracing::error!(error = %e, "cannot record bans in the ledger");
+                vec![true; bans.len()]
+            }
+        };
         let now = self.now();
-        let entries: Vec<BanEntry> = bans
-            .iter()
-            .map(|b| BanEntry {
+        let (mut fresh, mut renew) = (Vec::new(), Vec::new());
+        for (b, &again) in bans.iter().zip(&renewed) {
+            let entry = BanEntry {
                 subject: b.subject,
                 timeout_s: remaining_s(b.expires_ms, now),
-            })
-            .collect();
+            };
+            if again {
+                renew.push(entry)
+            } else {
+                fresh.push(entry)
+            }
+        }
         let mut applied = 0;
         if self.health.ok {
-            match self.backend.apply(&entries, &[]) {
-                Ok(()) => applied = entries.len(),
+            match self.backend.apply_new(&fresh, &renew) {
+                Ok(()) => applied = bans.len(),
                 Err(e) => self.degrade(&e),
             }
         }
+        tracing::debug!(
+            bans = bans.len(),
+            renewed = renew.len(),
+            ledger_ms = ledger_time.as_secs_f64() * 1e3,
+            kernel_ms = (started.elapsed() - ledger_time).as_secs_f64() * 1e3,
+            "batch applied"
+        );
         if self.hooks.kill_connections {
             self.kill(bans.iter().map(|b| b.subject));
         }

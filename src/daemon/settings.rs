@@ -23,6 +23,7 @@ pub struct Settings {
     pub on_ban: Option<Vec<String>>,
     pub on_unban: Option<Vec<String>>,
     pub retry_s: u64,
+    pub check_every_s: u64,
 }
 
 impl Settings {
@@ -103,14 +104,22 @@ impl Settings {
             }
         }
 
-        let mut retry_s = 5;
-        if let Some(r) = &d.retry {
-            match crate::units::parse_duration(&r.value) {
-                Ok(0) => err(r.at, "retry must be at least 1s".into()),
-                Ok(s) => retry_s = s,
-                Err(e) => err(r.at, format!("retry: {e}")),
-            }
-        }
+        let mut seconds = |v: &Option<Sp<String>>, name: &str, default: u64| match v {
+            None => default,
+            Some(r) => match crate::units::parse_duration(&r.value) {
+                Ok(0) => {
+                    err(r.at, format!("{name} must be at least 1s"));
+                    default
+                }
+                Ok(s) => s,
+                Err(e) => {
+                    err(r.at, format!("{name}: {e}"));
+                    default
+                }
+            },
+        };
+        let retry_s = seconds(&d.retry, "retry", 5);
+        let check_every_s = seconds(&d.check_every, "check_every", 30);
 
         let mut hook = |h: &Option<Vec<Sp<String>>>| -> Option<Vec<String>> {
             let h = h.as_ref()?;
@@ -149,6 +158,7 @@ impl Settings {
             on_ban,
             on_unban,
             retry_s,
+            check_every_s,
         };
         if errors.is_empty() {
             Ok(settings)

@@ -533,9 +533,12 @@ pub struct RawDaemon {
     pub on_ban: Option<Vec<Sp<String>>>,
     /// Likewise, run when a ban is lifted (by hand or on expiry).
     pub on_unban: Option<Vec<Sp<String>>>,
-    /// How often to retry a failing backend and check its health (default
-    /// 5s).
+    /// How often to retry a failing backend (default 5s).
     pub retry: Option<Sp<String>>,
+    /// How often to check that the backend's table and rules are still in
+    /// place (default 30s; with nft 1.0 every check reads the whole
+    /// ruleset, which costs about half a CPU-second per 100k bans).
+    pub check_every: Option<Sp<String>>,
 }
 
 impl RawDaemon {
@@ -556,7 +559,8 @@ impl RawDaemon {
             kill_connections,
             on_ban,
             on_unban,
-            retry
+            retry,
+            check_every
         );
     }
 }

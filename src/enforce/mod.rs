@@ -50,6 +50,13 @@ pub trait Backend {
     fn setup(&mut self) -> Result<(), EnforceError>;
     /// Adds (or renews) and removes bans, all in one transaction.
     fn apply(&mut self, add: &[BanEntry], remove: &[Subject]) -> Result<(), EnforceError>;
+    /// Adds bans in one transaction, telling apart those that are new
+    /// (`fresh`: nothing of theirs should be in the kernel) from renewals,
+    /// which some backends must handle more carefully (and slowly).
+    fn apply_new(&mut self, fresh: &[BanEntry], renew: &[BanEntry]) -> Result<(), EnforceError> {
+        let all: Vec<BanEntry> = fresh.iter().chain(renew).copied().collect();
+        self.apply(&all, &[])
+    }
     /// The bans in place now.
     fn list(&mut self) -> Result<Vec<KernelBan>, EnforceError>;
     /// Removes everything the backend owns.

@@ -1,0 +1,242 @@
+//! The daemon's command line without privileges: configuration errors,
+//! address-file errors, an unreachable daemon, and `run --dry-run` and
+//! `--backend none` driven through the control commands.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{webfence, write};
+use predicates::prelude::*;
+
+#[test]
+fn run_needs_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "w.toml", "[daemon]\nbackend = \"none\"\n");
+    webfence()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "no log to follow: set [daemon] logs",
+        ));
+}
+
+#[test]
+fn bad_daemon_settings_are_located_by_run_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "w.toml",
+        "[daemon]\nlogs = [\"/tmp/x.log\"]\nbackend = \"pf\"\non_ban = [\"bash\", \"-c\", \"notify {ip}\"]\n",
+    );
+    for cmd in ["run", "check"] {
+        webfence()
+            .args([cmd, "-c"])
+            .arg(&cfg)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(
+                "w.toml:3:11: unknown backend 'pf'",
+            ))
+            .stderr(predicate::str::contains(
+                "w.toml:4:25: a placeholder inside a shell command string",
+            ));
+    }
+}
+
+#[test]
+fn bad_lines_in_an_address_file_ban_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(
+        dir.path(),
+        "ips.txt",
+        "203.0.113.7\n# a comment\n\n10.0.0.0/8  # office\nnope\n2001:db8::/300\n",
+    );
+    webfence()
+        .args(["ban", "--socket", "/nonexistent/sock", "--file"])
+        .arg(&list)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "nothing banned; some addresses are invalid",
+        ))
+        .stderr(predicate::str::contains(
+            "ips.txt:5: 'nope' is not an IP address or CIDR",
+        ))
+        .stderr(predicate::str::contains(
+            "ips.txt:6: '2001:db8::/300' is not an IP address or CIDR",
+        ));
+}
+
+#[test]
+fn an_absent_daemon_is_named() {
+    for args in [
+        vec!["status"],
+        vec!["bans"],
+        vec!["unban", "--all"],
+        vec!["ban", "203.0.113.7"],
+    ] {
+        webfence()
+            .args(&args)
+            .args(["--socket", "/nonexistent/webfence.sock"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(
+                "cannot reach the webfence daemon at /nonexistent/webfence.sock",
+            ));
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Daemon {
+    let log = dir.join("access.log");
+    if !log.exists() {
+        std::fs::write(&log, "").unwrap();
+    }
+    let cfg = write(
+        dir,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
+             [rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n",
+            d = dir.display()
+        ),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let socket = dir.join("ctl.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while webfence()
+        .arg("status")
+        .arg("--socket")
+        .arg(&socket)
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon(child)
+}
+
+fn ctl(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    webfence()
+        .args(args)
+        .arg("--socket")
+        .arg(dir.join("ctl.sock"))
+        .assert()
+}
+
+#[test]
+fn manual_bans_through_the_socket_with_the_none_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = start(d, &[]);
+    ctl(
+        d,
+        &[
+            "ban",
+            "203.0.113.7",
+            "198.51.100.0/24",
+            "--for",
+            "2h",
+            "--reason",
+            "scraper",
+        ],
+    )
+    .success()
+    .stdout("banned 2 for 2h\n");
+    // Loopback is allowlisted: refused without --force, the rest is banned.
+    ctl(d, &["ban", "127.0.0.1", "203.0.113.8"])
+        .failure()
+        .stderr(predicate::str::contains(
+            "refused 127.0.0.1: on the allowlist (",
+        ));
+    ctl(d, &["ban", "127.0.0.1", "--force", "--for", "1m"]).success();
+    ctl(d, &["bans"])
+        .success()
+        .stdout(predicate::str::contains("203.0.113.7").and(predicate::str::contains("scraper")))
+        .stdout(predicate::str::contains("198.51.100.0/24").and(predicate::str::contains("2h")));
+    ctl(d, &["bans", "--ip", "198.51.100.0/16", "--json"])
+        .success()
+        .stdout(
+            predicate::str::contains("\"subject\":\"198.51.100.0/24\"")
+                .and(predicate::str::contains("203.0.113").not()),
+        );
+    ctl(d, &["unban", "203.0.113.7", "192.0.2.55"])
+        .success()
+        .stdout("unbanned 1\n")
+        .stderr(predicate::str::contains("192.0.2.55 was not banned"));
+    ctl(d, &["status"])
+        .success()
+        .stdout(predicate::str::contains("backend   none ok"))
+        .stdout(predicate::str::contains("bans      3 in force, 4 recorded"))
+        .stdout(predicate::str::contains(
+            "access.log  read 0 of 0 bytes, up to date",
+        ));
+    drop(daemon);
+
+    // The ledger outlives the daemon: a restart finds the bans and history.
+    let _daemon = start(d, &[]);
+    ctl(d, &["bans", "--history", "--json"])
+        .success()
+        .stdout(predicate::str::contains("\"ended_by\":\"unban\""));
+    ctl(d, &["unban", "--all"]).success().stdout("unbanned 3\n");
+    ctl(d, &["bans"])
+        .success()
+        .stderr(predicate::str::contains("no bans in force"));
+}
+
+#[test]
+fn dry_run_decides_and_logs_but_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = start(d, &["--dry-run"]);
+    let stamp = jiff::Zoned::now()
+        .strftime("%d/%b/%Y:%H:%M:%S %z")
+        .to_string();
+    let line =
+        format!("198.18.0.9 - - [{stamp}] \"GET /trigger HTTP/1.1\" 404 10 \"-\" \"curl\"\n");
+    std::fs::write(d.join("access.log"), line).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+        if log.contains("would ban") {
+            assert!(log.contains("ip=198.18.0.9"), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no decision logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ctl(d, &["status"])
+        .success()
+        .stdout(predicate::str::contains("dry run: nothing is enforced"));
+    drop(daemon);
+    assert!(
+        !d.join("state/ledger.db").exists(),
+        "a dry run wrote a ledger"
+    );
+    assert!(
+        !d.join("state/checkpoints.json").exists(),
+        "a dry run wrote checkpoints"
+    );
+}
