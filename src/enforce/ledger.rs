@@ -383,13 +383,32 @@ mod tests {
     fn a_new_ban_replaces_the_open_one_and_counts_for_escalation() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
-        l.record(&[ban("203.0.113.7", "flood-ip", 1000, 60_000)])
+        l.record(&[
+            ban("203.0.113.7", "flood-ip", 1000, 60_000),
+            ban("203.0.113.9", "scanner", 1000, 600_000),
+        ])
+        .unwrap();
+        let renewed = l
+            .record(&[ban("203.0.113.7", "flood-ip", 90_000, 120_000)])
             .unwrap();
-        l.record(&[ban("203.0.113.7", "flood-ip", 90_000, 120_000)])
-            .unwrap();
+        assert_eq!(renewed, [true]);
+        // The renewal ended the first ban of .7: one open ban per subject.
         let active = l.active(100_000).unwrap();
-        assert_eq!(active.len(), 2);
-        assert_eq!(active[0].expires_ms, 210_000);
+        let subjects: Vec<String> = active.iter().map(|b| b.subject.to_string()).collect();
+        assert_eq!(subjects, ["203.0.113.9", "203.0.113.7"]);
+        assert_eq!(active[1].expires_ms, 210_000);
+        let hist = l
+            .query(
+                &Query {
+                    history: true,
+                    ..Query::default()
+                },
+                100_000,
+            )
+            .unwrap();
+        assert_eq!(hist.len(), 3);
+        assert_eq!(hist[2].ended_by.as_deref(), Some("replaced"));
+        // Both bans of .7 count for escalation.
         let h = l.history(0).unwrap();
         assert!(h.contains(&("203.0.113.7".parse().unwrap(), 2, 90_000)));
         let q = Query {
@@ -398,10 +417,10 @@ mod tests {
         };
         assert_eq!(l.query(&q, 100_000).unwrap().len(), 2);
         let q = Query {
-            within: Some("203.0.113.8".parse().unwrap()),
+            within: Some("203.0.113.9".parse().unwrap()),
             ..Query::default()
         };
-        assert_eq!(l.query(&q, 100_000).unwrap().len(), 1);
+        assert_eq!(l.query(&q, 100_000).unwrap()[0].rule, "scanner");
         let q = Query {
             rule: Some("other".into()),
             ..Query::default()
