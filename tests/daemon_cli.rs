@@ -240,3 +240,111 @@ fn dry_run_decides_and_logs_but_records_nothing() {
         "a dry run wrote checkpoints"
     );
 }
+
+fn terminate(mut daemon: Daemon) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(daemon.0.id() as i32, libc::SIGTERM);
+    }
+    assert!(
+        daemon.0.wait().unwrap().success(),
+        "SIGTERM is a clean stop"
+    );
+}
+
+fn status_json(d: &Path) -> serde_json::Value {
+    let out = webfence()
+        .args(["status", "--json", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_lines(d: &Path, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_json(d)["loop"]["lines"].as_u64() != Some(n) {
+        assert!(
+            Instant::now() < deadline,
+            "lines read: {}, expected {n}",
+            status_json(d)["loop"]["lines"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+fn lines(ips: &[&str], path: &str) -> String {
+    let stamp = jiff::Zoned::now().strftime("%d/%b/%Y:%H:%M:%S %z");
+    ips.iter()
+        .map(|ip| format!("{ip} - - [{stamp}] \"GET {path} HTTP/1.1\" 404 10 \"-\" \"curl\"\n"))
+        .collect()
+}
+
+#[test]
+fn a_restart_resumes_the_logs_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let daemon = start(d, &[]);
+    append(&log, &lines(&["198.18.0.1", "198.18.0.2"], "/trigger"));
+    append(&log, &lines(&["198.18.0.3"], "/fine"));
+    wait_lines(d, 3);
+    terminate(daemon);
+
+    // Written while the daemon is down: read after the restart, once.
+    append(&log, &lines(&["198.18.0.4"], "/trigger"));
+    append(&log, &lines(&["198.18.0.5"], "/fine"));
+    let _daemon = start(d, &[]);
+    wait_lines(d, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status_json(d)["loop"]["lines"], 2, "lines were read twice");
+    assert!(
+        std::fs::read_to_string(d.join("daemon.log"))
+            .unwrap()
+            .contains("resuming where the logs were left")
+    );
+    let out = webfence()
+        .args(["bans", "--history", "--json", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    let mut banned: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"].to_string())
+        .collect();
+    banned.sort();
+    assert_eq!(
+        banned,
+        ["\"198.18.0.1\"", "\"198.18.0.2\"", "\"198.18.0.4\""],
+        "each offender banned exactly once"
+    );
+}
+
+#[test]
+fn many_addresses_are_banned_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    let list: String = (1..=300)
+        .map(|i| format!("198.18.{}.{}\n", i / 200, i % 200 + 1))
+        .collect();
+    webfence()
+        .args(["ban", "--file", "-", "--for", "10m", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .write_stdin(format!("# from the firewall\n{list}2001:db8::/48\n"))
+        .assert()
+        .success()
+        .stdout("banned 301 for 10m\n");
+    assert_eq!(status_json(d)["bans"]["active"], 301);
+}

@@ -562,3 +562,76 @@ fn hostile_log_text_stays_inert_in_hooks() {
     assert!(written.contains(&payload), "{written}");
     assert!(!pwned.exists(), "log text ran as a command");
 }
+
+/// A keep-alive connection from inside namespace `ns` that has had one
+/// answer and stays open (the socket keeps its namespace after the thread
+/// that made it ends).
+fn keep_alive(ns: &str, to: SocketAddr) -> TcpStream {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = File::open(path).unwrap();
+        // SAFETY: setns on this thread only, with an open namespace fd.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"GET /hold HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// The server's established TCP connections to `peer`, as `ss` lists them.
+fn established_to(net: &Net, peer: &str) -> usize {
+    let out = net
+        .exec(&["ss", "-Htn", "state", "established", "dst", peer])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn kill_connections_cuts_a_banned_clients_keep_alive_connections_only() {
+    if !available(true) || !sh(&["ss", "-V"]) {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "ss is required here"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = Net::new("x");
+    let _nginx = nginx(&net, d);
+    let cfg = config(d, "kill_connections = true");
+    let socket = d.join("state/ctl.sock");
+    let _daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[]);
+    daemon_ready(&socket);
+    let polite = addr("10.232.2.1:80");
+    wait_for("nginx", Duration::from_secs(10), || {
+        get(&net.clients[1], polite) == Some(200)
+    });
+    let _banned = keep_alive(&net.clients[0], addr("10.232.1.1:80"));
+    let _kept = keep_alive(&net.clients[1], polite);
+    assert_eq!(established_to(&net, "10.232.1.2"), 1);
+    assert_eq!(established_to(&net, "10.232.2.2"), 1);
+
+    let out = ctl(&socket, &["ban", "10.232.1.2", "--for", "1m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the connection to be cut", Duration::from_secs(5), || {
+        established_to(&net, "10.232.1.2") == 0
+    });
+    assert_eq!(
+        established_to(&net, "10.232.2.2"),
+        1,
+        "the polite client's connection was cut too"
+    );
+}
