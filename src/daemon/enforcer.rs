@@ -55,6 +55,8 @@ pub struct Enforcer {
     pub hooks: Hooks,
     pub allow: Allowlist,
     pub updates: Vec<EngineUpdate>,
+    /// Subjects whose bans expired lately, and when.
+    recently_expired: crate::stats::Map<Subject, i64>,
     clock: Clock,
     retry_ms: i64,
     check_ms: i64,
@@ -65,10 +67,18 @@ pub struct Enforcer {
 /// How often the ledger is searched for bans whose time is up.
 const EXPIRE_EVERY_MS: i64 = 100;
 
-/// Seconds left until `expires_ms`, at least 1.
+/// Whole seconds left until `expires_ms`, at least 1. Rounded down, so
+/// the kernel lifts a ban no later than the ledger closes it.
 fn remaining_s(expires_ms: i64, now_ms: i64) -> u64 {
-    ((expires_ms - now_ms + 999) / 1000).max(1) as u64
+    ((expires_ms - now_ms) / 1000).max(1) as u64
 }
+
+/// Batches at least this big go to the ledger and the kernel at once.
+const PARALLEL_BATCH: usize = 1000;
+
+/// How long after the ledger closes an expired ban its element may still
+/// be in the kernel (a ban applied with under a second left gets one).
+const RECENT_EXPIRY_MS: i64 = 2000;
 
 /// `ss -K` arguments for up to this many subjects at once.
 const KILL_BATCH: usize = 64;
@@ -96,6 +106,7 @@ impl Enforcer {
             hooks,
             allow,
             updates: Vec::new(),
+            recently_expired: Default::default(),
             clock,
             retry_ms: retry_s as i64 * 1000,
             check_ms: check_every_s as i64 * 1000,
@@ -225,18 +236,24 @@ impl Enforcer {
             return Ok(0);
         }
         let started = std::time::Instant::now();
-        let recorded = self.ledger.record(bans);
-        let ledger_time = started.elapsed();
-        let renewed = match &recorded {
-            Ok(r) => r.clone(),
+        let now = self.now();
+        self.recently_expired
+            .retain(|_, &mut at| now.saturating_sub(at) < RECENT_EXPIRY_MS);
+        let renewed = match self.ledger.renewals(bans) {
+            Ok(mut r) => {
+                // A ban the ledger has just closed may still be in the
+                // kernel for a moment: a plain add would leave its old,
+                // spent timeout in place, so renew it.
+                for (again, b) in r.iter_mut().zip(bans) {
+                    *again |= self.recently_expired.contains_key(&b.subject);
+                }
+                r
+            }
             Err(e) => {
-                // The kernel still gets the bans: losing the record is
-                // better than letting the abuse through.
-                tracing::error!(error = %e, "cannot record bans in the ledger");
+                tracing::error!(error = %e, "cannot read the ledger's open bans");
                 vec![true; bans.len()]
             }
         };
-        let now = self.now();
         let (mut fresh, mut renew) = (Vec::new(), Vec::new());
         for (b, &again) in bans.iter().zip(&renewed) {
             let entry = BanEntry {
@@ -249,18 +266,47 @@ impl Enforcer {
                 fresh.push(entry)
             }
         }
-        let mut applied = 0;
-        if self.health.ok {
-            match self.backend.apply_new(&fresh, &renew) {
-                Ok(()) => applied = bans.len(),
-                Err(e) => self.degrade(&e),
-            }
+        let to_kernel = self.health.ok;
+        let (recorded, applied) = if bans.len() >= PARALLEL_BATCH && to_kernel {
+            // Both sides of a big batch take hundreds of milliseconds, so
+            // they run at once. A crash in between can leave bans of this
+            // batch in the kernel that the ledger never recorded; the
+            // restart removes them, which is what a crash before the batch
+            // would have meant: no recorded ban is lost either way.
+            let (ledger, backend) = (&mut self.ledger, &mut self.backend);
+            std::thread::scope(|scope| {
+                let kernel = scope.spawn(|| backend.apply_new(&fresh, &renew));
+                let recorded = ledger.record(bans, &renewed);
+                let applied = kernel.join().unwrap_or_else(|_| {
+                    Err(EnforceError::Output {
+                        program: "backend".into(),
+                        reason: "the thread applying bans panicked".into(),
+                    })
+                });
+                (recorded, Some(applied))
+            })
+        } else {
+            let recorded = self.ledger.record(bans, &renewed);
+            let applied = to_kernel.then(|| self.backend.apply_new(&fresh, &renew));
+            (recorded, applied)
+        };
+        if let Err(e) = &recorded {
+            // The kernel still gets the bans: losing the record is better
+            // than letting the abuse through.
+            tracing::error!(error = %e, "cannot record bans in the ledger");
         }
+        let applied = match applied {
+            Some(Ok(())) => bans.len(),
+            Some(Err(e)) => {
+                self.degrade(&e);
+                0
+            }
+            None => 0,
+        };
         tracing::debug!(
             bans = bans.len(),
             renewed = renew.len(),
-            ledger_ms = ledger_time.as_secs_f64() * 1e3,
-            kernel_ms = (started.elapsed() - ledger_time).as_secs_f64() * 1e3,
+            ms = started.elapsed().as_secs_f64() * 1e3,
             "batch applied"
         );
         if self.hooks.kill_connections {
@@ -358,6 +404,7 @@ impl Enforcer {
             Ok(ended) => {
                 for b in &ended {
                     tracing::info!(ip = %b.subject, rule = %b.rule, "ban expired");
+                    self.recently_expired.insert(b.subject, now);
                 }
                 self.lift(&ended, "expired");
                 ended.len()
@@ -367,5 +414,286 @@ impl Enforcer {
                 0
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::enforce::KernelBan;
+
+    /// The kernel as a map of subject to seconds left, and every batch the
+    /// enforcer sent, as (fresh, renewed, removed) subjects.
+    #[derive(Default)]
+    struct FakeKernel {
+        held: std::collections::BTreeMap<String, u64>,
+        batches: Vec<(Vec<String>, Vec<String>, Vec<String>)>,
+        broken: bool,
+    }
+
+    struct Fake(Arc<Mutex<FakeKernel>>);
+
+    fn names(entries: &[BanEntry]) -> Vec<String> {
+        entries.iter().map(|b| b.subject.to_string()).collect()
+    }
+
+    impl Fake {
+        fn fail_if_broken(k: &FakeKernel) -> Result<(), EnforceError> {
+            if k.broken {
+                return Err(EnforceError::Output {
+                    program: "fake".into(),
+                    reason: "broken".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Backend for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn setup(&mut self) -> Result<(), EnforceError> {
+            Fake::fail_if_broken(&self.0.lock().unwrap())
+        }
+        fn apply(&mut self, add: &[BanEntry], remove: &[Subject]) -> Result<(), EnforceError> {
+            self.apply_new(&[], add)?;
+            let mut k = self.0.lock().unwrap();
+            let removed: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
+            for r in &removed {
+                k.held.remove(r);
+            }
+            k.batches.push((Vec::new(), Vec::new(), removed));
+            Ok(())
+        }
+        fn apply_new(
+            &mut self,
+            fresh: &[BanEntry],
+            renew: &[BanEntry],
+        ) -> Result<(), EnforceError> {
+            let mut k = self.0.lock().unwrap();
+            Fake::fail_if_broken(&k)?;
+            for b in fresh.iter().chain(renew) {
+                k.held.insert(b.subject.to_string(), b.timeout_s);
+            }
+            if !fresh.is_empty() || !renew.is_empty() {
+                k.batches.push((names(fresh), names(renew), Vec::new()));
+            }
+            Ok(())
+        }
+        fn list(&mut self) -> Result<Vec<KernelBan>, EnforceError> {
+            let k = self.0.lock().unwrap();
+            Fake::fail_if_broken(&k)?;
+            Ok(k.held
+                .iter()
+                .map(|(s, &left)| KernelBan {
+                    subject: s.parse().unwrap(),
+                    expires_s: left,
+                })
+                .collect())
+        }
+        fn teardown(&mut self) -> Result<(), EnforceError> {
+            Ok(())
+        }
+    }
+
+    struct Setup {
+        enforcer: Enforcer,
+        kernel: Arc<Mutex<FakeKernel>>,
+        clock: Arc<AtomicI64>,
+        _dir: tempfile::TempDir,
+    }
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+        let kernel = Arc::new(Mutex::new(FakeKernel::default()));
+        let clock = Arc::new(AtomicI64::new(T0));
+        let c = clock.clone();
+        let hooks = Hooks {
+            runner: None,
+            on_ban: None,
+            on_unban: None,
+            kill_connections: false,
+        };
+        let mut enforcer = Enforcer::new(
+            ledger,
+            Box::new(Fake(kernel.clone())),
+            hooks,
+            Allowlist::default(),
+            Box::new(move || c.load(Ordering::SeqCst)),
+            5,
+            30,
+        );
+        enforcer.reconcile().unwrap();
+        Setup {
+            enforcer,
+            kernel,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    fn new_ban(subject: &str, now: i64, secs: i64) -> NewBan {
+        NewBan {
+            subject: subject.parse().unwrap(),
+            rule: "flood".into(),
+            reason: "test".into(),
+            evidence: None,
+            origin: "rule".into(),
+            started_ms: now,
+            expires_ms: now + secs * 1000,
+        }
+    }
+
+    fn held(s: &Setup) -> Vec<(String, u64)> {
+        let k = s.kernel.lock().unwrap();
+        k.held.iter().map(|(a, &t)| (a.clone(), t)).collect()
+    }
+
+    #[test]
+    fn reconcile_restores_missing_bans_without_extending_them_and_drops_strangers() {
+        let mut s = setup();
+        s.enforcer
+            .ban(&[new_ban("203.0.113.1", T0, 60)], Vec::new())
+            .unwrap();
+        {
+            let mut k = s.kernel.lock().unwrap();
+            k.held.clear();
+            k.held.insert("198.18.0.1".into(), 3600);
+        }
+        s.clock.store(T0 + 20_500, Ordering::SeqCst);
+        let r = s.enforcer.reconcile().unwrap();
+        assert_eq!(
+            r,
+            Reconciled {
+                added: 1,
+                removed: 1
+            }
+        );
+        // 39.5 s were left: the kernel gets 39, never more than the ledger.
+        assert_eq!(held(&s), [("203.0.113.1".to_string(), 39)]);
+    }
+
+    #[test]
+    fn a_failing_backend_degrades_records_and_catches_up_on_retry() {
+        let mut s = setup();
+        s.kernel.lock().unwrap().broken = true;
+        let applied = s
+            .enforcer
+            .ban(&[new_ban("203.0.113.2", T0, 600)], Vec::new())
+            .unwrap();
+        assert_eq!(applied, 0);
+        assert!(!s.enforcer.health.ok);
+        assert_eq!(s.enforcer.ledger.active(T0).unwrap().len(), 1);
+        s.kernel.lock().unwrap().broken = false;
+        // Not before the retry interval (5 s) has passed.
+        s.clock.store(T0 + 1000, Ordering::SeqCst);
+        s.enforcer.maintain();
+        assert!(held(&s).is_empty());
+        s.clock.store(T0 + 6000, Ordering::SeqCst);
+        s.enforcer.maintain();
+        assert!(s.enforcer.health.ok);
+        assert_eq!(held(&s), [("203.0.113.2".to_string(), 594)]);
+    }
+
+    /// Regression: a ban decided just after the ledger closed an expired
+    /// one went in as a plain add, which leaves the old element's spent
+    /// timeout in place on kernels that do not refresh it.
+    #[test]
+    fn a_ban_right_after_an_expiry_is_sent_as_a_renewal() {
+        let mut s = setup();
+        s.enforcer
+            .ban(&[new_ban("203.0.113.3", T0, 10)], Vec::new())
+            .unwrap();
+        s.clock.store(T0 + 10_050, Ordering::SeqCst);
+        assert_eq!(s.enforcer.expire(), 1);
+        let now = T0 + 10_100;
+        s.clock.store(now, Ordering::SeqCst);
+        s.enforcer
+            .ban(
+                &[
+                    new_ban("203.0.113.3", now, 60),
+                    new_ban("203.0.113.4", now, 60),
+                ],
+                Vec::new(),
+            )
+            .unwrap();
+        let last = s.kernel.lock().unwrap().batches.last().cloned().unwrap();
+        assert_eq!(last.0, ["203.0.113.4"]);
+        assert_eq!(last.1, ["203.0.113.3"]);
+        // Long after the expiry, a new ban is fresh again.
+        s.clock.store(now + 60_000, Ordering::SeqCst);
+        assert_eq!(s.enforcer.expire(), 2);
+        let later = now + 63_000;
+        s.clock.store(later, Ordering::SeqCst);
+        s.enforcer
+            .ban(&[new_ban("203.0.113.3", later, 60)], Vec::new())
+            .unwrap();
+        let last = s.kernel.lock().unwrap().batches.last().cloned().unwrap();
+        assert_eq!(last.0, ["203.0.113.3"]);
+    }
+
+    #[test]
+    fn a_big_batch_reaches_both_the_ledger_and_the_kernel() {
+        let mut s = setup();
+        let bans: Vec<NewBan> = (0..PARALLEL_BATCH as u32 + 10)
+            .map(|i| {
+                new_ban(
+                    &std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(),
+                    T0,
+                    60,
+                )
+            })
+            .collect();
+        let applied = s.enforcer.ban(&bans, Vec::new()).unwrap();
+        assert_eq!(applied, bans.len());
+        assert_eq!(held(&s).len(), bans.len());
+        assert_eq!(
+            s.enforcer.ledger.counts(T0).unwrap(),
+            (bans.len() as u64, bans.len() as u64)
+        );
+        // Banning them all again renews every one.
+        s.enforcer.ban(&bans, Vec::new()).unwrap();
+        let last = s.kernel.lock().unwrap().batches.last().cloned().unwrap();
+        assert_eq!((last.0.len(), last.1.len()), (0, bans.len()));
+        assert_eq!(s.enforcer.ledger.counts(T0).unwrap().0, bans.len() as u64);
+    }
+
+    #[test]
+    fn unbans_reach_the_kernel_but_expiries_are_left_to_it() {
+        let mut s = setup();
+        s.enforcer
+            .ban(
+                &[
+                    new_ban("203.0.113.5", T0, 10),
+                    new_ban("203.0.113.6", T0, 60),
+                ],
+                Vec::new(),
+            )
+            .unwrap();
+        let ended = s
+            .enforcer
+            .unban(&["203.0.113.6".parse().unwrap()], "unban")
+            .unwrap();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(held(&s), [("203.0.113.5".to_string(), 10)]);
+        s.clock.store(T0 + 11_000, Ordering::SeqCst);
+        assert_eq!(s.enforcer.expire(), 1);
+        // The fake kernel has no clock: the element stays, as the kernel's
+        // own timeout is what lifts it.
+        assert_eq!(held(&s).len(), 1);
+        assert_eq!(
+            s.enforcer.updates,
+            [
+                EngineUpdate::Lifted("203.0.113.6".parse().unwrap()),
+                EngineUpdate::Lifted("203.0.113.5".parse().unwrap())
+            ]
+        );
     }
 }

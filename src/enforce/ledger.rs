@@ -1,9 +1,10 @@
 //! The ledger: every ban with its rule, reason, evidence, start and expiry,
-//! kept in SQLite (WAL mode) so that it survives a crash. It is written
-//! before the kernel is touched: after a SIGKILL at any moment, the ledger
-//! holds every ban that may be in the kernel, and reconciliation on start
-//! puts the kernel back in line with it. History stays for audit and for
-//! escalation across restarts.
+//! kept in SQLite (WAL mode) so that it survives a crash. A batch is
+//! written here before (for big batches: while) it goes to the kernel, and
+//! reconciliation on start puts the kernel back in line with the ledger, so
+//! after a SIGKILL at any moment every recorded ban is in force for the
+//! time it has left. History stays for audit and for escalation across
+//! restarts.
 //!
 //! `synchronous = NORMAL`: a commit survives the process being killed (it is
 //! in the OS once written); only a power cut can lose the last commits,
@@ -144,33 +145,43 @@ impl Ledger {
         }
     }
 
-    /// Records bans in one transaction; an open ban of the same subject ends
-    /// as "replaced". Returns, per ban, whether it replaced one (a renewal).
-    pub fn record(&mut self, bans: &[NewBan]) -> Result<Vec<bool>, LedgerError> {
+    /// Which of these bans would replace an open ban of the same subject
+    /// (a renewal rather than a fresh ban).
+    pub fn renewals(&self, bans: &[NewBan]) -> Result<Vec<bool>, LedgerError> {
+        let res = (|| {
+            // One query for the open subjects instead of a look-up per ban:
+            // 100k bans in one batch stay well under a second.
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT subject FROM bans WHERE ended IS NULL")?;
+            let open: std::collections::HashSet<String, foldhash::fast::RandomState> = st
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(bans
+                .iter()
+                .map(|b| open.contains(&b.subject.to_string()))
+                .collect())
+        })();
+        res.map_err(|e| self.err(e))
+    }
+
+    /// Records bans in one transaction; the open ban of a subject marked
+    /// in `renewed` (from `renewals`) ends as "replaced".
+    pub fn record(&mut self, bans: &[NewBan], renewed: &[bool]) -> Result<(), LedgerError> {
         let res = (|| {
             let tx = self.conn.transaction()?;
-            let mut renewed = Vec::with_capacity(bans.len());
             {
-                // One query for the open subjects instead of an UPDATE per
-                // ban: 100k bans in one batch stay well under a second.
-                let mut open_st =
-                    tx.prepare_cached("SELECT subject FROM bans WHERE ended IS NULL")?;
-                let open: std::collections::HashSet<String, foldhash::fast::RandomState> = open_st
-                    .query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<_>>()?;
                 let mut end = tx.prepare_cached(
                     "UPDATE bans SET ended = ?2, ended_by = 'replaced' WHERE subject = ?1 AND ended IS NULL",
                 )?;
                 let mut add = tx.prepare_cached(
                     "INSERT INTO bans (subject, rule, reason, evidence, origin, started, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
-                for b in bans {
+                for (i, b) in bans.iter().enumerate() {
                     let subject = b.subject.to_string();
-                    let was_open = open.contains(&subject);
-                    if was_open {
+                    if renewed.get(i).copied().unwrap_or(true) {
                         end.execute(params![subject, b.started_ms])?;
                     }
-                    renewed.push(was_open);
                     add.execute(params![
                         subject,
                         b.rule,
@@ -182,8 +193,7 @@ impl Ledger {
                     ])?;
                 }
             }
-            tx.commit()?;
-            Ok(renewed)
+            tx.commit()
         })();
         res.map_err(|e| self.err(e))
     }
@@ -328,18 +338,26 @@ mod tests {
         }
     }
 
+    fn record(l: &mut Ledger, bans: &[NewBan]) -> Vec<bool> {
+        let renewed = l.renewals(bans).unwrap();
+        l.record(bans, &renewed).unwrap();
+        renewed
+    }
+
     #[test]
     fn records_ends_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
         {
             let mut l = Ledger::open(&path).unwrap();
-            l.record(&[
-                ban("203.0.113.7", "flood-ip", 1000, 60_000),
-                ban("10.0.0.0/8", "manual", 1000, 5_000),
-                ban("2001:db8::1", "scanner", 2000, 60_000),
-            ])
-            .unwrap();
+            record(
+                &mut l,
+                &[
+                    ban("203.0.113.7", "flood-ip", 1000, 60_000),
+                    ban("10.0.0.0/8", "manual", 1000, 5_000),
+                    ban("2001:db8::1", "scanner", 2000, 60_000),
+                ],
+            );
             let ended = l
                 .end(&["2001:db8::1".parse().unwrap()], "unban", 3000)
                 .unwrap();
@@ -383,19 +401,20 @@ mod tests {
     fn a_new_ban_replaces_the_open_one_and_counts_for_escalation() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
-        l.record(&[
+        let first = [
             ban("203.0.113.7", "flood-ip", 1000, 60_000),
             ban("203.0.113.9", "scanner", 1000, 600_000),
-        ])
-        .unwrap();
-        let renewed = l
-            .record(&[ban("203.0.113.7", "flood-ip", 90_000, 120_000)])
-            .unwrap();
-        assert_eq!(renewed, [true]);
+        ];
+        assert_eq!(record(&mut l, &first), [false, false]);
+        let again = [
+            ban("203.0.113.7", "flood-ip", 90_000, 120_000),
+            ban("198.51.100.1", "scanner", 90_000, 120_000),
+        ];
+        assert_eq!(record(&mut l, &again), [true, false]);
         // The renewal ended the first ban of .7: one open ban per subject.
         let active = l.active(100_000).unwrap();
         let subjects: Vec<String> = active.iter().map(|b| b.subject.to_string()).collect();
-        assert_eq!(subjects, ["203.0.113.9", "203.0.113.7"]);
+        assert_eq!(subjects, ["203.0.113.9", "203.0.113.7", "198.51.100.1"]);
         assert_eq!(active[1].expires_ms, 210_000);
         let hist = l
             .query(
@@ -406,8 +425,8 @@ mod tests {
                 100_000,
             )
             .unwrap();
-        assert_eq!(hist.len(), 3);
-        assert_eq!(hist[2].ended_by.as_deref(), Some("replaced"));
+        assert_eq!(hist.len(), 4);
+        assert_eq!(hist[3].ended_by.as_deref(), Some("replaced"));
         // Both bans of .7 count for escalation.
         let h = l.history(0).unwrap();
         assert!(h.contains(&("203.0.113.7".parse().unwrap(), 2, 90_000)));
