@@ -348,3 +348,33 @@ fn many_addresses_are_banned_from_stdin() {
         .stdout("banned 301 for 10m\n");
     assert_eq!(status_json(d)["bans"]["active"], 301);
 }
+
+#[test]
+fn a_flood_of_bans_logs_the_first_fifty_then_one_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    let ips: Vec<String> = (1..=80).map(|i| format!("198.18.1.{i}")).collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    append(&d.join("access.log"), &lines(&ips, "/trigger"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_json(d)["bans"]["active"] != 80 {
+        assert!(Instant::now() < deadline, "{}", status_json(d));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    let each = log.lines().filter(|l| l.contains("INFO ban: request matched")).count();
+    let summed: usize = log
+        .lines()
+        .filter_map(|l| {
+            l.split("ban: ")
+                .nth(1)?
+                .split(" more in this batch")
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert!(summed > 0, "no summary line:\n{log}");
+    assert_eq!(each + summed, 80, "{log}");
+}

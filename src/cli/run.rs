@@ -81,6 +81,11 @@ struct Live {
     malformed_shown: u64,
 }
 
+/// Bans logged one by one in a batch; a flood of thousands gets one line
+/// for the rest (journald would rate-limit them anyway, and the ledger has
+/// every one with its evidence).
+const BANS_LOGGED_PER_BATCH: usize = 50;
+
 /// Malformed lines logged one by one; the rest are counted in `status`.
 const MALFORMED_SHOWN: u64 = 20;
 
@@ -382,13 +387,15 @@ fn enforce(
         match &d.action {
             Action::Ban => {
                 let secs = d.duration_s.unwrap_or(3600);
-                tracing::info!(ip = %d.subject, rule = %d.rule, duration_s = secs, repeat = d.repeat,
-                    "{what}ban: {}", d.reason);
+                if bans.len() < BANS_LOGGED_PER_BATCH {
+                    tracing::info!(ip = %d.subject, rule = %d.rule, duration_s = secs, repeat = d.repeat,
+                        "{what}ban: {}", d.reason);
+                }
                 bans.push(NewBan {
                     subject: d.subject,
                     rule: d.rule.clone(),
                     reason: d.reason.clone(),
-                    evidence: Some(decision_json(d, &cx).to_string()),
+                    evidence: Some(decision_json(d, &cx)),
                     origin: "rule".into(),
                     started_ms: now,
                     expires_ms: now.saturating_add(secs as i64 * 1000),
@@ -427,6 +434,14 @@ fn enforce(
                 }
             }
         }
+    }
+    if bans.len() > BANS_LOGGED_PER_BATCH {
+        tracing::info!(
+            bans = bans.len(),
+            "{}ban: {} more in this batch ('webfence bans' lists every one)",
+            if dry_run { "would " } else { "" },
+            bans.len() - BANS_LOGGED_PER_BATCH
+        );
     }
     if let Err(err) = e.ban(&bans, facts) {
         tracing::error!(error = %err, "cannot record bans");

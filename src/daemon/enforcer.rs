@@ -62,10 +62,14 @@ pub struct Enforcer {
     check_ms: i64,
     last_attempt_ms: i64,
     last_expiry_ms: i64,
+    last_checkpoint_ms: i64,
 }
 
 /// How often the ledger is searched for bans whose time is up.
 const EXPIRE_EVERY_MS: i64 = 100;
+
+/// How often the ledger's WAL is copied into the database.
+const CHECKPOINT_EVERY_MS: i64 = 2000;
 
 /// Whole seconds left until `expires_ms`, at least 1. Rounded down, so
 /// the kernel lifts a ban no later than the ledger closes it.
@@ -112,6 +116,7 @@ impl Enforcer {
             check_ms: check_every_s as i64 * 1000,
             last_attempt_ms: i64::MIN,
             last_expiry_ms: i64::MIN,
+            last_checkpoint_ms: now,
         }
     }
 
@@ -211,6 +216,12 @@ impl Enforcer {
         if now.saturating_sub(self.last_expiry_ms) >= EXPIRE_EVERY_MS {
             self.last_expiry_ms = now;
             self.expire();
+        }
+        if now.saturating_sub(self.last_checkpoint_ms) >= CHECKPOINT_EVERY_MS {
+            self.last_checkpoint_ms = now;
+            if let Err(e) = self.ledger.checkpoint() {
+                tracing::warn!(error = %e, "cannot checkpoint the ledger");
+            }
         }
         let wait = if self.health.ok {
             self.check_ms
