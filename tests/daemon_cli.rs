@@ -363,7 +363,10 @@ fn a_flood_of_bans_logs_the_first_fifty_then_one_summary() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
-    let each = log.lines().filter(|l| l.contains("INFO ban: request matched")).count();
+    let each = log
+        .lines()
+        .filter(|l| l.contains("INFO ban: request matched"))
+        .count();
     let summed: usize = log
         .lines()
         .filter_map(|l| {

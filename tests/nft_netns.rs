@@ -370,3 +370,94 @@ fn route_backend_null_routes() {
     let mut route = webfence::enforce::route::Route::new(prefix(&net.server));
     exercise(&mut route, &net);
 }
+
+#[test]
+fn host_bans_go_over_netlink_renew_and_apply_all_or_nothing() {
+    if !available() {
+        eprintln!("skipped: needs root, nft, ip and ping");
+        return;
+    }
+    let net = Net::new("n");
+    net.nft().setup().unwrap();
+    let ns = std::path::PathBuf::from(format!("/run/netns/{}", net.server));
+    // No nft at all: only the netlink path can put these bans in place.
+    let mut direct = Nft::new(vec!["/nonexistent/nft".into()], "webfence").in_netns(&ns);
+    let entry = |s: &str, timeout_s| BanEntry {
+        subject: host(s),
+        timeout_s,
+    };
+    direct
+        .apply_new(&[entry("10.231.0.2", 5), entry("fd00:231::2", 3600)], &[])
+        .unwrap();
+    assert!(
+        !net.ping("10.231.0.1"),
+        "banned IPv4 client still gets through"
+    );
+    assert!(
+        !net.ping("fd00:231::1"),
+        "banned IPv6 client still gets through"
+    );
+    // A renewal replaces the timeout (add, delete, add in one batch).
+    direct.apply_new(&[], &[entry("10.231.0.2", 7200)]).unwrap();
+    let mut listed = net.nft().list().unwrap();
+    listed.sort();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].subject, host("10.231.0.2"));
+    assert!(listed[0].expires_s > 7000, "{listed:?}");
+    assert!(listed[1].expires_s > 3500, "{listed:?}");
+
+    // 30,000 bans in one batch, both families.
+    let many: Vec<BanEntry> = (0..30_000u32)
+        .map(|i| BanEntry {
+            subject: if i % 3 == 0 {
+                Subject::host(to_bits(
+                    std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i as u128).into(),
+                ))
+            } else {
+                Subject::host(to_bits(std::net::Ipv4Addr::from(0x0b00_0000 + i).into()))
+            },
+            timeout_s: 600,
+        })
+        .collect();
+    direct.apply_new(&many, &[]).unwrap();
+    assert_eq!(net.nft().list().unwrap().len(), 30_002);
+
+    // A batch the kernel refuses (deleting what is not there) changes
+    // nothing, and the error says why.
+    let mut socket = webfence::enforce::netlink::Socket::open_in(&ns).unwrap();
+    let mut batch = socket.next_batch();
+    use webfence::enforce::netlink::{Element, Op};
+    batch.elements(
+        Op::Add,
+        "webfence",
+        "ban4",
+        &[Element::new("198.18.0.1".parse().unwrap(), Some(60_000))],
+    );
+    batch.elements(
+        Op::Delete,
+        "webfence",
+        "ban4",
+        &[Element::new("198.18.0.2".parse().unwrap(), None)],
+    );
+    let err = socket.apply(batch).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert_eq!(net.nft().list().unwrap().len(), 30_002);
+
+    // The table gone: the error is reported, and once it is back the
+    // socket is made anew and works.
+    assert!(sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.server,
+        "nft",
+        "delete",
+        "table",
+        "inet",
+        "webfence"
+    ]));
+    assert!(direct.apply_new(&[entry("10.231.0.3", 60)], &[]).is_err());
+    net.nft().setup().unwrap();
+    direct.apply_new(&[entry("10.231.0.3", 60)], &[]).unwrap();
+    assert_eq!(net.nft().list().unwrap().len(), 1);
+}

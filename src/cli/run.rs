@@ -233,6 +233,10 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
 
     let options = FollowOptions {
         from_start: args.from_start,
+        // A backlog is decided and enforced in slices of about ten
+        // thousand lines, so the first bans of a flood land while the
+        // rest is still being read.
+        max_read: 1 << 20,
         ..FollowOptions::default()
     };
     let mut follower = match follow::load_checkpoints(&checkpoint_path) {
@@ -269,6 +273,22 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         "webfence run started"
     );
 
+    // Enforcement runs on its own thread: a big batch (hundreds of
+    // milliseconds for 100k bans) never stops the logs being read and
+    // decided, and the next batch is ready when it is done.
+    let (to_enforcer, inbox) = std::sync::mpsc::sync_channel::<ToEnforcer>(ENFORCER_QUEUE);
+    let updates = lock_enforcer(&enforcer).updates();
+    let worker = {
+        let enforcer = enforcer.clone();
+        let set = set.clone();
+        let checkpoint_path = (!dry_run).then(|| checkpoint_path.clone());
+        std::thread::Builder::new()
+            .name("enforcer".into())
+            .spawn(move || {
+                enforcer_loop(&enforcer, &inbox, &set, &names, dry_run, checkpoint_path)
+            })?
+    };
+
     let mut decisions_total = 0u64;
     publish(&status, &follower, &parser, &live, 0);
     let mut last_save = Instant::now();
@@ -295,26 +315,27 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
             }
         }
         let decisions = live.engine.take_decisions();
-        decisions_total += decisions.len() as u64;
-        {
-            let mut e = enforcer.lock().unwrap_or_else(|p| p.into_inner());
-            enforce(&mut e, &decisions, &set, &names, dry_run);
-            e.maintain();
-            for u in e.updates.drain(..) {
-                match u {
-                    EngineUpdate::Banned(s, until) => live.engine.restore_ban(s, until),
-                    EngineUpdate::Lifted(s) => live.engine.lift_ban(s),
-                }
+        if !decisions.is_empty() {
+            decisions_total += decisions.len() as u64;
+            // Blocks while the queue is full: reading ahead of enforcement
+            // by more than a few batches only grows memory.
+            if to_enforcer.send(ToEnforcer::Decisions(decisions)).is_err() {
+                anyhow::bail!("the enforcer thread stopped");
+            }
+        }
+        let pending = std::mem::take(&mut *updates.lock().unwrap_or_else(|p| p.into_inner()));
+        for u in pending {
+            match u {
+                EngineUpdate::Banned(s, until) => live.engine.restore_ban(s, until),
+                EngineUpdate::Lifted(s) => live.engine.lift_ban(s),
             }
         }
         if last_save.elapsed() >= SAVE_EVERY {
             last_save = Instant::now();
-            if !dry_run {
-                if let Err(e) = follow::save_checkpoints(&checkpoint_path, &follower.checkpoints())
-                {
-                    tracing::error!(file = %checkpoint_path.display(), error = %e, "cannot save checkpoints");
-                }
-            }
+            // Saved by the enforcer once the decisions sent before them
+            // are applied: a crash never skips a line whose bans are not
+            // in the ledger.
+            let _ = to_enforcer.send(ToEnforcer::Checkpoints(follower.checkpoints()));
             publish(&status, &follower, &parser, &live, decisions_total);
             waker.watch(&follower.directories());
         }
@@ -331,14 +352,83 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
             waker.wait(IDLE_WAIT);
         }
     }
-    if !dry_run {
-        if let Err(e) = follow::save_checkpoints(&checkpoint_path, &follower.checkpoints()) {
-            tracing::error!(file = %checkpoint_path.display(), error = %e, "cannot save checkpoints");
-        }
+    let _ = to_enforcer.send(ToEnforcer::Checkpoints(follower.checkpoints()));
+    drop(to_enforcer);
+    if worker.join().is_err() {
+        tracing::error!("the enforcer thread panicked");
     }
     let _ = std::fs::remove_file(&settings.socket);
     tracing::info!("stopped; bans stay in the kernel until they expire");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the follow loop hands the enforcer thread, in order.
+enum ToEnforcer {
+    Decisions(Vec<Decision>),
+    /// Where the logs were read to when the decisions before this were
+    /// sent.
+    Checkpoints(Vec<follow::Checkpoint>),
+}
+
+/// Batches waiting for the enforcer before the follow loop waits.
+const ENFORCER_QUEUE: usize = 4;
+/// How often the enforcer expires bans and checks the backend when no
+/// batch arrives.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
+
+fn lock_enforcer(e: &Mutex<Enforcer>) -> std::sync::MutexGuard<'_, Enforcer> {
+    e.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The enforcer thread: applies each batch (everything queued at once, as
+/// one transaction, when it fell behind), saves checkpoints after the
+/// decisions before them, and keeps the backend maintained.
+fn enforcer_loop(
+    enforcer: &Mutex<Enforcer>,
+    inbox: &std::sync::mpsc::Receiver<ToEnforcer>,
+    set: &RuleSet,
+    names: &[String],
+    dry_run: bool,
+    checkpoint_path: Option<PathBuf>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let save = |cps: &[follow::Checkpoint]| {
+        if let Some(path) = &checkpoint_path {
+            if let Err(e) = follow::save_checkpoints(path, cps) {
+                tracing::error!(file = %path.display(), error = %e, "cannot save checkpoints");
+            }
+        }
+    };
+    loop {
+        let first = match inbox.recv_timeout(MAINTAIN_EVERY) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut decisions = Vec::new();
+        let mut checkpoints = None;
+        let mut next = first;
+        while let Some(m) = next.take() {
+            match m {
+                ToEnforcer::Decisions(mut d) => decisions.append(&mut d),
+                ToEnforcer::Checkpoints(c) => {
+                    // Later decisions wait for the next round, so these
+                    // checkpoints are saved after exactly what preceded them.
+                    checkpoints = Some(c);
+                    break;
+                }
+            }
+            next = inbox.try_recv().ok();
+        }
+        {
+            let mut e = lock_enforcer(enforcer);
+            enforce(&mut e, &decisions, set, names, dry_run);
+            e.maintain();
+        }
+        if let Some(c) = checkpoints {
+            save(&c);
+        }
+    }
 }
 
 fn publish(
@@ -400,15 +490,17 @@ fn enforce(
                     started_ms: now,
                     expires_ms: now.saturating_add(secs as i64 * 1000),
                 });
-                facts.push(Facts {
-                    event: "ban".into(),
-                    subject: d.subject,
-                    rule: d.rule.clone(),
-                    action: "ban".into(),
-                    duration_s: Some(secs),
-                    reason: d.reason.clone(),
-                    sample,
-                });
+                if e.hooks.on_ban.is_some() {
+                    facts.push(Facts {
+                        event: "ban".into(),
+                        subject: d.subject,
+                        rule: d.rule.clone(),
+                        action: "ban".into(),
+                        duration_s: Some(secs),
+                        reason: d.reason.clone(),
+                        sample,
+                    });
+                }
             }
             Action::Log => {
                 tracing::info!(ip = %d.subject, rule = %d.rule, "log: {}", d.reason);

@@ -259,7 +259,7 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
                     reason: reason.clone(),
                     sample: None,
                 });
-                e.updates.push(EngineUpdate::Banned(s, expires_ms));
+                e.notify(EngineUpdate::Banned(s, expires_ms));
             }
             match e.ban(&bans, facts) {
                 Ok(applied) => {

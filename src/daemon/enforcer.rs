@@ -34,6 +34,13 @@ pub enum EngineUpdate {
     Lifted(Subject),
 }
 
+/// Engine updates waiting for the follow loop.
+pub type Updates = std::sync::Arc<std::sync::Mutex<Vec<EngineUpdate>>>;
+
+fn lock_updates(u: &Updates) -> std::sync::MutexGuard<'_, Vec<EngineUpdate>> {
+    u.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What reconciliation changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -54,7 +61,9 @@ pub struct Enforcer {
     pub health: Health,
     pub hooks: Hooks,
     pub allow: Allowlist,
-    pub updates: Vec<EngineUpdate>,
+    /// Shared with the follow loop, which drains it without waiting for
+    /// the enforcer's lock (held through a big batch).
+    updates: Updates,
     /// Subjects whose bans expired lately, and when.
     recently_expired: crate::stats::Map<Subject, i64>,
     clock: Clock,
@@ -109,7 +118,7 @@ impl Enforcer {
             },
             hooks,
             allow,
-            updates: Vec::new(),
+            updates: Updates::default(),
             recently_expired: Default::default(),
             clock,
             retry_ms: retry_s as i64 * 1000,
@@ -122,6 +131,21 @@ impl Enforcer {
 
     pub fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Tells the rule engine about a change it did not decide.
+    pub fn notify(&self, update: EngineUpdate) {
+        lock_updates(&self.updates).push(update);
+    }
+
+    /// Where the engine finds its updates.
+    pub fn updates(&self) -> Updates {
+        self.updates.clone()
+    }
+
+    /// The updates waiting, taken.
+    pub fn take_updates(&self) -> Vec<EngineUpdate> {
+        std::mem::take(&mut *lock_updates(&self.updates))
     }
 
     pub fn backend_name(&self) -> &str {
@@ -381,8 +405,7 @@ impl Enforcer {
                 self.degrade(&e);
             }
         }
-        self.updates
-            .extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
+        lock_updates(&self.updates).extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
         if let Some(argv) = self.hooks.on_unban.clone() {
             for b in ended {
                 let f = Facts {
@@ -700,7 +723,7 @@ mod tests {
         // own timeout is what lifts it.
         assert_eq!(held(&s).len(), 1);
         assert_eq!(
-            s.enforcer.updates,
+            s.enforcer.take_updates(),
             [
                 EngineUpdate::Lifted("203.0.113.6".parse().unwrap()),
                 EngineUpdate::Lifted("203.0.113.5".parse().unwrap())

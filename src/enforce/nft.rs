@@ -5,10 +5,11 @@
 //! one `nft -f -` transaction: all of it applies, or none.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Backend, BanEntry, EnforceError, KernelBan, run};
+use super::{Backend, BanEntry, EnforceError, KernelBan, netlink, run};
 use crate::detect::addr::{Subject, is_v4, to_bits};
 
 /// The sets, by (IPv4?, network?).
@@ -28,6 +29,12 @@ pub struct Nft {
     /// `["ip", "netns", "exec", "ns1", "nft"]` in tests.
     pub command: Vec<String>,
     pub table: String,
+    /// Where the netlink socket is made (tests: the namespace `command`
+    /// enters); None for this process's namespace.
+    netns: Option<PathBuf>,
+    /// Host bans go to the kernel over netlink; None until first needed,
+    /// and again after a failure.
+    socket: Option<netlink::Socket>,
 }
 
 impl Nft {
@@ -35,7 +42,61 @@ impl Nft {
         Nft {
             command,
             table: table.to_string(),
+            netns: None,
+            socket: None,
         }
+    }
+
+    /// Makes the netlink socket in the namespace bound at `path`.
+    pub fn in_netns(mut self, path: &Path) -> Nft {
+        self.netns = Some(path.to_path_buf());
+        self
+    }
+
+    /// Host bans (fresh ones as plain adds, renewals as add, delete, add)
+    /// as one netlink batch.
+    fn apply_hosts(&mut self, fresh: &[BanEntry], renew: &[BanEntry]) -> std::io::Result<()> {
+        let socket = match &mut self.socket {
+            Some(s) => s,
+            None => self.socket.insert(match &self.netns {
+                Some(ns) => netlink::Socket::open_in(ns)?,
+                None => netlink::Socket::open()?,
+            }),
+        };
+        let mut batch = socket.next_batch();
+        let element = |b: &BanEntry, timed: bool| {
+            netlink::Element::new(
+                b.subject.addr(),
+                timed.then_some(b.timeout_s.max(1).saturating_mul(1000)),
+            )
+        };
+        for set in ["ban4", "ban6"] {
+            let in_set = |b: &&BanEntry| set_name(&b.subject) == set;
+            let fresh: Vec<_> = fresh
+                .iter()
+                .filter(in_set)
+                .map(|b| element(b, true))
+                .collect();
+            batch.elements(netlink::Op::Add, &self.table, set, &fresh);
+            let plain: Vec<_> = renew
+                .iter()
+                .filter(in_set)
+                .map(|b| element(b, false))
+                .collect();
+            let timed: Vec<_> = renew
+                .iter()
+                .filter(in_set)
+                .map(|b| element(b, true))
+                .collect();
+            batch.elements(netlink::Op::Add, &self.table, set, &plain);
+            batch.elements(netlink::Op::Delete, &self.table, set, &plain);
+            batch.elements(netlink::Op::Add, &self.table, set, &timed);
+        }
+        let res = socket.apply(batch);
+        if res.is_err() {
+            self.socket = None;
+        }
+        res
     }
 
     fn nft(&self, args: &[&str], input: Option<&str>) -> Result<String, EnforceError> {
@@ -159,6 +220,16 @@ impl Backend for Nft {
     }
 
     fn apply_new(&mut self, fresh: &[BanEntry], renew: &[BanEntry]) -> Result<(), EnforceError> {
+        // Network bans need nft's interval handling; a tick with any goes
+        // to nft whole, so it stays one transaction.
+        if fresh.iter().chain(renew).all(|b| b.subject.is_host()) {
+            match self.apply_hosts(fresh, renew) {
+                Ok(()) => return Ok(()),
+                // The batch was not applied (the kernel takes all or
+                // nothing); nft gets it and, if it fails too, says why.
+                Err(e) => tracing::debug!(error = %e, "netlink batch failed; trying nft"),
+            }
+        }
         let mut script = fresh_script(&self.table, fresh);
         script.push_str(&self.apply_script(renew, &[]));
         if script.is_empty() {

@@ -37,9 +37,6 @@ use std::time::{Duration, Instant};
 
 /// Bytes at the start of a file that identify its content.
 const FINGERPRINT_LEN: usize = 256;
-/// Most bytes read from one file in one poll, so one busy file cannot starve
-/// the others (the rest is read at the next poll).
-const MAX_READ_PER_POLL: usize = 16 << 20;
 
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
@@ -47,6 +44,10 @@ pub struct FollowOptions {
     pub from_start: bool,
     /// How long a rotated-away file is still read after its last new data.
     pub linger: Duration,
+    /// Most bytes read from one file in one poll, so one busy file cannot
+    /// starve the others, and a backlog reaches the caller in pieces (the
+    /// rest is read at the next poll).
+    pub max_read: usize,
 }
 
 impl Default for FollowOptions {
@@ -54,6 +55,7 @@ impl Default for FollowOptions {
         FollowOptions {
             from_start: false,
             linger: Duration::from_secs(30),
+            max_read: 16 << 20,
         }
     }
 }
@@ -156,12 +158,17 @@ impl Tracked {
     }
 
     /// Reads what was appended and hands out the complete lines.
-    fn read_new(&mut self, now: Instant, out: &mut dyn FnMut(&Path, &[u8])) -> io::Result<()> {
+    fn read_new(
+        &mut self,
+        now: Instant,
+        max_read: usize,
+        out: &mut dyn FnMut(&Path, &[u8]),
+    ) -> io::Result<()> {
         let size = self.file.metadata()?.len();
         if size <= self.read_to {
             return Ok(());
         }
-        let want = ((size - self.read_to) as usize).min(MAX_READ_PER_POLL);
+        let want = ((size - self.read_to) as usize).min(max_read.max(1));
         let start = self.partial.len();
         self.partial.resize(start + want, 0);
         let mut got = 0;
@@ -375,7 +382,7 @@ impl Follower {
             if let Err(e) = self.check_truncation(&mut t, out) {
                 self.warn_once(format!("cannot read {}: {e}", t.path.display()));
             }
-            if let Err(e) = t.read_new(now, out) {
+            if let Err(e) = t.read_new(now, self.options.max_read, out) {
                 self.warn_once(format!("cannot read {}: {e}", t.path.display()));
             }
             if now.duration_since(t.last_data) >= self.options.linger {
@@ -398,7 +405,7 @@ impl Follower {
                     if let Err(e) = self.check_truncation(&mut t, out) {
                         self.warn_once(format!("cannot read {}: {e}", t.path.display()));
                     }
-                    if let Err(e) = t.read_new(now, out) {
+                    if let Err(e) = t.read_new(now, self.options.max_read, out) {
                         self.warn_once(format!("cannot read {}: {e}", t.path.display()));
                     }
                     still.push(t);
@@ -409,7 +416,7 @@ impl Follower {
                     if let Err(e) = self.check_truncation(&mut t, out) {
                         self.warn_once(format!("cannot read {}: {e}", t.path.display()));
                     }
-                    if let Err(e) = t.read_new(now, out) {
+                    if let Err(e) = t.read_new(now, self.options.max_read, out) {
                         self.warn_once(format!("cannot read {}: {e}", t.path.display()));
                     }
                     t.last_data = now;
@@ -453,7 +460,7 @@ impl Follower {
                             t.skip_to_newline = !ends_line;
                         }
                     }
-                    if let Err(e) = t.read_new(now, out) {
+                    if let Err(e) = t.read_new(now, self.options.max_read, out) {
                         self.warn_once(format!("cannot read {}: {e}", path.display()));
                     }
                     self.active.push(t);
@@ -761,6 +768,37 @@ mod tests {
         );
         collect(&mut g, now, &mut all);
         assert_eq!(all.len(), 4);
+    }
+
+    #[test]
+    fn a_capped_read_hands_out_a_backlog_in_whole_lines_over_several_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let written: Vec<String> = (0..500)
+            .map(|i| format!("line {i} {}", "y".repeat(i % 70)))
+            .collect();
+        append(&path, &(written.join("\n") + "\n"));
+        let mut f = Follower::new(
+            vec![path.display().to_string()],
+            FollowOptions {
+                from_start: true,
+                max_read: 100,
+                ..FollowOptions::default()
+            },
+        );
+        let now = Instant::now();
+        let mut got = Vec::new();
+        let mut polls = 0;
+        loop {
+            let before = got.len();
+            collect(&mut f, now, &mut got);
+            polls += 1;
+            if got.len() == before && polls > 1 {
+                break;
+            }
+        }
+        assert_eq!(got, written);
+        assert!(polls > 100, "the backlog came in {polls} polls");
     }
 
     #[test]
