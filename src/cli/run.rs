@@ -173,7 +173,9 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
                 settings.state_dir.display()
             )
         })?;
-        Ledger::open(&ledger_path)?
+        let ledger = Ledger::open(&ledger_path)?;
+        Ledger::spawn_checkpointer(&ledger_path, Duration::from_secs(2))?;
+        ledger
     };
     let hooks = Hooks {
         runner: (!dry_run).then(HookRunner::start),

@@ -71,14 +71,10 @@ pub struct Enforcer {
     check_ms: i64,
     last_attempt_ms: i64,
     last_expiry_ms: i64,
-    last_checkpoint_ms: i64,
 }
 
 /// How often the ledger is searched for bans whose time is up.
 const EXPIRE_EVERY_MS: i64 = 100;
-
-/// How often the ledger's WAL is copied into the database.
-const CHECKPOINT_EVERY_MS: i64 = 2000;
 
 /// Whole seconds left until `expires_ms`, at least 1. Rounded down, so
 /// the kernel lifts a ban no later than the ledger closes it.
@@ -125,7 +121,6 @@ impl Enforcer {
             check_ms: check_every_s as i64 * 1000,
             last_attempt_ms: i64::MIN,
             last_expiry_ms: i64::MIN,
-            last_checkpoint_ms: now,
         }
     }
 
@@ -241,12 +236,6 @@ impl Enforcer {
             self.last_expiry_ms = now;
             self.expire();
         }
-        if now.saturating_sub(self.last_checkpoint_ms) >= CHECKPOINT_EVERY_MS {
-            self.last_checkpoint_ms = now;
-            if let Err(e) = self.ledger.checkpoint() {
-                tracing::warn!(error = %e, "cannot checkpoint the ledger");
-            }
-        }
         let wait = if self.health.ok {
             self.check_ms
         } else {
@@ -302,6 +291,7 @@ impl Enforcer {
             }
         }
         let to_kernel = self.health.ok;
+        let (mut ledger_time, mut kernel_time) = Default::default();
         let (recorded, applied) = if bans.len() >= PARALLEL_BATCH && to_kernel {
             // Both sides of a big batch take hundreds of milliseconds, so
             // they run at once. A crash in between can leave bans of this
@@ -310,19 +300,32 @@ impl Enforcer {
             // would have meant: no recorded ban is lost either way.
             let (ledger, backend) = (&mut self.ledger, &mut self.backend);
             std::thread::scope(|scope| {
-                let kernel = scope.spawn(|| backend.apply_new(&fresh, &renew));
+                let kernel = scope.spawn(|| {
+                    let t = std::time::Instant::now();
+                    (backend.apply_new(&fresh, &renew), t.elapsed())
+                });
+                let t = std::time::Instant::now();
                 let recorded = ledger.record(bans, &renewed);
-                let applied = kernel.join().unwrap_or_else(|_| {
-                    Err(EnforceError::Output {
+                ledger_time = t.elapsed();
+                let applied = match kernel.join() {
+                    Ok((applied, took)) => {
+                        kernel_time = took;
+                        applied
+                    }
+                    Err(_) => Err(EnforceError::Output {
                         program: "backend".into(),
                         reason: "the thread applying bans panicked".into(),
-                    })
-                });
+                    }),
+                };
                 (recorded, Some(applied))
             })
         } else {
+            let t = std::time::Instant::now();
             let recorded = self.ledger.record(bans, &renewed);
+            ledger_time = t.elapsed();
+            let t = std::time::Instant::now();
             let applied = to_kernel.then(|| self.backend.apply_new(&fresh, &renew));
+            kernel_time = t.elapsed();
             (recorded, applied)
         };
         if let Err(e) = &recorded {
@@ -342,6 +345,8 @@ impl Enforcer {
             bans = bans.len(),
             renewed = renew.len(),
             ms = started.elapsed().as_secs_f64() * 1e3,
+            ledger_ms = ledger_time.as_secs_f64() * 1e3,
+            kernel_ms = kernel_time.as_secs_f64() * 1e3,
             "batch applied"
         );
         if self.hooks.kill_connections {

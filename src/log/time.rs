@@ -439,12 +439,20 @@ pub fn format_rfc3339(ms: EpochMs, tz: Option<&jiff::tz::TimeZone>) -> String {
             let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
             let t = secs.rem_euclid(86_400);
             if (0..=9999).contains(&y) {
-                format!(
-                    "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
-                    t / 3600,
-                    t / 60 % 60,
-                    t % 60
-                )
+                let mut out = *b"0000-00-00T00:00:00Z";
+                let mut put = |at: usize, width: usize, mut v: u32| {
+                    for i in (at..at + width).rev() {
+                        out[i] = b'0' + (v % 10) as u8;
+                        v /= 10;
+                    }
+                };
+                put(0, 4, y as u32);
+                put(5, 2, mo);
+                put(8, 2, d);
+                put(11, 2, (t / 3600) as u32);
+                put(14, 2, (t / 60 % 60) as u32);
+                put(17, 2, (t % 60) as u32);
+                String::from_utf8_lossy(&out).into_owned()
             } else {
                 ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
             }
