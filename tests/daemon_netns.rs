@@ -65,44 +65,20 @@ impl Net {
         for (i, c) in net.clients.iter().enumerate() {
             let n = i + 1;
             let dev = format!("c{n}");
-            let steps: Vec<Vec<String>> = vec![
-                vec!["ip".into(), "netns".into(), "add".into(), c.clone()],
-                format!("ip -n {s} link add {dev} type veth peer name eth0 netns {c}")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-                format!("ip -n {s} addr add 10.232.{n}.1/24 dev {dev}")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-                format!("ip -n {s} addr add fd00:232:{n}::1/64 dev {dev} nodad")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-                format!("ip -n {c} addr add 10.232.{n}.2/24 dev eth0")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-                format!("ip -n {c} addr add fd00:232:{n}::2/64 dev eth0 nodad")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-                format!("ip -n {s} link set {dev} up")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-                format!("ip -n {c} link set eth0 up")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-                format!("ip -n {c} link set lo up")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
+            let steps = [
+                format!("ip netns add {c}"),
+                format!("ip -n {s} link add {dev} type veth peer name eth0 netns {c}"),
+                format!("ip -n {s} addr add 10.232.{n}.1/24 dev {dev}"),
+                format!("ip -n {s} addr add fd00:232:{n}::1/64 dev {dev} nodad"),
+                format!("ip -n {c} addr add 10.232.{n}.2/24 dev eth0"),
+                format!("ip -n {c} addr add fd00:232:{n}::2/64 dev eth0 nodad"),
+                format!("ip -n {s} link set {dev} up"),
+                format!("ip -n {c} link set eth0 up"),
+                format!("ip -n {c} link set lo up"),
             ];
-            for step in steps {
-                let argv: Vec<&str> = step.iter().map(String::as_str).collect();
-                assert!(sh(&argv), "setup failed: {step:?}");
+            for step in &steps {
+                let argv: Vec<&str> = step.split(' ').collect();
+                assert!(sh(&argv), "setup failed: {step}");
             }
         }
         net
