@@ -189,6 +189,7 @@ fn manual_bans_through_the_socket_with_the_none_backend() {
     ctl(d, &["status"])
         .success()
         .stdout(predicate::str::contains("backend   none ok"))
+        .stdout(predicate::str::contains("malformed; format combined\n"))
         .stdout(predicate::str::contains("bans      3 in force, 4 recorded"))
         .stdout(predicate::str::contains(
             "access.log  read 0 of 0 bytes, up to date",

@@ -345,6 +345,8 @@ fn nginx_hammerer_is_banned_polite_client_is_not_and_bans_expire() {
         log.contains("ban: ") && log.contains("ip=10.232.1.2"),
         "{log}"
     );
+    let status = String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).into_owned();
+    assert!(status.contains("format combined (detected)"), "{status}");
     wait_for("expiry in the ledger", Duration::from_secs(5), || {
         bans_json(&socket, &["--history"])
             .iter()

@@ -264,7 +264,13 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         allow,
         engine,
         scratch: ClassifyScratch::default(),
-        format: None,
+        // A named format is known from the start; "auto" says which it
+        // found once it has seen enough lines.
+        format: match &settings.format {
+            crate::log::FormatSpec::Auto => None,
+            crate::log::FormatSpec::Preset(p) => Some(p.name().to_string()),
+            crate::log::FormatSpec::Custom { format, .. } => Some(format!("custom '{format}'")),
+        },
         malformed_shown: 0,
     };
     install_signal_handlers();
@@ -313,7 +319,10 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         for n in parser.notes.drain(..) {
             tracing::info!("{n}");
             if n.starts_with("detected log format") {
-                live.format = Some(n.trim_start_matches("detected log format ").to_string());
+                let name = n
+                    .trim_start_matches("detected log format ")
+                    .trim_matches('\'');
+                live.format = Some(format!("{name} (detected)"));
             }
         }
         let decisions = live.engine.take_decisions();
