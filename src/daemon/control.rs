@@ -250,15 +250,17 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
                     started_ms: now,
                     expires_ms,
                 });
-                facts.push(Facts {
-                    event: "ban".into(),
-                    subject: s,
-                    rule: "manual".into(),
-                    action: "ban".into(),
-                    duration_s: Some(for_s),
-                    reason: reason.clone(),
-                    sample: None,
-                });
+                if e.hooks.on_ban.is_some() {
+                    facts.push(Facts {
+                        event: "ban".into(),
+                        subject: s,
+                        rule: "manual".into(),
+                        action: "ban".into(),
+                        duration_s: Some(for_s),
+                        reason: reason.clone(),
+                        sample: None,
+                    });
+                }
                 e.notify(EngineUpdate::Banned(s, expires_ms));
             }
             match e.ban(&bans, facts) {

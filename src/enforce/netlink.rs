@@ -11,8 +11,8 @@
 //!
 //! A batch is what `nft -f` sends: BATCH_BEGIN, NEWSETELEM/DELSETELEM
 //! messages, BATCH_END, in one `send`, applied by the kernel as one
-//! transaction. Every element message asks for an acknowledgement, so the
-//! call returns when the kernel has committed the batch or refused it.
+//! transaction. The last element message asks for an acknowledgement, so
+//! the call returns when the kernel has committed the batch or refused it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -93,8 +93,13 @@ fn align(n: usize) -> usize {
 pub struct Batch {
     buf: Vec<u8>,
     seq: u32,
-    /// Sequence numbers of the messages that will be acknowledged.
-    acked: std::ops::Range<u32>,
+    /// Sequence numbers of the batch's messages, BEGIN included.
+    seqs: std::ops::Range<u32>,
+    /// Where the last element message starts: only it asks for an
+    /// acknowledgement (the kernel sends it after the commit, or an error
+    /// for each message it refused and none is applied). One ack per
+    /// message overflowed the receive buffer on batches of a million.
+    last_msg: Option<usize>,
 }
 
 impl Batch {
@@ -102,11 +107,11 @@ impl Batch {
         let mut b = Batch {
             buf: Vec::new(),
             seq: first_seq,
-            acked: 0..0,
+            seqs: first_seq..first_seq,
+            last_msg: None,
         };
         let m = b.begin_msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
         b.end_msg(m);
-        b.acked = b.seq..b.seq;
         b
     }
 
@@ -162,8 +167,8 @@ impl Batch {
     /// the attribute size needs.
     pub fn elements(&mut self, op: Op, table: &str, set: &str, elements: &[Element]) {
         let (kind, flags) = match op {
-            Op::Add => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE),
-            Op::Delete => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
+            Op::Add => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE),
+            Op::Delete => (NFT_MSG_DELSETELEM, NLM_F_REQUEST),
         };
         let mut rest = elements;
         while !rest.is_empty() {
@@ -194,20 +199,27 @@ impl Batch {
             }
             self.end_attr(list);
             self.end_msg(m);
-            self.acked.end = self.seq;
+            self.last_msg = Some(m);
         }
     }
 
     /// Whether no element change was added.
     pub fn is_empty(&self) -> bool {
-        self.acked.is_empty()
+        self.last_msg.is_none()
     }
 
-    /// The bytes to send, and the sequence numbers that will be acked.
-    pub fn finish(mut self) -> (Vec<u8>, std::ops::Range<u32>) {
+    /// The bytes to send, the sequence numbers of the batch's messages
+    /// (replies outside them are stale), and the one whose ack means done.
+    pub fn finish(mut self) -> (Vec<u8>, std::ops::Range<u32>, Option<u32>) {
+        let acked = self.last_msg.map(|at| {
+            let flags = u16_at(&self.buf, at + 6).unwrap_or(0) | NLM_F_ACK;
+            self.buf[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
+            u32_at(&self.buf, at + 8).unwrap_or(0)
+        });
         let m = self.begin_msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
         self.end_msg(m);
-        (self.buf, self.acked)
+        self.seqs.end = self.seq;
+        (self.buf, self.seqs, acked)
     }
 }
 
@@ -272,6 +284,10 @@ impl Socket {
         // refused 60 kB message would otherwise come back whole), and
         // errors carry the kernel's explanation.
         set_int(&fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)?;
+        // Room for an error reply per message of a huge refused batch.
+        if set_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20).is_err() {
+            let _ = set_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
+        }
         let _ = set_int(&fd, libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1);
         let timeout = libc::timeval {
             tv_sec: 10,
@@ -308,14 +324,15 @@ impl Socket {
         Batch::new(self.seq)
     }
 
-    /// Sends a batch and waits until the kernel has acknowledged each of
-    /// its element messages (committed) or refused one (nothing applied).
+    /// Sends a batch and waits until the kernel has acknowledged it
+    /// (committed) or refused one of its messages (nothing applied).
     pub fn apply(&mut self, batch: Batch) -> io::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let (bytes, acked) = batch.finish();
-        self.seq = acked.end.wrapping_add(1);
+        let (bytes, seqs, acked) = batch.finish();
+        let Some(acked) = acked else { return Ok(()) };
+        self.seq = seqs.end;
         self.drain();
         // One send is one transaction: the socket must take it whole.
         let size = (bytes.len() + 4096).min(i32::MAX as usize) as libc::c_int;
@@ -328,9 +345,8 @@ impl Socket {
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut waiting = acked.len();
         let mut buf = vec![0u8; 64 << 10];
-        while waiting > 0 {
+        loop {
             // SAFETY: a valid fd and a buffer of the length given.
             let n =
                 unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -354,7 +370,7 @@ impl Socket {
                     continue;
                 };
                 // Refusals of the batch itself come with the BEGIN's number.
-                if !(acked.start.wrapping_sub(1)..acked.end).contains(&seq) {
+                if !seqs.contains(&seq) {
                     continue;
                 }
                 if error != 0 {
@@ -364,10 +380,11 @@ impl Socket {
                         None => os,
                     });
                 }
-                waiting -= 1;
+                if seq == acked {
+                    return Ok(());
+                }
             }
         }
-        Ok(())
     }
 
     /// Discards replies left over from an earlier batch that failed.
@@ -474,8 +491,8 @@ mod tests {
                 Some(3_600_000),
             )],
         );
-        let (bytes, acked) = b.finish();
-        assert_eq!(acked, 8..9);
+        let (bytes, seqs, acked) = b.finish();
+        assert_eq!((seqs, acked), (7..10, Some(8)));
         // BEGIN: header + nfgenmsg, subsystem nftables in the resource id.
         assert_eq!(u32_at(&bytes, 0), Some(20));
         assert_eq!(u16_at(&bytes, 4), Some(NFNL_MSG_BATCH_BEGIN));
@@ -506,18 +523,25 @@ mod tests {
             .collect();
         let mut b = Batch::new(1);
         b.elements(Op::Delete, "t", "ban6", &elements);
-        let (bytes, acked) = b.finish();
+        let (bytes, seqs, acked) = b.finish();
         let mut at = 20;
-        let mut seen = 0;
+        let mut seen = Vec::new();
         while at < bytes.len() - 20 {
             let len = u32_at(&bytes, at).unwrap() as usize;
             assert!(len < 65_535);
             assert_eq!(u16_at(&bytes, at + 4), Some(0x0a0e));
-            seen += 1;
+            seen.push((
+                u32_at(&bytes, at + 8).unwrap(),
+                u16_at(&bytes, at + 6).unwrap(),
+            ));
             at += len;
         }
-        assert_eq!(acked.len(), seen);
-        assert!(seen > 1);
+        assert!(seen.len() > 1);
+        assert_eq!(seqs.len(), seen.len() + 2);
+        // Only the last message asks for an ack.
+        let (last, flags) = seen.pop().unwrap();
+        assert_eq!((Some(last), flags & NLM_F_ACK), (acked, NLM_F_ACK));
+        assert!(seen.iter().all(|(_, f)| f & NLM_F_ACK == 0));
     }
 
     #[test]
