@@ -97,13 +97,30 @@ pub fn backend(name: &str, table: &str, prefix: Vec<String>) -> Option<Box<dyn B
     })
 }
 
+/// How long a backend program may run before it is killed: a hung `nft`
+/// or `ipset` must not stall every later ban (and the control socket,
+/// which waits for the same lock) for good.
+const PROGRAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs `argv` with `input` on stdin; returns stdout.
 pub(crate) fn run(argv: &[String], input: Option<&str>) -> Result<String, EnforceError> {
-    use std::io::Write;
+    run_for(argv, input, PROGRAM_TIMEOUT)
+}
+
+fn run_for(
+    argv: &[String],
+    input: Option<&str>,
+    limit: std::time::Duration,
+) -> Result<String, EnforceError> {
+    use std::io::{Read, Write};
     use std::process::{Command, Stdio};
     let program = argv.first().cloned().unwrap_or_default();
+    let spawn_error = |source| EnforceError::Spawn {
+        program: program.clone(),
+        source,
+    };
     let mut child = Command::new(&program)
-        .args(&argv[1..])
+        .args(argv.get(1..).unwrap_or_default())
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -112,26 +129,99 @@ pub(crate) fn run(argv: &[String], input: Option<&str>) -> Result<String, Enforc
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| EnforceError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        // A write error shows up as the command's failure below.
-        let _ = stdin.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| EnforceError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-    if !out.status.success() {
+        .map_err(spawn_error)?;
+    let started = std::time::Instant::now();
+    // Input is written and output read on threads of their own, so a
+    // program that stops reading or writing cannot block the timeout.
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let status = std::thread::scope(|scope| {
+        if let (Some(text), Some(mut pipe)) = (input, stdin) {
+            // A write error shows up as the command's failure below.
+            scope.spawn(move || {
+                let _ = pipe.write_all(text.as_bytes());
+            });
+        }
+        let read = |pipe: Option<Box<dyn Read + Send>>| {
+            scope.spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut out);
+                }
+                out
+            })
+        };
+        let out = read(stdout.map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let err = read(stderr.map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let mut pause = std::time::Duration::from_micros(200);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if started.elapsed() >= limit => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(EnforceError::Command {
+                        program: program.clone(),
+                        status: format!("killed after {} s", limit.as_secs_f64()),
+                        stderr: "it did not finish in time".into(),
+                    });
+                }
+                Ok(None) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                }
+                Err(e) => break Err(spawn_error(e)),
+            }
+        };
+        let out = out.join().unwrap_or_default();
+        let err = err.join().unwrap_or_default();
+        status.map(|s| (s, out, err))
+    });
+    let (status, out, err) = status?;
+    if !status.success() {
         return Err(EnforceError::Command {
             program,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&err).trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn programs_get_input_and_give_output_or_their_error() {
+        assert_eq!(run(&argv(&["cat"]), Some("a\nb\n")).unwrap(), "a\nb\n");
+        let e = run(&argv(&["sh", "-c", "echo nope >&2; exit 3"]), None).unwrap_err();
+        assert!(
+            e.to_string().contains("exit status: 3") && e.to_string().contains("nope"),
+            "{e}"
+        );
+        let e = run(&argv(&["/nonexistent/nft"]), None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot run /nonexistent/nft"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_hung_program_is_killed_at_its_time_limit() {
+        let started = std::time::Instant::now();
+        // sleep never reads its input: the write must not block either.
+        let big = "x".repeat(1 << 20);
+        let e = run_for(
+            &argv(&["sleep", "30"]),
+            Some(&big),
+            std::time::Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("did not finish in time"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 }
