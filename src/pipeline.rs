@@ -644,6 +644,11 @@ impl LiveParser {
         self.parser.is_some()
     }
 
+    /// The parser, once the format is known.
+    pub fn parser(&self) -> Option<&Parser> {
+        self.parser.as_ref()
+    }
+
     /// Feeds complete lines read from `path`.
     pub fn feed(
         &mut self,

@@ -382,3 +382,75 @@ fn a_flood_of_bans_logs_the_first_fifty_then_one_summary() {
     assert!(summed > 0, "no summary line:\n{log}");
     assert_eq!(each + summed, 80, "{log}");
 }
+
+fn wait_log(d: &Path, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no '{text}' in:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn hup(daemon: &Daemon) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(daemon.0.id() as i32, libc::SIGHUP);
+    }
+}
+
+fn banned(d: &Path) -> Vec<String> {
+    let out = webfence()
+        .args(["bans", "--json", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"].to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sighup_reloads_the_rules_and_a_bad_configuration_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = start(d, &[]);
+    let cfg = d.join("w.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("\"/trigger\"", "\"/other\"")).unwrap();
+    hup(&daemon);
+    wait_log(d, "configuration reloaded");
+    let log = d.join("access.log");
+    append(&log, &lines(&["198.18.2.1"], "/trigger"));
+    append(&log, &lines(&["198.18.2.2"], "/other"));
+    wait_lines(d, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while banned(d).is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(banned(d), ["\"198.18.2.2\""], "the old rule still applies");
+
+    // A broken file: refused with its location, the running rules stay.
+    std::fs::write(
+        &cfg,
+        text.replace("kind = \"match\"", "kind = \"sometimes\""),
+    )
+    .unwrap();
+    hup(&daemon);
+    let log_text = wait_log(d, "reload refused");
+    assert!(log_text.contains("w.toml:"), "{log_text}");
+    append(&log, &lines(&["198.18.2.3"], "/other"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while banned(d).len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", banned(d));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(banned(d), ["\"198.18.2.2\"", "\"198.18.2.3\""]);
+}

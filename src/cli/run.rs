@@ -27,13 +27,18 @@ use crate::source::wake::Waker;
 use crate::stats::Filter;
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::SeqCst);
+    } else {
+        STOP.store(true, Ordering::SeqCst);
+    }
 }
 
 fn install_signal_handlers() {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is
         // async-signal-safe.
         unsafe {
@@ -183,16 +188,8 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         on_unban: settings.on_unban.clone(),
         kill_connections: settings.kill_connections && !dry_run,
     };
-    let mut engine = Engine::new(set.clone());
     let now = wall_ms();
-    // Bans and history survive restarts through the ledger: the engine
-    // neither decides an active ban again nor forgets a repeat offender.
-    for b in ledger.active(now)? {
-        engine.restore_ban(b.subject, b.expires_ms);
-    }
-    for (subject, count, last) in ledger.history(now.saturating_sub(set.escalation.remember_ms))? {
-        engine.remember_bans(subject, count, last);
-    }
+    let engine = seeded_engine(&set, &ledger, now)?;
     let mut enforcer = Enforcer::new(
         ledger,
         backend,
@@ -233,14 +230,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     }
 
-    let options = FollowOptions {
-        from_start: args.from_start,
-        // A backlog is decided and enforced in slices of about ten
-        // thousand lines, so the first bans of a flood land while the
-        // rest is still being read.
-        max_read: 1 << 20,
-        ..FollowOptions::default()
-    };
+    let options = follow_options(&args);
     let mut follower = match follow::load_checkpoints(&checkpoint_path) {
         Ok(cps) if !dry_run && !cps.is_empty() => {
             tracing::info!(checkpoints = cps.len(), "resuming where the logs were left");
@@ -249,28 +239,14 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         _ => Follower::new(settings.logs.clone(), options),
     };
     let mut waker = Waker::new(&follower.directories());
-    let job = Job {
-        inputs: Vec::new(),
-        format: settings.format.clone(),
-        json_fields: JsonFields::default(),
-        proxies: settings.proxies.clone(),
-        filter: Filter::default(),
-        threads: 1,
-    };
-    let mut parser = LiveParser::new(job);
+    let mut parser = LiveParser::new(live_job(&settings));
     let names = vec![settings.logs.join(", ")];
     let mut live = Live {
         set: set.clone(),
         allow,
         engine,
         scratch: ClassifyScratch::default(),
-        // A named format is known from the start; "auto" says which it
-        // found once it has seen enough lines.
-        format: match &settings.format {
-            crate::log::FormatSpec::Auto => None,
-            crate::log::FormatSpec::Preset(p) => Some(p.name().to_string()),
-            crate::log::FormatSpec::Custom { format, .. } => Some(format!("custom '{format}'")),
-        },
+        format: named_format(&settings.format),
         malformed_shown: 0,
     };
     install_signal_handlers();
@@ -293,16 +269,35 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         std::thread::Builder::new()
             .name("enforcer".into())
             .spawn(move || {
-                enforcer_loop(&enforcer, &inbox, &set, &names, dry_run, checkpoint_path)
+                enforcer_loop(&enforcer, &inbox, set, &names, dry_run, checkpoint_path)
             })?
     };
 
     let mut decisions_total = 0u64;
+    let mut settings = settings;
     publish(&status, &follower, &parser, &live, 0);
     let mut last_save = Instant::now();
     let mut last_resolve = Instant::now();
     let mut last_read = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            let mut parts = Running {
+                live: &mut live,
+                follower: &mut follower,
+                parser: &mut parser,
+                settings: &mut settings,
+            };
+            match reload(&args, &mut parts, &enforcer, dry_run) {
+                Ok(set) => {
+                    lock_status(&status).rules = set.rules.len();
+                    waker.watch(&follower.directories());
+                    let _ = to_enforcer.send(ToEnforcer::Rules(Box::new(set)));
+                }
+                Err(e) => {
+                    tracing::error!("reload refused; the running configuration stays: {e:#}")
+                }
+            }
+        }
         let mut read_any = false;
         follower.poll(Instant::now(), &mut |path, bytes| {
             read_any = true;
@@ -376,6 +371,8 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
 /// What the follow loop hands the enforcer thread, in order.
 enum ToEnforcer {
     Decisions(Vec<Decision>),
+    /// A reloaded ruleset (its named actions).
+    Rules(Box<RuleSet>),
     /// Where the logs were read to when the decisions before this were
     /// sent.
     Checkpoints(Vec<follow::Checkpoint>),
@@ -397,7 +394,7 @@ fn lock_enforcer(e: &Mutex<Enforcer>) -> std::sync::MutexGuard<'_, Enforcer> {
 fn enforcer_loop(
     enforcer: &Mutex<Enforcer>,
     inbox: &std::sync::mpsc::Receiver<ToEnforcer>,
-    set: &RuleSet,
+    mut set: RuleSet,
     names: &[String],
     dry_run: bool,
     checkpoint_path: Option<PathBuf>,
@@ -422,6 +419,16 @@ fn enforcer_loop(
         while let Some(m) = next.take() {
             match m {
                 ToEnforcer::Decisions(mut d) => decisions.append(&mut d),
+                ToEnforcer::Rules(r) => {
+                    // Decisions made under the old rules go out with the
+                    // old actions first.
+                    {
+                        let mut e = lock_enforcer(enforcer);
+                        enforce(&mut e, &decisions, &set, names, dry_run);
+                    }
+                    decisions.clear();
+                    set = *r;
+                }
                 ToEnforcer::Checkpoints(c) => {
                     // Later decisions wait for the next round, so these
                     // checkpoints are saved after exactly what preceded them.
@@ -433,13 +440,141 @@ fn enforcer_loop(
         }
         {
             let mut e = lock_enforcer(enforcer);
-            enforce(&mut e, &decisions, set, names, dry_run);
+            enforce(&mut e, &decisions, &set, names, dry_run);
             e.maintain();
         }
         if let Some(c) = checkpoints {
             save(&c);
         }
     }
+}
+
+/// How the daemon follows its logs.
+fn follow_options(args: &DaemonArgs) -> FollowOptions {
+    FollowOptions {
+        from_start: args.from_start,
+        // A backlog is decided and enforced in slices of about ten
+        // thousand lines, so the first bans of a flood land while the
+        // rest is still being read.
+        max_read: 1 << 20,
+        ..FollowOptions::default()
+    }
+}
+
+/// What the live parser needs of the settings.
+fn live_job(settings: &Settings) -> Job {
+    Job {
+        inputs: Vec::new(),
+        format: settings.format.clone(),
+        json_fields: JsonFields::default(),
+        proxies: settings.proxies.clone(),
+        filter: Filter::default(),
+        threads: 1,
+    }
+}
+
+/// A named format is known from the start; "auto" says which it found
+/// once it has seen enough lines.
+fn named_format(format: &crate::log::FormatSpec) -> Option<String> {
+    match format {
+        crate::log::FormatSpec::Auto => None,
+        crate::log::FormatSpec::Preset(p) => Some(p.name().to_string()),
+        crate::log::FormatSpec::Custom { format, .. } => Some(format!("custom '{format}'")),
+    }
+}
+
+fn lock_status(s: &Mutex<LoopStatus>) -> std::sync::MutexGuard<'_, LoopStatus> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A rule engine that knows the ledger: bans in force are not decided
+/// again, and past bans count for escalation (after a restart or reload).
+fn seeded_engine(set: &RuleSet, ledger: &Ledger, now: i64) -> Result<Engine> {
+    let mut engine = Engine::new(set.clone());
+    for b in ledger.active(now)? {
+        engine.restore_ban(b.subject, b.expires_ms);
+    }
+    for (subject, count, last) in ledger.history(now.saturating_sub(set.escalation.remember_ms))? {
+        engine.remember_bans(subject, count, last);
+    }
+    Ok(engine)
+}
+
+/// The follow loop's state a reload replaces.
+struct Running<'a> {
+    live: &'a mut Live,
+    follower: &'a mut Follower,
+    parser: &'a mut LiveParser,
+    settings: &'a mut Settings,
+}
+
+/// SIGHUP: reads the configuration again. A bad one changes nothing. New
+/// rules start with fresh counting windows (bans and escalation history
+/// come from the ledger); new logs, format or proxies are followed from
+/// where the old ones were read to; the backend, its table, the state
+/// directory and the socket need a restart. Returns the new ruleset.
+fn reload(
+    args: &DaemonArgs,
+    run: &mut Running<'_>,
+    enforcer: &Mutex<Enforcer>,
+    dry_run: bool,
+) -> Result<RuleSet> {
+    let (_config, set, new) = load(args)?;
+    let old = run.settings.clone();
+    for (what, changed) in [
+        ("backend", new.backend != old.backend),
+        ("table", new.table != old.table),
+        ("state_dir", new.state_dir != old.state_dir),
+        ("socket", new.socket != old.socket),
+    ] {
+        if changed {
+            tracing::warn!("[daemon] {what} changed: it takes effect after a restart");
+        }
+    }
+    let (allow, warnings) = Allowlist::build(&set.allow, &SystemHost);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    {
+        let mut e = lock_enforcer(enforcer);
+        run.live.engine = seeded_engine(&set, &e.ledger, e.now())?;
+        e.allow = allow.clone();
+        e.hooks.on_ban = new.on_ban.clone();
+        e.hooks.on_unban = new.on_unban.clone();
+        e.hooks.kill_connections = new.kill_connections && !dry_run;
+    }
+    if new.logs != old.logs || new.format != old.format || new.proxies != old.proxies {
+        let options = follow_options(args);
+        *run.follower = Follower::resume(
+            new.logs.clone(),
+            options,
+            &run.follower.checkpoints(),
+            Instant::now(),
+        );
+        *run.parser = LiveParser::new(live_job(&new));
+        run.live.format = named_format(&new.format);
+    } else if let Some(p) = run.parser.parser() {
+        run.live
+            .engine
+            .set_field_text(crate::pipeline::field_text(p.clone()));
+    }
+    run.live.set = set.clone();
+    run.live.allow = allow;
+    // What needs a restart stays as it runs, so the next reload compares
+    // against the truth.
+    *run.settings = Settings {
+        backend: old.backend,
+        table: old.table,
+        state_dir: old.state_dir,
+        socket: old.socket,
+        ..new
+    };
+    tracing::info!(
+        rules = set.rules.len(),
+        logs = %run.settings.logs.join(", "),
+        "configuration reloaded; counting windows start afresh"
+    );
+    Ok(set)
 }
 
 fn publish(
