@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use super::{DaemonArgs, indent};
 use crate::daemon::Settings;
 use crate::daemon::control::{self, LoopStatus, Shared, SourceStatus};
-use crate::daemon::enforcer::{Enforcer, EngineUpdate, Hooks, wall_ms};
+use crate::daemon::enforcer::{Enforcer, EngineUpdate, Hooks, take_updates, wall_ms};
+use crate::daemon::lock;
 use crate::detect::allow::{Allowlist, SystemHost};
 use crate::detect::rules::{Action, ClassifyScratch};
 use crate::detect::{Config, Decision, Engine, RuleSet};
@@ -261,7 +262,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
     // milliseconds for 100k bans) never stops the logs being read and
     // decided, and the next batch is ready when it is done.
     let (to_enforcer, inbox) = std::sync::mpsc::sync_channel::<ToEnforcer>(ENFORCER_QUEUE);
-    let updates = lock_enforcer(&enforcer).updates();
+    let updates = lock(&enforcer).updates();
     let worker = {
         let enforcer = enforcer.clone();
         let set = set.clone();
@@ -289,7 +290,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
             };
             match reload(&args, &mut parts, &enforcer, dry_run) {
                 Ok(set) => {
-                    lock_status(&status).rules = set.rules.len();
+                    lock(&status).rules = set.rules.len();
                     waker.watch(&follower.directories());
                     let _ = to_enforcer.send(ToEnforcer::Rules(Box::new(set)));
                 }
@@ -329,8 +330,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
                 anyhow::bail!("the enforcer thread stopped");
             }
         }
-        let pending = std::mem::take(&mut *updates.lock().unwrap_or_else(|p| p.into_inner()));
-        for u in pending {
+        for u in take_updates(&updates) {
             match u {
                 EngineUpdate::Banned(s, until) => live.engine.restore_ban(s, until),
                 EngineUpdate::Lifted(s) => live.engine.lift_ban(s),
@@ -384,10 +384,6 @@ const ENFORCER_QUEUE: usize = 4;
 /// batch arrives.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 
-fn lock_enforcer(e: &Mutex<Enforcer>) -> std::sync::MutexGuard<'_, Enforcer> {
-    e.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The enforcer thread: applies each batch (everything queued at once, as
 /// one transaction, when it fell behind), saves checkpoints after the
 /// decisions before them, and keeps the backend maintained.
@@ -423,7 +419,7 @@ fn enforcer_loop(
                     // Decisions made under the old rules go out with the
                     // old actions first.
                     {
-                        let mut e = lock_enforcer(enforcer);
+                        let mut e = lock(enforcer);
                         enforce(&mut e, &decisions, &set, names, dry_run);
                     }
                     decisions.clear();
@@ -439,7 +435,7 @@ fn enforcer_loop(
             next = inbox.try_recv().ok();
         }
         {
-            let mut e = lock_enforcer(enforcer);
+            let mut e = lock(enforcer);
             enforce(&mut e, &decisions, &set, names, dry_run);
             e.maintain();
         }
@@ -481,10 +477,6 @@ fn named_format(format: &crate::log::FormatSpec) -> Option<String> {
         crate::log::FormatSpec::Preset(p) => Some(p.name().to_string()),
         crate::log::FormatSpec::Custom { format, .. } => Some(format!("custom '{format}'")),
     }
-}
-
-fn lock_status(s: &Mutex<LoopStatus>) -> std::sync::MutexGuard<'_, LoopStatus> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A rule engine that knows the ledger: bans in force are not decided
@@ -536,7 +528,7 @@ fn reload(
         tracing::warn!("{w}");
     }
     {
-        let mut e = lock_enforcer(enforcer);
+        let mut e = lock(enforcer);
         run.live.engine = seeded_engine(&set, &e.ledger, e.now())?;
         e.allow = allow.clone();
         e.hooks.on_ban = new.on_ban.clone();
@@ -584,7 +576,7 @@ fn publish(
     live: &Live,
     decisions: u64,
 ) {
-    let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = lock(status);
     st.sources = follower
         .progress()
         .into_iter()

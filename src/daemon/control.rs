@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::enforcer::{Enforcer, EngineUpdate};
+use super::lock;
 use crate::detect::addr::Subject;
 use crate::enforce::hooks::Facts;
 use crate::enforce::ledger::{NewBan, Query};
@@ -98,11 +99,6 @@ pub enum ControlError {
 
 /// Biggest request read (100k addresses are about 2 MB).
 const MAX_REQUEST: u64 = 64 << 20;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere while holding the lock must not stop enforcement.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Binds the socket: refuses if a daemon answers there, replaces a stale
 /// file left by a crash.

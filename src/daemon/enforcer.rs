@@ -37,8 +37,9 @@ pub enum EngineUpdate {
 /// Engine updates waiting for the follow loop.
 pub type Updates = std::sync::Arc<std::sync::Mutex<Vec<EngineUpdate>>>;
 
-fn lock_updates(u: &Updates) -> std::sync::MutexGuard<'_, Vec<EngineUpdate>> {
-    u.lock().unwrap_or_else(|p| p.into_inner())
+/// The updates waiting, taken.
+pub fn take_updates(updates: &Updates) -> Vec<EngineUpdate> {
+    std::mem::take(&mut *super::lock(updates))
 }
 
 /// What reconciliation changed.
@@ -130,17 +131,12 @@ impl Enforcer {
 
     /// Tells the rule engine about a change it did not decide.
     pub fn notify(&self, update: EngineUpdate) {
-        lock_updates(&self.updates).push(update);
+        super::lock(&self.updates).push(update);
     }
 
     /// Where the engine finds its updates.
     pub fn updates(&self) -> Updates {
         self.updates.clone()
-    }
-
-    /// The updates waiting, taken.
-    pub fn take_updates(&self) -> Vec<EngineUpdate> {
-        std::mem::take(&mut *lock_updates(&self.updates))
     }
 
     pub fn backend_name(&self) -> &str {
@@ -410,7 +406,7 @@ impl Enforcer {
                 self.degrade(&e);
             }
         }
-        lock_updates(&self.updates).extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
+        super::lock(&self.updates).extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
         if let Some(argv) = self.hooks.on_unban.clone() {
             for b in ended {
                 let f = Facts {
@@ -728,7 +724,7 @@ mod tests {
         // own timeout is what lifts it.
         assert_eq!(held(&s).len(), 1);
         assert_eq!(
-            s.enforcer.take_updates(),
+            take_updates(&s.enforcer.updates()),
             [
                 EngineUpdate::Lifted("203.0.113.6".parse().unwrap()),
                 EngineUpdate::Lifted("203.0.113.5".parse().unwrap())

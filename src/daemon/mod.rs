@@ -7,3 +7,9 @@ pub mod enforcer;
 pub mod settings;
 
 pub use settings::Settings;
+
+/// Locks a mutex shared by the daemon's threads. A panic elsewhere while
+/// holding it must not stop enforcement, so a poisoned lock is taken as is.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

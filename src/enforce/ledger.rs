@@ -134,10 +134,11 @@ impl Ledger {
             .map_err(err)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
             .map_err(err)?;
-        // A checkpoint copies the WAL into the database: done by
-        // `checkpoint` between batches, never inside a batch's commit,
-        // where it would hold up the bans. A bigger page cache keeps a
-        // 100k-ban batch from spilling to disk before its commit.
+        // A checkpoint copies the WAL into the database: the daemon's
+        // checkpointer thread does it (`spawn_checkpointer`), never a
+        // batch's commit, where it would hold up the bans. A bigger page
+        // cache keeps a 100k-ban batch from spilling to disk before its
+        // commit.
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768;",
         )
@@ -400,6 +401,41 @@ mod tests {
         let renewed = l.renewals(bans).unwrap();
         l.record(bans, &renewed).unwrap();
         renewed
+    }
+
+    /// With automatic checkpoints off, only the checkpointer thread moves
+    /// committed pages from the WAL into the database file; without it
+    /// the WAL would grow for as long as the daemon runs.
+    #[test]
+    fn the_checkpointer_moves_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let mut l = Ledger::open(&path).unwrap();
+        let bans: Vec<NewBan> = (0..2000)
+            .map(|i| {
+                ban(
+                    &format!("198.18.{}.{}", i / 250, i % 250 + 1),
+                    "flood",
+                    1000,
+                    60_000,
+                )
+            })
+            .collect();
+        record(&mut l, &bans);
+        let before = std::fs::metadata(&path).unwrap().len();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            before,
+            "no automatic checkpoint"
+        );
+        Ledger::spawn_checkpointer(&path, std::time::Duration::from_millis(10)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "never checkpointed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(l.active(2000).unwrap().len(), 2000);
     }
 
     #[test]

@@ -72,22 +72,14 @@ impl Nft {
         };
         for set in ["ban4", "ban6"] {
             let in_set = |b: &&BanEntry| set_name(&b.subject) == set;
-            let fresh: Vec<_> = fresh
-                .iter()
-                .filter(in_set)
-                .map(|b| element(b, true))
-                .collect();
+            let pick = |list: &[BanEntry], timed: bool| -> Vec<netlink::Element> {
+                list.iter()
+                    .filter(in_set)
+                    .map(|b| element(b, timed))
+                    .collect()
+            };
+            let (fresh, plain, timed) = (pick(fresh, true), pick(renew, false), pick(renew, true));
             batch.elements(netlink::Op::Add, &self.table, set, &fresh);
-            let plain: Vec<_> = renew
-                .iter()
-                .filter(in_set)
-                .map(|b| element(b, false))
-                .collect();
-            let timed: Vec<_> = renew
-                .iter()
-                .filter(in_set)
-                .map(|b| element(b, true))
-                .collect();
             batch.elements(netlink::Op::Add, &self.table, set, &plain);
             batch.elements(netlink::Op::Delete, &self.table, set, &plain);
             batch.elements(netlink::Op::Add, &self.table, set, &timed);
