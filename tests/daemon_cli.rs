@@ -31,7 +31,7 @@ fn bad_daemon_settings_are_located_by_run_and_check() {
     let cfg = write(
         dir.path(),
         "w.toml",
-        "[daemon]\nlogs = [\"/tmp/x.log\"]\nbackend = \"pf\"\non_ban = [\"bash\", \"-c\", \"notify {ip}\"]\n",
+        "[daemon]\nlogs = [\"/tmp/x.log\"]\nbackend = \"pf\"\non_ban = [\"bash\", \"-c\", \"notify {reason}\"]\n",
     );
     for cmd in ["run", "check"] {
         webfence()
@@ -43,7 +43,7 @@ fn bad_daemon_settings_are_located_by_run_and_check() {
                 "w.toml:3:11: unknown backend 'pf'",
             ))
             .stderr(predicate::str::contains(
-                "w.toml:4:25: a placeholder inside a shell command string",
+                "w.toml:4:25: the placeholder {reason} would put text from the logs into an argument",
             ));
     }
 }
@@ -172,6 +172,22 @@ fn manual_bans_through_the_socket_with_the_none_backend() {
             "refused 127.0.0.1: on the allowlist (",
         ));
     ctl(d, &["ban", "127.0.0.1", "--force", "--for", "1m"]).success();
+    // A typed reason is shown escaped: no terminal control, no bidi trick.
+    ctl(
+        d,
+        &[
+            "ban",
+            "192.0.2.99",
+            "--reason",
+            "a\x1b[2Jb\nc\u{202e}d",
+        ],
+    )
+    .success();
+    ctl(d, &["bans"])
+        .success()
+        .stdout(predicate::str::contains("a\\x1b[2Jb\\x0ac\\u{202e}d"))
+        .stdout(predicate::str::contains("\x1b").not());
+    ctl(d, &["unban", "192.0.2.99"]).success();
     ctl(d, &["bans"])
         .success()
         .stdout(predicate::str::contains("203.0.113.7").and(predicate::str::contains("scraper")))
@@ -190,7 +206,7 @@ fn manual_bans_through_the_socket_with_the_none_backend() {
         .success()
         .stdout(predicate::str::contains("backend   none ok"))
         .stdout(predicate::str::contains("malformed; format combined\n"))
-        .stdout(predicate::str::contains("bans      3 in force, 4 recorded"))
+        .stdout(predicate::str::contains("bans      3 in force, 5 recorded"))
         .stdout(predicate::str::contains(
             "access.log  read 0 of 0 bytes, up to date",
         ));
@@ -450,4 +466,120 @@ fn sighup_reloads_the_rules_and_a_bad_configuration_changes_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(banned(d, &[]), ["\"198.18.2.2\"", "\"198.18.2.3\""]);
+}
+
+/// `status` through the socket, timed.
+fn timed_status(d: &Path) -> Duration {
+    let t = Instant::now();
+    ctl(d, &["status"]).success();
+    t.elapsed()
+}
+
+/// Idle, dripping and non-reading clients, and a thousand at once, never
+/// keep `status` waiting (an audit saw 91 s with three idle connections).
+#[test]
+fn stuck_control_clients_do_not_block_others() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    let socket = d.join("ctl.sock");
+    // Enough history that its answer fills the socket buffer.
+    let many: String = (0..20_000)
+        .map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let list = write(d, "many.txt", &many);
+    let list = list.to_str().unwrap();
+    ctl(d, &["ban", "--force", "--file", list]).success();
+
+    let idle: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&socket).unwrap()).collect();
+    let mut drip = UnixStream::connect(&socket).unwrap();
+    drip.write_all(b"{").unwrap();
+    let mut deaf = UnixStream::connect(&socket).unwrap();
+    deaf.write_all(b"{\"cmd\":\"bans\",\"history\":true}\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let took = timed_status(d);
+        assert!(took < Duration::from_secs(3), "status took {took:?}");
+        drip.write_all(b" ").unwrap();
+    }
+
+    // A thousand clients at once: each gets an answer (served, or told the
+    // daemon is busy), none hangs.
+    let clients: Vec<_> = (0..1000)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut s = UnixStream::connect(&socket).map_err(|e| format!("connect: {e}"))?;
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let _ = s.write_all(b"{\"cmd\":\"status\"}\n");
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).map_err(|e| format!("read: {e}"))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&answer).map_err(|e| format!("{e}: {answer:?}"))?;
+                if v["ok"] == true || v["error"].as_str().unwrap_or("").starts_with("busy") {
+                    Ok(())
+                } else {
+                    Err(answer)
+                }
+            })
+        })
+        .collect();
+    let failures: Vec<String> = clients
+        .into_iter()
+        .filter_map(|c| c.join().unwrap().err())
+        .collect();
+    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    let answered = 1000;
+    assert_eq!(answered, 1000);
+    let took = timed_status(d);
+    assert!(took < Duration::from_secs(3), "status took {took:?}");
+
+    // The drip is cut off at its deadline with an answer, not held forever.
+    let mut answer = String::new();
+    drip.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    drip.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("no complete request within"), "{answer}");
+    drop((idle, deaf));
+}
+
+/// A client that is not root gets the daemon's refusal, not "Broken pipe".
+#[test]
+fn a_refused_client_reads_the_permission_message() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = d.join("ctl.sock");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let many: String = (0..5000).map(|i| format!("10.0.{}.{}\n", i >> 8, i & 255)).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["ban", "--file", "-", "--socket"])
+        .arg(&socket)
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(many.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("permission denied: only root may control webfence"),
+        "{err}"
+    );
 }

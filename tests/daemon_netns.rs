@@ -510,7 +510,7 @@ fn hostile_log_text_stays_inert_in_hooks() {
     let pwned = d.join("pwned");
     let out = d.join("hook.out");
     let hook = format!(
-        "on_ban = [\"sh\", \"-c\", \"printf '%s\\\\n%s\\\\n' \\\"$1\\\" \\\"$WEBFENCE_SAMPLE\\\" >> {}\", \"hook\", \"{{reason}}\"]\nbackend = \"none\"\nformat = \"combined\"",
+        "on_ban = [\"sh\", \"-c\", \"printf '%s\\\\n%s\\\\n' \\\"$1\\\" \\\"$WEBFENCE_SAMPLE\\\" >> {}\", \"hook\", \"{{ip}}\"]\nbackend = \"none\"\nformat = \"combined\"",
         out.display()
     );
     let cfg = config(d, &hook);

@@ -466,6 +466,44 @@ fn log_text_cannot_inject_terminal_escapes() {
         .stdout(predicate::str::contains("\x07").not());
 }
 
+/// Bidirectional overrides and zero-width characters are shown as escapes
+/// (a path could otherwise read backwards), and a User-Agent that a
+/// spreadsheet would run as a formula is written as text in CSV.
+#[test]
+fn disguising_text_and_formulas_are_neutralised() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "evil.log",
+        &format!(
+            "{}\n",
+            line(
+                "192.0.2.1",
+                T0,
+                "GET /inv\u{202e}gpj.exe HTTP/1.1",
+                200,
+                1,
+                "=cmd|' /C calc'!A0\u{200b}"
+            )
+        ),
+    );
+    webfence()
+        .args(["report", "--color", "never"])
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("/inv\\u{202e}gpj.exe"))
+        .stdout(predicate::str::contains("\u{202e}").not())
+        .stdout(predicate::str::contains("\u{200b}").not());
+    webfence()
+        .args(["report", "--csv", "user_agents"])
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("'=cmd|"))
+        .stdout(predicate::str::contains("\n=cmd").not());
+}
+
 #[test]
 fn closed_pipe_ends_quietly() {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("webfence"))

@@ -38,8 +38,11 @@ fn num(v: &Value, key: &str) -> i64 {
     v.get(key).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
+/// A text field of an answer, made safe for a terminal: a manual ban's
+/// reason is whatever was typed or sent to the socket.
+fn text(v: &Value, key: &str) -> String {
+    let raw = v.get(key).and_then(Value::as_str).unwrap_or("");
+    crate::log::parse::escape_for_display(raw.as_bytes())
 }
 
 pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
@@ -105,10 +108,10 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
             out,
             "{:<40} {:<22} {:<20} {:>10}  {}",
             text(b, "subject"),
-            truncate(text(b, "rule"), 22),
+            truncate(&text(b, "rule"), 22),
             started.get(..19).unwrap_or(&started),
             left,
-            truncate(text(b, "reason"), 80)
+            truncate(&text(b, "reason"), 80)
         );
     }
     emit(out.as_bytes())?;

@@ -2,7 +2,7 @@
 //! or the daemon's own user) carrying one JSON request and one JSON answer
 //! per connection. `webfence bans|ban|unban|status` are its clients.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -145,30 +145,134 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     (rc == 0).then_some(cred.uid)
 }
 
-/// Serves requests until the process ends.
+/// Connections served at once; more are answered "busy" at once and
+/// closed, so a flood of idle clients cannot exhaust threads or memory.
+const MAX_CONNECTIONS: usize = 128;
+/// How long a client has to send its whole request, however it drips it.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// How long an answer may take to be taken by a client that stopped reading.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// What is read of a refused client's request before the refusal is
+/// written, so it sees the message rather than a broken pipe.
+const REFUSED_REQUEST: usize = 64 << 10;
+
+/// Serves requests until the process ends: each connection on its own
+/// thread with deadlines, so an idle, slow or non-reading client delays
+/// nobody else.
 pub fn serve(listener: UnixListener, shared: Shared) {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
+    let shared = Arc::new(shared);
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-        let answer = match peer_uid(&stream) {
-            Some(uid) if uid == 0 || uid == me => {
-                let mut line = String::new();
-                let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
-                match read {
-                    Ok(_) => match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => handle(req, &shared),
-                        Err(e) => failure(format!("invalid request: {e}")),
-                    },
-                    Err(e) => failure(format!("cannot read the request: {e}")),
-                }
+        let Ok(stream) = stream else { continue };
+        use std::sync::atomic::Ordering::SeqCst;
+        if active.fetch_add(1, SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, SeqCst);
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            answer(
+                &stream,
+                &failure("busy: too many control connections at once; try again".into()),
+            );
+            // Closing with the request unread would reset the connection
+            // before the client reads the answer: take what comes quickly.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let _ = read_request(&stream, REFUSED_REQUEST, Duration::from_millis(50));
+            continue;
+        }
+        let (shared, active) = (shared.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("control-conn".into())
+            .spawn(move || {
+                connection(&stream, &shared, me);
+                active.fetch_sub(1, SeqCst);
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start a thread for a control connection");
+        }
+    }
+}
+
+/// One connection: the peer is checked, one request read within the
+/// deadline, one answer written.
+fn connection(stream: &UnixStream, shared: &Shared, me: u32) {
+    let _ = stream.set_write_timeout(Some(WRITE_DEADLINE));
+    let allowed = matches!(peer_uid(stream), Some(uid) if uid == 0 || uid == me);
+    let limit = if allowed {
+        MAX_REQUEST as usize
+    } else {
+        REFUSED_REQUEST
+    };
+    let request = read_request(stream, limit, REQUEST_DEADLINE);
+    let reply = if !allowed {
+        failure("permission denied: only root may control webfence".into())
+    } else {
+        match request {
+            Ok(line) => match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => handle(req, shared),
+                Err(e) => failure(format!("invalid request: {e}")),
+            },
+            Err(e) => failure(format!("cannot read the request: {e}")),
+        }
+    };
+    answer(stream, &reply);
+    if !allowed {
+        // Unread bytes at close would reset the connection under the
+        // refusal: let the client finish sending, briefly.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = read_request(stream, REFUSED_REQUEST, Duration::from_secs(1));
+    }
+}
+
+fn answer(mut stream: &UnixStream, reply: &Value) {
+    let mut text = reply.to_string();
+    text.push('\n');
+    let _ = stream.write_all(text.as_bytes());
+}
+
+/// Reads one line (without its newline) within `deadline` overall, not
+/// per read: a client sending a byte every few seconds is cut off too.
+fn read_request(
+    mut stream: &UnixStream,
+    limit: usize,
+    deadline: Duration,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let start = std::time::Instant::now();
+    let mut line = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(Error::new(
+                ErrorKind::TimedOut,
+                format!("no complete request within {}s", deadline.as_secs()),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue;
             }
-            _ => failure("permission denied: only root may control webfence".into()),
+            Err(e) => return Err(e),
         };
-        let mut text = answer.to_string();
-        text.push('\n');
-        let _ = stream.write_all(text.as_bytes());
+        if n == 0 {
+            return Ok(line);
+        }
+        let got = &buf[..n];
+        if let Some(end) = memchr::memchr(b'\n', got) {
+            line.extend_from_slice(&got[..end]);
+            return Ok(line);
+        }
+        line.extend_from_slice(got);
+        if line.len() > limit {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("request over {limit} bytes"),
+            ));
+        }
     }
 }
 
@@ -329,12 +433,15 @@ pub fn request(socket: &Path, req: &Request) -> Result<Value, ControlError> {
     };
     let mut text = serde_json::to_string(req).map_err(|e| ex(e.to_string()))?;
     text.push('\n');
-    stream
-        .write_all(text.as_bytes())
-        .map_err(|e| ex(e.to_string()))?;
+    // A daemon that refuses the request (permission, busy) answers and
+    // closes without reading all of it: its answer says more than the
+    // broken pipe the write then gets.
+    let written = stream.write_all(text.as_bytes());
     let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| ex(e.to_string()))?;
+    let read = stream.read_to_string(&mut answer);
+    if answer.trim().is_empty() {
+        written.map_err(|e| ex(e.to_string()))?;
+        read.map_err(|e| ex(e.to_string()))?;
+    }
     serde_json::from_str(&answer).map_err(|e| ex(format!("unreadable answer: {e}")))
 }

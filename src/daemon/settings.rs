@@ -130,11 +130,8 @@ impl Settings {
                 }
                 return None;
             }
-            if let Some(i) = hooks::shell_placeholder(&argv) {
-                err(
-                    h[i].at,
-                    "a placeholder inside a shell command string would let log text run as commands; read $WEBFENCE_IP, $WEBFENCE_REASON… in the script instead".into(),
-                );
+            if let Some((i, why)) = hooks::check_argv(&argv) {
+                err(h[i].at, why);
                 return None;
             }
             Some(argv)
@@ -200,7 +197,7 @@ mod tests {
             "t.toml:4:9: invalid table name 'a b'",
             "t.toml:5:10: unknown format 'nginx'",
             "t.toml:6:20: invalid trusted proxy '10.0.0.300'",
-            "t.toml:7:23: a placeholder inside a shell command string",
+            "t.toml:7:23: the placeholder {reason} would put text from the logs into an argument",
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }

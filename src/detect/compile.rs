@@ -38,6 +38,25 @@ impl Compiler<'_> {
         self.errors.push(e);
     }
 
+    /// Rule, score and action names reach hooks as {rule} and {action}
+    /// placeholders and WEBFENCE_RULE, so they are kept to a safe alphabet.
+    fn name(&mut self, at: Origin, what: &str, name: &str) {
+        let safe = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !safe {
+            self.err(
+                at,
+                format!(
+                    "invalid {what} name '{}': use up to 64 letters, digits, '-', '_' or '.'",
+                    crate::log::parse::escape_for_display(name.as_bytes())
+                ),
+            );
+        }
+    }
+
     fn duration(&mut self, v: &Sp<String>, what: &str) -> Option<u64> {
         match units::parse_duration(&v.value) {
             Ok(s) => Some(s),
@@ -278,6 +297,7 @@ impl RuleSet {
 
         let mut scores = Vec::new();
         for (name, (at, s)) in &config.scores {
+            c.name(*at, "score", name);
             let threshold = match &s.threshold {
                 Some(t) if t.value > 0.0 && t.value.is_finite() => t.value,
                 Some(t) => {
@@ -323,6 +343,7 @@ impl RuleSet {
                 continue;
             }
             let rname = name.value.clone();
+            c.name(name.at, "rule", &rname);
             let Some(kind) = raw.kind.as_ref().map(|k| k.value) else {
                 c.err(name.at, format!("rule '{rname}' has no kind (expected rate, distinct, match or unexpected_host)"));
                 continue;
@@ -492,8 +513,14 @@ impl RuleSet {
                 .flatten()
                 .map(|s| s.value.clone())
                 .collect();
+            c.name(*at, "action", name);
             if command.is_empty() {
                 c.err(*at, format!("action '{name}' needs a command, such as command = [\"/usr/local/bin/notify\"]"));
+            }
+            if let Some((i, why)) = crate::enforce::hooks::check_argv(&command) {
+                if let Some(arg) = a.command.as_ref().and_then(|c| c.get(i)) {
+                    c.err(arg.at, format!("action '{name}': {why}"));
+                }
             }
             actions.push(NamedAction {
                 name: name.clone(),
@@ -697,5 +724,16 @@ mod tests {
         assert_eq!(err.0.len(), 1, "{err}");
         assert!(err.0[0].file.ends_with("bad-agents.txt"));
         assert_eq!(err.0[0].line, 4);
+    }
+
+    #[test]
+    fn names_and_action_commands_cannot_carry_shell_text() {
+        let err = compile("[rules.\"a;touch x\"]\nkind = \"match\"\nmatch.path.prefix = [\"/x\"]\naction = \"notify\"\n[actions.notify]\ncommand = [\"sh\", \"-c\", \"echo {reason}\"]\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("invalid rule name 'a;touch x'"), "{text}");
+        assert!(
+            text.contains("action 'notify': the placeholder {reason} would put text from the logs"),
+            "{text}"
+        );
     }
 }

@@ -527,9 +527,10 @@ pub struct RawDaemon {
     /// false).
     pub kill_connections: Option<bool>,
     /// Program and arguments run on every ban. Placeholders {ip}, {rule},
-    /// {action}, {duration}, {reason} and {event} are replaced inside single
-    /// arguments; the same facts are in WEBFENCE_* environment variables.
-    /// Never run through a shell.
+    /// {action}, {duration} and {event} are replaced inside single
+    /// arguments; these and the text facts (reason, a sample log line) are
+    /// in WEBFENCE_* environment variables. Never run through a shell, and
+    /// text from logs never fills an argument ({reason} is refused).
     pub on_ban: Option<Vec<Sp<String>>>,
     /// Likewise, run when a ban is lifted (by hand or on expiry).
     pub on_unban: Option<Vec<Sp<String>>>,

@@ -1,9 +1,10 @@
 //! Hooks: programs the admin configures to run on a ban or an unban, and
 //! named actions. The facts (address, rule, reason, a log line…) reach them
-//! as environment variables and as placeholders substituted inside single
-//! arguments, never through a shell, so a User-Agent such as
-//! `$(touch /tmp/pwned)` stays text (the class of fail2ban's
-//! CVE-2021-32749). They run on a thread of their own, one at a time with a
+//! as environment variables; validated values (address, rule, duration)
+//! can also fill placeholders inside single arguments. Nothing runs through
+//! a shell and no text from a log reaches an argument, so a User-Agent such
+//! as `$(touch /tmp/pwned)` stays text (the class of fail2ban's
+//! CVE-2021-32749) whatever program the admin names. They run on a thread of their own, one at a time with a
 //! time limit, so a slow hook never delays a ban.
 
 use std::process::{Command, Stdio};
@@ -35,14 +36,63 @@ pub struct Invocation {
     pub env: Vec<(String, String)>,
 }
 
-pub const PLACEHOLDERS: [&str; 6] = [
-    "{ip}",
-    "{rule}",
-    "{action}",
-    "{duration}",
-    "{reason}",
-    "{event}",
+/// Placeholders a hook argument may hold. Each stands for a value webfence
+/// has validated: an address or CIDR, a name from the configuration (rule
+/// and action names are letters, digits, '.', '_' and '-'), a number. Text
+/// that comes from a log line or a socket request (the reason, a sample
+/// line) is never substituted into an argument: a program that interprets
+/// its arguments (`sh -c`, `env bash -c`, `python3 -c`, `sudo`, `timeout`,
+/// `perl -e`, …) would run it, and no list of such programs is complete. It
+/// reaches hooks only as WEBFENCE_* environment variables.
+pub const PLACEHOLDERS: [&str; 5] = ["{ip}", "{rule}", "{action}", "{duration}", "{event}"];
+
+/// Facts that carry outside text, and the variable that holds each.
+const TEXT_FACTS: [(&str, &str); 6] = [
+    ("{reason}", "WEBFENCE_REASON"),
+    ("{sample}", "WEBFENCE_SAMPLE"),
+    ("{line}", "WEBFENCE_SAMPLE"),
+    ("{path}", "WEBFENCE_SAMPLE"),
+    ("{user_agent}", "WEBFENCE_SAMPLE"),
+    ("{message}", "WEBFENCE_SAMPLE"),
 ];
+
+/// What is wrong with a hook's argument vector: the index of the argument
+/// and why. Every `{word}` in an argument must be one of `PLACEHOLDERS`.
+pub fn check_argv(argv: &[String]) -> Option<(usize, String)> {
+    for (i, arg) in argv.iter().enumerate() {
+        let mut rest = arg.as_str();
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else { break };
+            let word = &after[..close];
+            rest = &after[close + 1..];
+            if word.is_empty() || !word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                continue;
+            }
+            let placeholder = format!("{{{word}}}");
+            if PLACEHOLDERS.contains(&placeholder.as_str()) {
+                continue;
+            }
+            if let Some((_, var)) = TEXT_FACTS.iter().find(|(p, _)| *p == placeholder) {
+                return Some((
+                    i,
+                    format!(
+                        "the placeholder {placeholder} would put text from the logs into an argument, where a program such as sh -c could run it; read ${var} in the program instead (placeholders: {})",
+                        PLACEHOLDERS.join(" ")
+                    ),
+                ));
+            }
+            return Some((
+                i,
+                format!(
+                    "unknown placeholder {placeholder} (expected one of {})",
+                    PLACEHOLDERS.join(" ")
+                ),
+            ));
+        }
+    }
+    None
+}
 
 impl Facts {
     fn value(&self, placeholder: &str) -> String {
@@ -51,7 +101,6 @@ impl Facts {
             "{rule}" => self.rule.clone(),
             "{action}" => self.action.clone(),
             "{duration}" => self.duration_s.map(|s| s.to_string()).unwrap_or_default(),
-            "{reason}" => self.reason.clone(),
             "{event}" => self.event.clone(),
             _ => String::new(),
         }
@@ -100,28 +149,6 @@ impl Facts {
         }
         Invocation { argv, env }
     }
-}
-
-/// A shell given a command string (`sh -c '...'`) with a placeholder in
-/// that string would hand log text to the shell: refused at configuration
-/// time. Scripts read the facts from the environment instead.
-pub fn shell_placeholder(argv: &[String]) -> Option<usize> {
-    let shell = argv.first().is_some_and(|p| {
-        let base = p.rsplit('/').next().unwrap_or(p);
-        matches!(
-            base,
-            "sh" | "bash" | "dash" | "zsh" | "ksh" | "fish" | "busybox"
-        )
-    });
-    if !shell {
-        return None;
-    }
-    let c = argv
-        .iter()
-        .position(|a| a.starts_with('-') && a.contains('c'))?;
-    argv.get(c + 1)
-        .filter(|script| PLACEHOLDERS.iter().any(|p| script.contains(p)))
-        .map(|_| c + 1)
 }
 
 /// How long a hook may run before it is killed.
@@ -238,22 +265,26 @@ mod tests {
         let inv = facts("agent {ip} $(touch /tmp/x)").invocation(&s(&[
             "/usr/local/bin/notify",
             "--ip={ip}",
-            "{reason}",
-            "{duration}s {unknown}",
+            "{rule}/{action}",
+            "{duration}s",
         ]));
         assert_eq!(
             inv.argv,
             s(&[
                 "/usr/local/bin/notify",
                 "--ip=203.0.113.7",
-                "agent {ip} $(touch /tmp/x)",
-                "3600s {unknown}"
+                "bad-agent/ban",
+                "3600s"
             ])
         );
         assert!(
             inv.env
                 .contains(&("WEBFENCE_IP".into(), "203.0.113.7".into()))
         );
+        assert!(inv.env.contains(&(
+            "WEBFENCE_REASON".into(),
+            "agent {ip} $(touch /tmp/x)".into()
+        )));
         assert!(
             inv.env
                 .iter()
@@ -261,21 +292,41 @@ mod tests {
         );
     }
 
+    /// Every way around the old check (which looked at argv[0] and the
+    /// first dash argument) that an audit found, and then some: log text
+    /// never reaches an argument, whatever program comes first.
     #[test]
-    fn placeholders_in_shell_strings_are_refused() {
-        assert_eq!(shell_placeholder(&s(&["sh", "-c", "echo {ip}"])), Some(2));
-        assert_eq!(
-            shell_placeholder(&s(&["/bin/bash", "-ec", "logger {reason}"])),
-            Some(2)
-        );
-        assert_eq!(
-            shell_placeholder(&s(&["sh", "-c", "echo \"$WEBFENCE_IP\""])),
-            None
-        );
-        assert_eq!(
-            shell_placeholder(&s(&["/usr/bin/logger", "{reason}"])),
-            None
-        );
+    fn text_placeholders_are_refused_in_every_position() {
+        let bypasses: &[&[&str]] = &[
+            &["bash", "--norc", "-c", "echo {reason} >> /tmp/out"],
+            &["env", "sh", "-c", "echo {reason}"],
+            &["/usr/bin/env", "bash", "-c", "echo {reason}"],
+            &["sudo", "sh", "-c", "echo {reason}"],
+            &["timeout", "5", "sh", "-c", "echo {reason}"],
+            &["sh", "-c", "--", "echo {reason}"],
+            &["bash", "--rcfile", "/etc/x", "-c", "echo {reason}"],
+            &["python3", "-c", "print('{reason}')"],
+            &["perl", "-e", "print '{reason}'"],
+            &["/usr/local/bin/notify", "{reason}"],
+            &["/usr/local/bin/notify", "--text={sample}"],
+            &["logger", "{user_agent}"],
+            &["logger", "{path}"],
+        ];
+        for argv in bypasses {
+            let (i, why) = check_argv(&s(argv)).unwrap_or_else(|| panic!("accepted {argv:?}"));
+            assert!(argv[i].contains('{'), "{argv:?} -> {i}");
+            assert!(why.contains("$WEBFENCE_"), "{why}");
+        }
+        let (_, why) = check_argv(&s(&["notify", "{adress}"])).unwrap();
+        assert!(why.contains("unknown placeholder {adress}"), "{why}");
+        for fine in [
+            &["sh", "-c", "echo {ip} {rule} {duration}"][..],
+            &["sh", "-c", "echo \"$WEBFENCE_REASON\""][..],
+            &["awk", "{ print $1 }"][..],
+            &["jq", "{}"][..],
+        ] {
+            assert_eq!(check_argv(&s(fine)), None, "{fine:?}");
+        }
     }
 
     #[test]
@@ -289,11 +340,11 @@ mod tests {
             "-c",
             "printf '%s|%s\\n' \"$1\" \"$WEBFENCE_REASON\" > \"$0\"",
             &out.display().to_string(),
-            "{reason}",
+            "{ip}",
         ]);
         run_one(&facts(&reason).invocation(&argv)).unwrap();
         let written = std::fs::read_to_string(&out).unwrap();
-        assert_eq!(written, format!("{reason}|{reason}\n"));
+        assert_eq!(written, format!("203.0.113.7|{reason}\n"));
         assert!(!pwned.exists());
     }
 

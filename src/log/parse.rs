@@ -79,9 +79,27 @@ impl Malformed<'_> {
     }
 }
 
+/// Characters that are not control characters but change how the text
+/// around them reads: bidirectional overrides and isolates (U+202E turns
+/// `gpj.exe` around), marks, and invisible zero-width characters that make
+/// two different strings look the same.
+fn is_deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+    )
+}
+
 /// Renders bytes for a terminal or message: printable ASCII and valid UTF-8
-/// as is, everything else (control bytes, invalid UTF-8) as `\xNN`, so a log
-/// line can never inject terminal escape sequences.
+/// as is; control bytes and invalid UTF-8 as `\xNN`, bidirectional and
+/// zero-width characters as `\u{NNNN}`, so a log line can never inject
+/// terminal escape sequences or disguise what it says.
 pub fn escape_for_display(b: &[u8]) -> String {
     let mut out = String::with_capacity(b.len());
     for chunk in b.utf8_chunks() {
@@ -90,6 +108,8 @@ pub fn escape_for_display(b: &[u8]) -> String {
                 for byte in c.to_string().bytes() {
                     let _ = write!(out, "\\x{byte:02x}");
                 }
+            } else if is_deceptive(c) {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
             } else {
                 out.push(c);
             }
@@ -755,6 +775,11 @@ mod tests {
     fn display_escaping_neutralises_terminal_escapes() {
         assert_eq!(escape_for_display(b"a\x1b[2Jb\xff"), "a\\x1b[2Jb\\xff");
         assert_eq!(escape_for_display("café".as_bytes()), "café");
+        assert_eq!(
+            escape_for_display("evil\u{202e}gpj.exe\u{200b}!".as_bytes()),
+            "evil\\u{202e}gpj.exe\\u{200b}!"
+        );
+        assert_eq!(escape_for_display(b"a\nb\rc"), "a\\x0ab\\x0dc");
     }
 
     fn arb_text() -> impl Strategy<Value = String> {

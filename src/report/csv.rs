@@ -23,14 +23,25 @@ pub enum CsvTable {
     Timeline,
 }
 
+/// A spreadsheet runs a cell that starts with `=`, `+`, `-`, `@` (or a
+/// tab or carriage return before one) as a formula: a User-Agent such as
+/// `=cmd|' /C calc'!A0` would. Such text from a log gets a leading `'`,
+/// which spreadsheets show as text (the OWASP advice for CSV injection).
+pub fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{text}").into(),
+        _ => text.into(),
+    }
+}
+
 fn keyed<W: Write>(w: &mut csv::Writer<W>, t: &Table) -> csv::Result<()> {
     w.write_record([t.key_name, "hits", "bytes", "percent"])?;
     for r in &t.rows {
         w.write_record([
-            r.key.as_str(),
-            &r.hits.to_string(),
-            &r.bytes.to_string(),
-            &r.percent.to_string(),
+            &*spreadsheet_safe(&r.key),
+            r.hits.to_string().as_str(),
+            r.bytes.to_string().as_str(),
+            r.percent.to_string().as_str(),
         ])?;
     }
     Ok(())
@@ -111,4 +122,19 @@ pub fn write<W: Write>(out: W, r: &Report, table: CsvTable) -> csv::Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formulas_from_logs_are_neutralised() {
+        for bad in ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\t=1"] {
+            assert_eq!(spreadsheet_safe(bad), format!("'{bad}"));
+        }
+        for fine in ["/index.html", "Mozilla/5.0", "", "GET"] {
+            assert_eq!(spreadsheet_safe(fine), fine);
+        }
+    }
 }
