@@ -175,12 +175,7 @@ fn manual_bans_through_the_socket_with_the_none_backend() {
     // A typed reason is shown escaped: no terminal control, no bidi trick.
     ctl(
         d,
-        &[
-            "ban",
-            "192.0.2.99",
-            "--reason",
-            "a\x1b[2Jb\nc\u{202e}d",
-        ],
+        &["ban", "192.0.2.99", "--reason", "a\x1b[2Jb\nc\u{202e}d"],
     )
     .success();
     ctl(d, &["bans"])
@@ -493,7 +488,9 @@ fn stuck_control_clients_do_not_block_others() {
     let list = list.to_str().unwrap();
     ctl(d, &["ban", "--force", "--file", list]).success();
 
-    let idle: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&socket).unwrap()).collect();
+    let idle: Vec<UnixStream> = (0..3)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
     let mut drip = UnixStream::connect(&socket).unwrap();
     drip.write_all(b"{").unwrap();
     let mut deaf = UnixStream::connect(&socket).unwrap();
@@ -516,7 +513,8 @@ fn stuck_control_clients_do_not_block_others() {
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                 let _ = s.write_all(b"{\"cmd\":\"status\"}\n");
                 let mut answer = String::new();
-                s.read_to_string(&mut answer).map_err(|e| format!("read: {e}"))?;
+                s.read_to_string(&mut answer)
+                    .map_err(|e| format!("read: {e}"))?;
                 let v: serde_json::Value =
                     serde_json::from_str(&answer).map_err(|e| format!("{e}: {answer:?}"))?;
                 if v["ok"] == true || v["error"].as_str().unwrap_or("").starts_with("busy") {
@@ -531,7 +529,12 @@ fn stuck_control_clients_do_not_block_others() {
         .into_iter()
         .filter_map(|c| c.join().unwrap().err())
         .collect();
-    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     let answered = 1000;
     assert_eq!(answered, 1000);
     let took = timed_status(d);
@@ -539,7 +542,8 @@ fn stuck_control_clients_do_not_block_others() {
 
     // The drip is cut off at its deadline with an answer, not held forever.
     let mut answer = String::new();
-    drip.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    drip.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     drip.read_to_string(&mut answer).unwrap();
     assert!(answer.contains("no complete request within"), "{answer}");
     drop((idle, deaf));
@@ -560,7 +564,9 @@ fn a_refused_client_reads_the_permission_message() {
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     let socket = d.join("ctl.sock");
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let many: String = (0..5000).map(|i| format!("10.0.{}.{}\n", i >> 8, i & 255)).collect();
+    let many: String = (0..5000)
+        .map(|i| format!("10.0.{}.{}\n", i >> 8, i & 255))
+        .collect();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
         .args(["ban", "--file", "-", "--socket"])
         .arg(&socket)
@@ -582,4 +588,45 @@ fn a_refused_client_reads_the_permission_message() {
         err.contains("permission denied: only root may control webfence"),
         "{err}"
     );
+}
+
+/// Regression: `for_s` = 2^63-1 from the socket wrapped, and the ban
+/// expired before it started.
+#[test]
+fn an_absurd_duration_from_the_socket_is_refused() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    let mut s = std::os::unix::net::UnixStream::connect(d.join("ctl.sock")).unwrap();
+    s.write_all(
+        format!(
+            "{{\"cmd\":\"ban\",\"subjects\":[\"192.0.2.1\"],\"for_s\":{}}}\n",
+            i64::MAX
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("too long"), "{answer}");
+    ctl(d, &["bans"])
+        .success()
+        .stderr(predicate::str::contains("no bans in force"));
+}
+
+/// A FIFO named as a log was ignored without a word; now it is refused.
+#[test]
+fn a_fifo_as_a_log_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.log");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    webfence()
+        .args(["run", "--dry-run", "--backend", "none"])
+        .arg(&fifo)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("it is a FIFO"));
 }

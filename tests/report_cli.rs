@@ -504,6 +504,52 @@ fn disguising_text_and_formulas_are_neutralised() {
         .stdout(predicate::str::contains("\n=cmd").not());
 }
 
+/// Regression: a line dated 10^18 ms beside a 2024 line asked for 66 GB
+/// and aborted; a 9999 date made a 416,211-row timeline. Absurd times are
+/// malformed, and the timeline stays short whatever the span.
+#[test]
+fn absurd_timestamps_are_malformed_and_timelines_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = line(
+        "192.0.2.1",
+        "10/Mar/2024:00:00:00 +0000",
+        "GET / HTTP/1.1",
+        200,
+        1,
+        "x",
+    );
+    let far = line(
+        "192.0.2.2",
+        "10/Mar/9999:00:00:00 +0000",
+        "GET / HTTP/1.1",
+        200,
+        1,
+        "x",
+    );
+    let old = line(
+        "192.0.2.3",
+        "01/Jan/1971:00:00:00 +0000",
+        "GET / HTTP/1.1",
+        200,
+        1,
+        "x",
+    );
+    let p = write(dir.path(), "far.log", &format!("{good}\n{far}\n{old}\n"));
+    let doc = report_json(&[p.to_str().unwrap(), "--format", "combined"]);
+    assert_eq!(doc["summary"]["requests"], 2);
+    assert_eq!(doc["summary"]["malformed"], 1);
+    let rows = doc["timeline"].as_array().unwrap().len();
+    assert!(rows <= 1441, "{rows} timeline rows");
+    let p = write(
+        dir.path(),
+        "far.json",
+        "{\"remote_addr\":\"192.0.2.8\",\"time\":1710028800,\"status\":200}\n{\"remote_addr\":\"192.0.2.9\",\"time\":1000000000000000000,\"status\":200}\n",
+    );
+    let doc = report_json(&[p.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(doc["summary"]["requests"], 1);
+    assert_eq!(doc["summary"]["malformed"], 1);
+}
+
 #[test]
 fn closed_pipe_ends_quietly() {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("webfence"))

@@ -142,6 +142,11 @@ fn load(args: &DaemonArgs) -> Result<(Config, RuleSet, Settings)> {
             "no log to follow: set [daemon] logs in the configuration, or name files or globs, such as 'webfence run /var/log/nginx/access.log'"
         );
     }
+    for log in &settings.logs {
+        if let Some(kind) = follow::not_a_file(Path::new(log)) {
+            anyhow::bail!("cannot follow {log}: it is {kind}; webfence follows regular files");
+        }
+    }
     Ok((config, set, settings))
 }
 

@@ -97,6 +97,10 @@ pub enum ControlError {
     Exchange { path: PathBuf, reason: String },
 }
 
+/// The longest ban accepted: beyond it the expiry (milliseconds since
+/// 1970 in an i64) would wrap and the ban end before it starts.
+pub const MAX_BAN_S: u64 = 100 * 365 * 86_400;
+
 /// Biggest request read (100k addresses are about 2 MB).
 const MAX_REQUEST: u64 = 64 << 20;
 
@@ -329,6 +333,11 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
                 Err(e) => return failure(e),
             };
             let for_s = for_s.unwrap_or(shared.default_ban_s).max(1);
+            if for_s > MAX_BAN_S {
+                return failure(format!(
+                    "a ban of {for_s}s is too long: at most {MAX_BAN_S}s (100 years)"
+                ));
+            }
             let reason = reason.unwrap_or_else(|| "banned by hand".into());
             let mut e = lock(&shared.enforcer);
             let now = e.now();

@@ -259,7 +259,9 @@ impl Parser {
         let time = match get(Field::Time) {
             Some(t) if t == scratch.last_time_text.as_slice() => scratch.last_time,
             Some(t) => {
-                let ms = parse_time(&f.time, t).ok_or_else(|| invalid(Field::Time))?;
+                let ms = parse_time(&f.time, t)
+                    .and_then(super::time::plausible)
+                    .ok_or_else(|| invalid(Field::Time))?;
                 scratch.last_time_text.clear();
                 scratch.last_time_text.extend_from_slice(t);
                 scratch.last_time = ms;
@@ -278,10 +280,11 @@ impl Parser {
                 let from_tod = tp
                     .apply(tod, &mut civil)
                     .map_err(|_| invalid(Field::TimeOfDay))?;
-                match from_date.or(from_tod) {
-                    Some(epoch) => epoch,
-                    None => civil.to_epoch_ms().ok_or_else(|| invalid(Field::Date))?,
-                }
+                from_date
+                    .or(from_tod)
+                    .or_else(|| civil.to_epoch_ms())
+                    .and_then(super::time::plausible)
+                    .ok_or_else(|| invalid(Field::Date))?
             }
         };
         let status = get(Field::Status)
@@ -374,7 +377,9 @@ impl Parser {
             }
         })?;
         let time = match json::lookup(doc, &f.time) {
-            Some(v) => json::timestamp(v).ok_or_else(|| invalid(Field::Time))?,
+            Some(v) => json::timestamp(v)
+                .and_then(super::time::plausible)
+                .ok_or_else(|| invalid(Field::Time))?,
             None => return Err(missing(Field::Time)),
         };
         let status = match json::lookup(doc, &f.status) {

@@ -240,6 +240,16 @@ pub fn parse_epoch(b: &[u8]) -> Option<EpochMs> {
     }
 }
 
+/// The times a log line may claim: from 1970 to the end of 2099. A line
+/// dated 9999, or 10^18 ms, is a corrupt or hostile line, and believing it
+/// would stretch every timeline and window across millennia.
+pub const PLAUSIBLE_MS: std::ops::Range<EpochMs> = 0..4_102_444_800_000;
+
+/// `ms` if a log line may claim it.
+pub fn plausible(ms: EpochMs) -> Option<EpochMs> {
+    PLAUSIBLE_MS.contains(&ms).then_some(ms)
+}
+
 /// Any timestamp layout webfence understands, for JSON logs and CLI values.
 pub fn parse_any(b: &[u8]) -> Option<EpochMs> {
     parse_clf(b)

@@ -27,6 +27,7 @@
 //! file's last partial line is handed out when the file is closed, rather
 //! than lost.
 
+use crate::log::parse::MAX_LINE;
 use std::collections::hash_map::DefaultHasher;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -58,6 +59,29 @@ impl Default for FollowOptions {
             max_read: 16 << 20,
         }
     }
+}
+
+/// What a path that exists but is not a regular file is ("a FIFO", "a
+/// directory"…), for messages; `None` for a file or nothing at all. A
+/// follower reads files by offset, which a pipe or device does not have.
+pub fn not_a_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (pipe the writer into 'webfence report -', or log to a file)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    })
 }
 
 /// The identity of a file's content: a hash of its first bytes and how many.
@@ -92,6 +116,10 @@ struct Tracked {
     /// Set when starting mid-file: bytes up to the first newline are the
     /// tail of a line whose start was never read.
     skip_to_newline: bool,
+    /// Bytes of the current unfinished line dropped beyond `MAX_LINE + 1`:
+    /// a writer that never ends its line must not grow memory without
+    /// bound. The line is handed out cut, as report and replay cut it.
+    overlong: u64,
     fingerprint: Option<Fingerprint>,
     last_data: Instant,
 }
@@ -148,13 +176,14 @@ impl Tracked {
             read_to: 0,
             partial: Vec::new(),
             skip_to_newline: false,
+            overlong: 0,
             last_data: now,
         })
     }
 
     /// Everything before this was handed out.
     fn consumed(&self) -> u64 {
-        self.read_to - self.partial.len() as u64
+        self.read_to - self.partial.len() as u64 - self.overlong
     }
 
     /// Reads what was appended and hands out the complete lines.
@@ -210,9 +239,30 @@ impl Tracked {
                 }
             }
         }
+        const KEEP: usize = MAX_LINE + 1;
+        if self.overlong > 0 {
+            // The kept start of an overlong line is `partial[..KEEP]`; what
+            // follows up to its newline is dropped.
+            match memchr::memchr(b'\n', &self.partial[KEEP.min(self.partial.len())..]) {
+                Some(p) => {
+                    self.partial.drain(KEEP..KEEP + p);
+                    self.overlong = 0;
+                }
+                None => {
+                    self.overlong += (self.partial.len() - KEEP) as u64;
+                    self.partial.truncate(KEEP);
+                    return Ok(());
+                }
+            }
+        }
         if let Some(last) = memchr::memrchr(b'\n', &self.partial) {
             out(&self.path, &self.partial[..=last]);
             self.partial.drain(..=last);
+        }
+        if self.partial.len() > KEEP {
+            self.overlong += (self.partial.len() - KEEP) as u64;
+            self.partial.truncate(KEEP);
+            self.partial.shrink_to(KEEP.max(max_read));
         }
         Ok(())
     }
@@ -225,6 +275,7 @@ impl Tracked {
             out(&self.path, &self.partial);
         }
         self.partial.clear();
+        self.overlong = 0;
     }
 
     fn checkpoint(&self) -> Checkpoint {
@@ -331,6 +382,8 @@ impl Follower {
                 let path = PathBuf::from(&p);
                 if path.is_file() {
                     out.push(path);
+                } else if let Some(kind) = not_a_file(&path) {
+                    self.warn_once(format!("{p} is {kind}, not a log file: it is not followed"));
                 }
                 continue;
             }
@@ -768,6 +821,49 @@ mod tests {
         );
         collect(&mut g, now, &mut all);
         assert_eq!(all.len(), 4);
+    }
+
+    /// Regression: a writer that never ends its line grew `run` and `top`
+    /// by 3 MB/s. The line is kept to `MAX_LINE + 1` bytes and handed out
+    /// cut when its newline comes; checkpoints still count every byte.
+    #[test]
+    fn an_endless_line_costs_bounded_memory_and_is_handed_out_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        append(&path, "");
+        let mut f = Follower::new(
+            vec![path.display().to_string()],
+            FollowOptions {
+                from_start: true,
+                max_read: 1 << 20,
+                ..FollowOptions::default()
+            },
+        );
+        let now = Instant::now();
+        let mut lens = Vec::new();
+        let mut poll = |f: &mut Follower, lens: &mut Vec<usize>| {
+            f.poll(now, &mut |_, bytes| {
+                lens.extend(
+                    bytes
+                        .split(|&b| b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(<[u8]>::len),
+                );
+            })
+        };
+        let block = "x".repeat(1 << 20);
+        for _ in 0..8 {
+            append(&path, &block);
+            poll(&mut f, &mut lens);
+            let held: usize = f.active.iter().map(|t| t.partial.capacity()).sum();
+            assert!(held <= (2 << 20) + MAX_LINE + 2, "holding {held} bytes");
+        }
+        assert!(lens.is_empty());
+        append(&path, "tail\nnext line\n");
+        poll(&mut f, &mut lens);
+        assert_eq!(lens, vec![MAX_LINE + 1, "next line".len()]);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(f.checkpoints()[0].offset, size);
     }
 
     #[test]
