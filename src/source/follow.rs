@@ -841,7 +841,7 @@ mod tests {
         );
         let now = Instant::now();
         let mut lens = Vec::new();
-        let mut poll = |f: &mut Follower, lens: &mut Vec<usize>| {
+        let poll = |f: &mut Follower, lens: &mut Vec<usize>| {
             f.poll(now, &mut |_, bytes| {
                 lens.extend(
                     bytes
