@@ -630,3 +630,87 @@ fn a_fifo_as_a_log_is_refused_clearly() {
         .failure()
         .stderr(predicate::str::contains("it is a FIFO"));
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Regression: with `state_dir` on a full 2 MB tmpfs the ledger stopped
+/// while bans went on, `status` said ok, and the missed bans were never
+/// recorded. Now the daemon is degraded (exit 3) while the disk is full,
+/// and everything is recorded once there is space again.
+#[test]
+fn a_full_state_directory_degrades_and_loses_no_ban() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "the full-disk test needs root to mount a tmpfs"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    assert!(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&state)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _mount = Mount(state.clone());
+    let daemon = start(d, &[]);
+    // Fill what is left of the disk.
+    let filler = state.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    let many: String = (0..5000)
+        .map(|i| format!("10.9.{}.{}\n", i >> 8, i & 255))
+        .collect();
+    let list = write(d, "many.txt", &many);
+    ctl(d, &["ban", "--force", "--file", list.to_str().unwrap()]).success();
+    let out = webfence()
+        .args(["status", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("ledger    DEGRADED") && text.contains("5,000 bans in the kernel wait"),
+        "{text}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status_json(d)["healthy"] != true {
+        assert!(Instant::now() < deadline, "the ledger did not recover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert_eq!(
+        log.matches("cannot write the ledger").count(),
+        1,
+        "one error per episode:\n{log}"
+    );
+    let out = webfence()
+        .args(["bans", "--json", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5000);
+    drop(daemon);
+}

@@ -270,6 +270,9 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
     let backend = answer.get("backend").cloned().unwrap_or_default();
     let health = backend.get("health").cloned().unwrap_or_default();
     let ok = health.get("ok").and_then(Value::as_bool) == Some(true);
+    let ledger = answer.get("ledger").cloned().unwrap_or_default();
+    let ledger_health = ledger.get("health").cloned().unwrap_or_default();
+    let ledger_ok = ledger_health.get("ok").and_then(Value::as_bool) != Some(false);
     let now = num(&answer, "now_ms");
     let mut out = String::new();
     let up = ((now - num(&lp, "started_ms")).max(0) / 1000) as u64;
@@ -305,6 +308,16 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
             )
         }
     );
+    if !ledger_ok {
+        let _ = writeln!(
+            out,
+            "ledger    {} since {}: {} ({} bans in the kernel wait to be recorded; retrying)",
+            style.paint("1;31", "DEGRADED"),
+            format_rfc3339(num(&ledger_health, "since_ms"), None),
+            text(&ledger_health, "error"),
+            thousands(num(&ledger, "pending") as u64)
+        );
+    }
     let bans = answer.get("bans").cloned().unwrap_or_default();
     let _ = writeln!(
         out,
@@ -361,7 +374,7 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
         );
     }
     emit(out.as_bytes())?;
-    Ok(if ok {
+    Ok(if ok && ledger_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

@@ -439,12 +439,15 @@ fn enforcer_loop(
             }
             next = inbox.try_recv().ok();
         }
-        {
+        let unrecorded = {
             let mut e = lock(enforcer);
             enforce(&mut e, &decisions, &set, names, dry_run);
             e.maintain();
-        }
-        if let Some(c) = checkpoints {
+            e.pending()
+        };
+        // While bans wait in memory for the ledger, the logs are not marked
+        // read past them: a crash then re-reads and decides them again.
+        if let Some(c) = checkpoints.filter(|_| unrecorded == 0) {
             save(&c);
         }
     }
@@ -678,9 +681,8 @@ fn enforce(
             bans.len() - BANS_LOGGED_PER_BATCH
         );
     }
-    if let Err(err) = e.ban(&bans, facts) {
-        tracing::error!(error = %err, "cannot record bans");
-    }
+    // A ledger failure is the enforcer's to report (once) and retry.
+    let _ = e.ban(&bans, facts);
 }
 
 /// Where the control socket is: `--socket`, else the configuration's.

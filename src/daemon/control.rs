@@ -425,7 +425,9 @@ fn status(shared: &Shared) -> Value {
         "now_ms": now,
         "loop": st,
         "bans": {"active": active, "recorded": recorded},
+        "healthy": e.healthy(),
         "backend": {"name": e.backend_name(), "health": e.health},
+        "ledger": {"health": e.ledger_health, "pending": e.pending()},
         "hooks": {"dropped": dropped, "failed": failed},
     })
 }

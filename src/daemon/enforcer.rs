@@ -47,6 +47,8 @@ pub fn take_updates(updates: &Updates) -> Vec<EngineUpdate> {
 pub struct Reconciled {
     pub added: usize,
     pub removed: usize,
+    /// Kernel bans the ledger had no record of, now recorded.
+    pub adopted: usize,
 }
 
 pub struct Hooks {
@@ -60,6 +62,13 @@ pub struct Enforcer {
     pub ledger: Ledger,
     backend: Box<dyn Backend + Send>,
     pub health: Health,
+    /// Whether the ledger takes writes. A full or read-only state directory
+    /// makes the daemon degraded, not blind: bans go on into the kernel
+    /// and wait in `pending` until they can be recorded.
+    pub ledger_health: Health,
+    /// Bans in force that the ledger could not record yet, oldest first.
+    pending: Vec<NewBan>,
+    last_ledger_attempt_ms: i64,
     pub hooks: Hooks,
     pub allow: Allowlist,
     /// Shared with the follow loop, which drains it without waiting for
@@ -82,6 +91,13 @@ const EXPIRE_EVERY_MS: i64 = 100;
 fn remaining_s(expires_ms: i64, now_ms: i64) -> u64 {
     ((expires_ms - now_ms) / 1000).max(1) as u64
 }
+
+/// Bans kept in memory while the ledger cannot take them.
+const MAX_PENDING: usize = 1_000_000;
+
+/// How long a ban found in a kernel without timeouts (null routes) and
+/// not in the ledger is kept.
+const ADOPTED_UNTIMED_S: u64 = 3600;
 
 /// Batches at least this big go to the ledger and the kernel at once.
 const PARALLEL_BATCH: usize = 1000;
@@ -113,6 +129,14 @@ impl Enforcer {
                 since_ms: now,
                 failures: 0,
             },
+            ledger_health: Health {
+                ok: true,
+                error: None,
+                since_ms: now,
+                failures: 0,
+            },
+            pending: Vec::new(),
+            last_ledger_attempt_ms: i64::MIN,
             hooks,
             allow,
             updates: Updates::default(),
@@ -159,7 +183,7 @@ impl Enforcer {
             tracing::info!(
                 backend = self.backend.name(),
                 added = r.added,
-                removed = r.removed,
+                adopted = r.adopted,
                 "backend ready; kernel reconciled with the ledger"
             );
         }
@@ -169,6 +193,73 @@ impl Enforcer {
             since_ms: self.now(),
             failures: self.health.failures,
         };
+    }
+
+    /// Bans waiting to be recorded.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether everything is enforced and recorded.
+    pub fn healthy(&self) -> bool {
+        self.health.ok && self.ledger_health.ok
+    }
+
+    /// A ledger write failed: said once per episode, not once per batch
+    /// (a full disk under a flood would write thousands of lines).
+    fn ledger_failed(&mut self, e: &LedgerError) {
+        self.ledger_health.failures += 1;
+        if self.ledger_health.ok {
+            tracing::error!(error = %e,
+                "cannot write the ledger; running degraded: bans still go into the kernel and are kept in memory until they can be recorded");
+            self.ledger_health.since_ms = self.now();
+        }
+        self.ledger_health.ok = false;
+        self.ledger_health.error = Some(e.to_string());
+    }
+
+    fn ledger_recovered(&mut self, recorded: usize) {
+        if !self.ledger_health.ok {
+            tracing::info!(
+                recorded,
+                "the ledger takes writes again; bans held in memory are recorded"
+            );
+        }
+        self.ledger_health.ok = true;
+        self.ledger_health.error = None;
+        self.ledger_health.since_ms = self.now();
+    }
+
+    /// Keeps bans the ledger refused, to record them later. Past the bound
+    /// the oldest go: they stay in the kernel, and a reconcile adopts them
+    /// from there.
+    fn hold(&mut self, bans: &[NewBan]) {
+        self.pending.extend_from_slice(bans);
+        if self.pending.len() > MAX_PENDING {
+            let over = self.pending.len() - MAX_PENDING;
+            self.pending.drain(..over);
+        }
+    }
+
+    /// Records what waits, if the ledger takes it now.
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = self.now();
+        self.last_ledger_attempt_ms = now;
+        let pending = std::mem::take(&mut self.pending);
+        let renewed = self
+            .ledger
+            .renewals(&pending)
+            .unwrap_or_else(|_| vec![true; pending.len()]);
+        match self.ledger.record(&pending, &renewed) {
+            Ok(()) => self.ledger_recovered(pending.len()),
+            Err(e) => {
+                self.ledger_failed(&e);
+                self.pending = pending;
+            }
+        }
     }
 
     /// Sets the backend up and makes the kernel match the ledger: re-adds
@@ -198,29 +289,72 @@ impl Enforcer {
         let timed = self.backend.expires_itself();
         let held: crate::stats::Map<Subject, u64> =
             kernel.iter().map(|k| (k.subject, k.expires_s)).collect();
-        let wanted: crate::stats::Map<Subject, i64> =
-            want.iter().map(|b| (b.subject, b.expires_ms)).collect();
+        let want: Vec<(Subject, i64)> = want
+            .iter()
+            .map(|b| (b.subject, b.expires_ms))
+            .chain(
+                self.pending
+                    .iter()
+                    .filter(|b| b.expires_ms > now)
+                    .map(|b| (b.subject, b.expires_ms)),
+            )
+            .collect();
+        let wanted: crate::stats::Map<Subject, i64> = want.iter().copied().collect();
+        // A ban in webfence's table that the ledger does not know was put
+        // there by webfence (a batch whose record failed or was cut off by
+        // a crash) or by the admin: either way it is kept and recorded,
+        // with the time the kernel gives it (an hour where the backend has
+        // no timeouts). Removing it would let the abuse through.
+        let adopt: Vec<NewBan> = kernel
+            .iter()
+            .filter(|k| !wanted.contains_key(&k.subject))
+            .map(|k| {
+                let left_s = if timed && k.expires_s > 0 {
+                    k.expires_s
+                } else {
+                    ADOPTED_UNTIMED_S
+                };
+                NewBan {
+                    subject: k.subject,
+                    rule: "kernel".into(),
+                    reason: "found in webfence's kernel set without a ledger record".into(),
+                    evidence: None,
+                    origin: "kernel".into(),
+                    started_ms: now,
+                    expires_ms: now.saturating_add(left_s as i64 * 1000),
+                }
+            })
+            .collect();
+        if !adopt.is_empty() {
+            let renewed = vec![false; adopt.len()];
+            match self.ledger.record(&adopt, &renewed) {
+                Ok(()) => tracing::warn!(
+                    count = adopt.len(),
+                    "bans in the kernel had no ledger record; recorded them with the time they have left"
+                ),
+                Err(e) => {
+                    self.ledger_failed(&e);
+                    self.hold(&adopt);
+                }
+            }
+        }
         let add: Vec<BanEntry> = want
             .iter()
-            .filter(|b| match held.get(&b.subject) {
+            .filter(|&&(subject, expires_ms)| match held.get(&subject) {
                 None => true,
                 // Held longer than the ledger allows: put the right timeout.
-                Some(&left) => timed && left > remaining_s(b.expires_ms, now) + 2,
+                Some(&left) => timed && left > remaining_s(expires_ms, now) + 2,
             })
-            .map(|b| BanEntry {
-                subject: b.subject,
-                timeout_s: remaining_s(b.expires_ms, now),
+            .map(|&(subject, expires_ms)| BanEntry {
+                subject,
+                timeout_s: remaining_s(expires_ms, now),
             })
             .collect();
-        let remove: Vec<Subject> = kernel
-            .iter()
-            .map(|k| k.subject)
-            .filter(|s| !wanted.contains_key(s))
-            .collect();
-        self.backend.apply(&add, &remove)?;
+        self.backend.apply(&add, &[])?;
         Ok(Reconciled {
             added: add.len(),
-            removed: remove.len(),
+            removed: 0,
+            adopted: adopt.len(),
         })
     }
 
@@ -231,6 +365,11 @@ impl Enforcer {
         if now.saturating_sub(self.last_expiry_ms) >= EXPIRE_EVERY_MS {
             self.last_expiry_ms = now;
             self.expire();
+        }
+        if !self.pending.is_empty()
+            && now.saturating_sub(self.last_ledger_attempt_ms) >= self.retry_ms
+        {
+            self.flush_pending();
         }
         let wait = if self.health.ok {
             self.check_ms
@@ -324,10 +463,15 @@ impl Enforcer {
             kernel_time = t.elapsed();
             (recorded, applied)
         };
-        if let Err(e) = &recorded {
-            // The kernel still gets the bans: losing the record is better
-            // than letting the abuse through.
-            tracing::error!(error = %e, "cannot record bans in the ledger");
+        match &recorded {
+            // The kernel has the bans either way; the record waits in
+            // memory and is written when the ledger takes it.
+            Err(e) => {
+                self.ledger_failed(e);
+                self.hold(bans);
+            }
+            Ok(()) if !self.ledger_health.ok => self.flush_pending(),
+            Ok(()) => {}
         }
         let applied = match applied {
             Some(Ok(())) => bans.len(),
@@ -354,7 +498,7 @@ impl Enforcer {
                 self.submit(inv);
             }
         }
-        recorded.map(|_| applied)
+        Ok(applied)
     }
 
     fn submit(&self, inv: Invocation) {
@@ -592,7 +736,7 @@ mod tests {
     }
 
     #[test]
-    fn reconcile_restores_missing_bans_without_extending_them_and_drops_strangers() {
+    fn reconcile_restores_missing_bans_without_extending_them_and_adopts_strangers() {
         let mut s = setup();
         s.enforcer
             .ban(&[new_ban("203.0.113.1", T0, 60)], Vec::new())
@@ -608,11 +752,72 @@ mod tests {
             r,
             Reconciled {
                 added: 1,
-                removed: 1
+                removed: 0,
+                adopted: 1,
             }
         );
         // 39.5 s were left: the kernel gets 39, never more than the ledger.
-        assert_eq!(held(&s), [("203.0.113.1".to_string(), 39)]);
+        assert_eq!(
+            held(&s),
+            [
+                ("198.18.0.1".to_string(), 3600),
+                ("203.0.113.1".to_string(), 39)
+            ]
+        );
+        // The stranger is recorded with the time the kernel gave it.
+        let now = T0 + 20_500;
+        let active = s.enforcer.ledger.active(now).unwrap();
+        let adopted = active
+            .iter()
+            .find(|b| b.subject.to_string() == "198.18.0.1")
+            .unwrap();
+        assert_eq!(
+            (adopted.origin.as_str(), adopted.expires_ms),
+            ("kernel", now + 3_600_000)
+        );
+    }
+
+    /// Regression: with the state directory full, the ledger stopped while
+    /// the kernel went on, status said ok, and a restart's reconcile
+    /// removed the unrecorded bans from the kernel.
+    #[test]
+    fn a_ledger_that_refuses_writes_degrades_keeps_bans_and_records_them_later() {
+        let mut s = setup();
+        s.enforcer.ledger.refuse_writes(true).unwrap();
+        let applied = s
+            .enforcer
+            .ban(
+                &[
+                    new_ban("203.0.113.7", T0, 600),
+                    new_ban("203.0.113.8", T0, 600),
+                ],
+                Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(applied, 2, "the kernel gets the bans anyway");
+        assert!(!s.enforcer.ledger_health.ok && !s.enforcer.healthy());
+        assert_eq!(s.enforcer.pending(), 2);
+        // A reconcile meanwhile (backend retry, restart of the backend)
+        // keeps them in the kernel.
+        s.enforcer.reconcile().unwrap();
+        assert_eq!(held(&s).len(), 2);
+        // Still refused: they wait.
+        s.clock.store(T0 + 6000, Ordering::SeqCst);
+        s.enforcer.maintain();
+        assert_eq!(s.enforcer.pending(), 2);
+        // Space is back: the next retry records them with their evidence.
+        s.enforcer.ledger.refuse_writes(false).unwrap();
+        s.clock.store(T0 + 12_000, Ordering::SeqCst);
+        s.enforcer.maintain();
+        assert_eq!(s.enforcer.pending(), 0);
+        assert!(s.enforcer.healthy());
+        let active = s.enforcer.ledger.active(T0 + 12_000).unwrap();
+        assert_eq!(active.len(), 2);
+        assert!(
+            active
+                .iter()
+                .all(|b| b.rule == "flood" && b.expires_ms == T0 + 600_000)
+        );
     }
 
     #[test]

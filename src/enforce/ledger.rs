@@ -159,6 +159,15 @@ impl Ledger {
 
     /// Which of these bans would replace an open ban of the same subject
     /// (a renewal rather than a fresh ban).
+    /// Makes every write fail, as a full disk does (tests of what the
+    /// daemon does then).
+    #[doc(hidden)]
+    pub fn refuse_writes(&self, refuse: bool) -> Result<(), LedgerError> {
+        self.conn
+            .pragma_update(None, "query_only", refuse)
+            .map_err(|e| self.err(e))
+    }
+
     pub fn renewals(&self, bans: &[NewBan]) -> Result<Vec<bool>, LedgerError> {
         let res = (|| {
             if bans.len() < LOOKUPS_UP_TO {
