@@ -492,11 +492,31 @@ fn a_failing_backend_degrades_then_recovers_and_reconciles() {
     wait_for("re-creation", Duration::from_secs(10), || {
         net.nft_set("ban4").iter().any(|(ip, _)| ip == "198.18.0.7")
     });
+
+    // Regression: flushing the set or the chain went unnoticed (2,202
+    // bans not enforced for 38 s and more, status "ok"). The health check
+    // compares the kernel with the ledger and repairs both.
+    for flush in [
+        &["nft", "flush", "set", "inet", "webfence", "ban4"][..],
+        &["nft", "flush", "chain", "inet", "webfence", "input"][..],
+    ] {
+        assert!(net.exec(flush).status().unwrap().success());
+        wait_for("repair", Duration::from_secs(10), || {
+            let rules = net
+                .exec(&["nft", "list", "chain", "inet", "webfence", "input"])
+                .output()
+                .unwrap();
+            net.nft_set("ban4").iter().any(|(ip, _)| ip == "198.18.0.7")
+                && String::from_utf8_lossy(&rules.stdout).contains("@ban4 drop")
+        });
+    }
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
     assert!(
         log.contains("running degraded") && log.contains("kernel reconciled"),
         "{log}"
     );
+    assert!(log.contains("bans were missing from the kernel"), "{log}");
+    assert!(log.contains("the drop rules for ban4"), "{log}");
 }
 
 #[test]

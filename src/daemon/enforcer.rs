@@ -382,7 +382,46 @@ impl Enforcer {
         self.last_attempt_ms = now;
         if !self.health.ok {
             let _ = self.reconcile();
-        } else if let Err(e) = self.backend.check() {
+        } else {
+            self.verify();
+        }
+    }
+
+    /// The periodic check: the backend's rules must be in place and every
+    /// ban the ledger holds must be in the kernel. A set or chain flushed
+    /// behind webfence's back is said and repaired, not left unenforced.
+    fn verify(&mut self) {
+        let held = match self.backend.inspect() {
+            Ok(held) => held,
+            Err(e) => {
+                self.degrade(&e);
+                let _ = self.reconcile();
+                return;
+            }
+        };
+        if !self.backend.reconciles() {
+            return;
+        }
+        let now = self.now();
+        let Ok(active) = self.ledger.active(now) else {
+            return;
+        };
+        let in_kernel: std::collections::HashSet<Subject, foldhash::fast::RandomState> =
+            held.iter().map(|k| k.subject).collect();
+        // A ban that runs out within the next seconds may already be gone.
+        let missing = active
+            .iter()
+            .map(|b| (b.subject, b.expires_ms))
+            .chain(self.pending.iter().map(|b| (b.subject, b.expires_ms)))
+            .filter(|(s, expires_ms)| *expires_ms > now + 2000 && !in_kernel.contains(s))
+            .count();
+        if missing > 0 {
+            let e = EnforceError::Output {
+                program: self.backend.name().to_string(),
+                reason: format!(
+                    "{missing} bans were missing from the kernel (removed behind webfence's back?)"
+                ),
+            };
             self.degrade(&e);
             let _ = self.reconcile();
         }

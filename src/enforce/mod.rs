@@ -72,6 +72,13 @@ pub trait Backend {
     fn check(&mut self) -> Result<(), EnforceError> {
         self.list().map(|_| ())
     }
+    /// The periodic health check: the bans in place, after making sure the
+    /// rules that enforce them are there too (an error names what is
+    /// missing). Backends that can do both in one read override it.
+    fn inspect(&mut self) -> Result<Vec<KernelBan>, EnforceError> {
+        self.check()?;
+        self.list()
+    }
     /// Whether `list` shows the kernel's state, to reconcile the ledger with.
     fn reconciles(&self) -> bool {
         true

@@ -193,6 +193,56 @@ fn parse_elem(v: &Value) -> Option<KernelBan> {
     })
 }
 
+/// What webfence's table holds: the bans in its sets, and the sets that a
+/// drop rule in its input chain refers to.
+#[derive(Debug, Default)]
+struct TableState {
+    bans: Vec<KernelBan>,
+    guarded: Vec<&'static str>,
+}
+
+fn parse_table(json: &str) -> Result<TableState, EnforceError> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| EnforceError::Output {
+        program: "nft".into(),
+        reason: e.to_string(),
+    })?;
+    let mut state = TableState::default();
+    let items = doc.get("nftables").and_then(Value::as_array);
+    for item in items.into_iter().flatten() {
+        if let Some(set) = item.get("set") {
+            let elems = set.get("elem").and_then(Value::as_array);
+            state
+                .bans
+                .extend(elems.into_iter().flatten().filter_map(parse_elem));
+        } else if let Some(rule) = item.get("rule") {
+            if rule.get("chain").and_then(Value::as_str) != Some("input") {
+                continue;
+            }
+            let expr = rule.get("expr").and_then(Value::as_array);
+            let exprs = expr.map(Vec::as_slice).unwrap_or_default();
+            let drops = exprs.iter().any(|e| e.get("drop").is_some());
+            let set = exprs.iter().find_map(|e| {
+                let right = e.get("match")?.get("right")?.as_str()?;
+                SETS.iter()
+                    .copied()
+                    .find(|s| right.strip_prefix('@') == Some(*s))
+            });
+            if let (true, Some(set)) = (drops, set) {
+                state.guarded.push(set);
+            }
+        }
+    }
+    state.bans.sort();
+    Ok(state)
+}
+
+impl Nft {
+    fn read_table(&mut self) -> Result<TableState, EnforceError> {
+        let json = self.nft(&["-j", "list", "table", "inet", &self.table], None)?;
+        parse_table(&json)
+    }
+}
+
 impl Backend for Nft {
     fn name(&self) -> &str {
         "nftables"
@@ -231,35 +281,33 @@ impl Backend for Nft {
     }
 
     fn list(&mut self) -> Result<Vec<KernelBan>, EnforceError> {
-        let mut out = Vec::new();
-        for set in SETS {
-            let json = self.nft(&["-j", "list", "set", "inet", &self.table, set], None)?;
-            let doc: Value = serde_json::from_str(&json).map_err(|e| EnforceError::Output {
-                program: "nft".into(),
-                reason: e.to_string(),
-            })?;
-            let items = doc
-                .get("nftables")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for item in items {
-                let elems = item
-                    .get("set")
-                    .and_then(|s| s.get("elem"))
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                out.extend(elems.iter().filter_map(parse_elem));
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.read_table()?.bans)
     }
 
+    /// One read of the whole table (nft reads every element for any
+    /// listing anyway, so a separate rules check would cost as much).
     fn check(&mut self) -> Result<(), EnforceError> {
-        self.nft(&["list", "chain", "inet", &self.table, "input"], None)
-            .map(|_| ())
+        self.inspect().map(|_| ())
+    }
+
+    fn inspect(&mut self) -> Result<Vec<KernelBan>, EnforceError> {
+        let table = self.read_table()?;
+        let missing: Vec<&str> = SETS
+            .iter()
+            .copied()
+            .filter(|set| !table.guarded.contains(set))
+            .collect();
+        if !missing.is_empty() {
+            return Err(EnforceError::Output {
+                program: "nft".into(),
+                reason: format!(
+                    "the drop rules for {} are missing from chain inet {} input (flushed behind webfence's back?)",
+                    missing.join(", "),
+                    self.table
+                ),
+            });
+        }
+        Ok(table.bans)
     }
 
     fn teardown(&mut self) -> Result<(), EnforceError> {
