@@ -304,6 +304,9 @@ pub struct Follower {
     active: Vec<Tracked>,
     retiring: Vec<Tracked>,
     started: bool,
+    /// What remained of compressed rotated files at resume, handed out
+    /// before anything else.
+    backlog: Vec<Backlog>,
     /// Problems seen while polling (unreadable files, bad globs), each
     /// reported once.
     pub warnings: Vec<String>,
@@ -325,15 +328,21 @@ impl Follower {
             options,
             active: Vec::new(),
             retiring: Vec::new(),
+            backlog: Vec::new(),
             started: false,
             warnings: Vec::new(),
             warned: Vec::new(),
         }
     }
 
-    /// Starts where checkpoints say reading stopped. A file whose path now
-    /// names another inode was rotated while webfence was down: the old
-    /// file is looked for (by inode) next to it and read to its end first.
+    /// Starts where checkpoints say reading stopped. A checkpoint names a
+    /// file by device, inode and a fingerprint of its first bytes, and all
+    /// three must agree: an inode number reused by another file is not the
+    /// log. When the log was rotated while webfence was down (rename and
+    /// create, copytruncate, compression), the rest of what was read is
+    /// looked for among its rotated siblings (`access.log.1`,
+    /// `access.log-20240101.gz`…, by content) and read from the checkpoint
+    /// on, before the new file is read from its start.
     pub fn resume(
         patterns: Vec<String>,
         options: FollowOptions,
@@ -342,25 +351,31 @@ impl Follower {
     ) -> Follower {
         let mut f = Follower::unstarted(patterns, options);
         for cp in checkpoints {
-            let Some(old) = find_by_inode(&cp.path, cp.dev, cp.inode) else {
-                continue;
-            };
-            let Ok(mut t) = Tracked::open(&old, now) else {
-                continue;
-            };
-            let intact = match cp.fingerprint {
-                Some(fp) => same_content(&t.file, fp).unwrap_or(false),
-                None => true,
-            };
-            let size = t.file.metadata().map(|m| m.len()).unwrap_or(0);
-            if intact && size >= cp.offset {
+            let here = Tracked::open(&cp.path, now)
+                .ok()
+                .filter(|t| t.dev == cp.dev && t.inode == cp.inode && holds(&t.file, cp));
+            if let Some(mut t) = here {
                 t.read_to = cp.offset;
-            }
-            t.path = cp.path.clone();
-            if old == cp.path {
                 f.active.push(t);
-            } else {
-                f.retiring.push(t);
+                continue;
+            }
+            match find_rotated(cp) {
+                Some(Rotated::Plain(old)) => match Tracked::open(&old, now) {
+                    Ok(mut t) => {
+                        t.read_to = cp.offset;
+                        // Its checkpoint stays under the log's name, so a
+                        // restart before it is drained finds it the same way.
+                        t.path = cp.path.clone();
+                        f.retiring.push(t);
+                    }
+                    Err(e) => f.warn_once(format!("cannot open {}: {e}", old.display())),
+                },
+                Some(Rotated::Compressed(old, rest)) => f.backlog.push(Backlog {
+                    path: old,
+                    data: rest,
+                    at: 0,
+                }),
+                None => {}
             }
         }
         f.started = true;
@@ -429,6 +444,11 @@ impl Follower {
     /// Reads what is new everywhere and hands out complete lines, in order
     /// per file: `out(path, lines)` gets whole lines (each ends with '\n').
     pub fn poll(&mut self, now: Instant, out: &mut dyn FnMut(&Path, &[u8])) {
+        // Oldest of all: what a compressed rotation took away.
+        for b in &mut self.backlog {
+            b.hand_out(self.options.max_read, out);
+        }
+        self.backlog.retain(|b| b.at < b.data.len());
         // Old files first: their lines were written before the new file's.
         let mut keep = Vec::new();
         for mut t in std::mem::take(&mut self.retiring) {
@@ -570,20 +590,138 @@ impl Follower {
 
 /// The file with this inode: at `path`, or next to it under another name
 /// (`access.log.1` after a rotation).
-fn find_by_inode(path: &Path, dev: u64, inode: u64) -> Option<PathBuf> {
-    let matches = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.dev() == dev && m.ino() == inode);
-    if matches(path) {
-        return Some(path.to_path_buf());
-    }
+/// Whether `file` still holds what the checkpoint read: its first bytes
+/// are those fingerprinted, and it is at least as long as what was read.
+fn holds(file: &File, cp: &Checkpoint) -> bool {
+    let long_enough = file.metadata().is_ok_and(|m| m.len() >= cp.offset);
+    long_enough
+        && match cp.fingerprint {
+            Some(fp) => same_content(file, fp).unwrap_or(false),
+            // Nothing was read from it yet: nothing can be lost either.
+            None => cp.offset == 0,
+        }
+}
+
+/// Where a log rotated while webfence was stopped went.
+enum Rotated {
+    /// A plain file (renamed, or the copy of a copytruncate).
+    Plain(PathBuf),
+    /// A compressed one: its content after the checkpoint, decompressed.
+    Compressed(PathBuf, Vec<u8>),
+}
+
+/// Most bytes kept from a compressed rotated file at resume: what was
+/// written between the last checkpoint and the rotation, normally small.
+const MAX_COMPRESSED_BACKLOG: u64 = 256 << 20;
+
+/// Siblings of the log named like its rotations (`access.log.1`,
+/// `access.log-20240101.gz`), never any other file in the directory.
+fn rotated_siblings(path: &Path) -> Vec<PathBuf> {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::read_dir(dir)
-        .ok()?
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| matches(p))
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .and_then(|n| n.strip_prefix(name.as_str()).map(|r| r.to_string()))
+                .is_some_and(|rest| rest.starts_with(['.', '-', '_']))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The rotated sibling holding the checkpoint's content: the same inode
+/// (renamed) first, then by fingerprint (a copy, or compressed).
+fn find_rotated(cp: &Checkpoint) -> Option<Rotated> {
+    let siblings = rotated_siblings(&cp.path);
+    let same_inode =
+        |p: &PathBuf| std::fs::metadata(p).is_ok_and(|m| m.dev() == cp.dev && m.ino() == cp.inode);
+    let plain_holds = |p: &PathBuf| File::open(p).is_ok_and(|f| holds(&f, cp));
+    if let Some(p) = siblings.iter().find(|p| same_inode(p) && plain_holds(p)) {
+        return Some(Rotated::Plain(p.clone()));
+    }
+    let fp = cp.fingerprint?;
+    for p in &siblings {
+        if plain_holds(p) {
+            return Some(Rotated::Plain(p.clone()));
+        }
+        if let Some(rest) = compressed_rest(p, fp, cp.offset) {
+            return Some(Rotated::Compressed(p.clone(), rest));
+        }
+    }
+    None
+}
+
+/// A gzip file's content after `offset`, if its first bytes are `fp`'s.
+fn compressed_rest(path: &Path, fp: Fingerprint, offset: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut file = File::open(path).ok()?;
+    let mut magic = [0u8; 2];
+    file.read_exact(&mut magic).ok()?;
+    if magic != [0x1f, 0x8b] {
+        return None;
+    }
+    let file = File::open(path).ok()?;
+    let mut gz = flate2::read::MultiGzDecoder::new(file);
+    let mut head = vec![0u8; fp.len as usize];
+    gz.read_exact(&mut head).ok()?;
+    let mut h = DefaultHasher::new();
+    head.hash(&mut h);
+    if h.finish() != fp.hash || offset < u64::from(fp.len) {
+        return None;
+    }
+    io::copy(
+        &mut (&mut gz).take(offset - u64::from(fp.len)),
+        &mut io::sink(),
+    )
+    .ok()?;
+    let mut rest = Vec::new();
+    gz.take(MAX_COMPRESSED_BACKLOG)
+        .read_to_end(&mut rest)
+        .ok()?;
+    if rest.last().is_some_and(|&b| b != b'\n') {
+        rest.push(b'\n');
+    }
+    Some(rest)
+}
+
+/// The rest of a compressed rotated file, handed out in whole lines.
+#[derive(Debug)]
+struct Backlog {
+    path: PathBuf,
+    data: Vec<u8>,
+    at: usize,
+}
+
+impl Backlog {
+    fn hand_out(&mut self, max: usize, out: &mut dyn FnMut(&Path, &[u8])) {
+        let left = &self.data[self.at..];
+        let piece = if left.len() <= max {
+            left.len()
+        } else {
+            // Up to the last newline within `max`, or a whole line if a
+            // single one is longer.
+            match memchr::memrchr(b'\n', &left[..max]) {
+                Some(p) => p + 1,
+                None => memchr::memchr(b'\n', left).map_or(left.len(), |p| p + 1),
+            }
+        };
+        if piece > 0 {
+            out(&self.path, &left[..piece]);
+        }
+        self.at += piece;
+    }
 }
 
 /// Saves checkpoints atomically (write, then rename over the old file).
@@ -954,5 +1092,107 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Reads a log, saves a checkpoint after "1" and "2", then lets `rotate`
+    /// act on the stopped follower's files (after "3" and "4" were written)
+    /// and resumes: every line exactly once, old before new.
+    fn resume_after(rotate: impl FnOnce(&Path)) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        // Longer than a fingerprint, as real logs are.
+        let first = format!("1 {}\n2\n", "x".repeat(300));
+        append(&path, &first);
+        let now = Instant::now();
+        let options = FollowOptions {
+            from_start: true,
+            ..FollowOptions::default()
+        };
+        let mut f = Follower::new(vec![path.display().to_string()], options.clone());
+        let mut got = Vec::new();
+        collect(&mut f, now, &mut got);
+        let cps = f.checkpoints();
+        drop(f);
+        append(&path, "3\n4\n");
+        rotate(&path);
+        append(&path, "5\n");
+        let mut g = Follower::resume(
+            vec![path.display().to_string()],
+            FollowOptions::default(),
+            &cps,
+            now,
+        );
+        collect(&mut g, now, &mut got);
+        got.iter().map(|l| l.chars().take(1).collect()).collect()
+    }
+
+    fn gzip(from: &Path, to: &Path) {
+        let data = std::fs::read(from).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(to).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&data).unwrap();
+        gz.finish().unwrap();
+    }
+
+    /// Regression: what was written between the last checkpoint and a
+    /// rotation made while webfence was stopped was never read.
+    #[test]
+    fn rotations_while_stopped_lose_nothing() {
+        let all = ["1", "2", "3", "4", "5"];
+        // copytruncate: the copy holds the rest.
+        let got = resume_after(|p| {
+            std::fs::copy(p, p.with_extension("log.1")).unwrap();
+            std::fs::File::create(p).unwrap();
+        });
+        assert_eq!(got, all, "copytruncate");
+        // create, then compress (no delaycompress): only a .gz is left.
+        let got = resume_after(|p| {
+            let old = p.with_extension("log.1");
+            std::fs::rename(p, &old).unwrap();
+            gzip(&old, &p.with_extension("log.1.gz"));
+            std::fs::remove_file(&old).unwrap();
+        });
+        assert_eq!(got, all, "create + compress");
+        // copytruncate, then compressed.
+        let got = resume_after(|p| {
+            gzip(p, &p.with_extension("log-20240101.gz"));
+            std::fs::File::create(p).unwrap();
+        });
+        assert_eq!(got, all, "copytruncate + compress");
+    }
+
+    /// Regression: after a restart, a file that reused the rotated log's
+    /// inode number (logrotate's state file) was read from the checkpoint's
+    /// offset. Device, inode and fingerprint must all agree.
+    #[test]
+    fn a_reused_inode_is_not_taken_for_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        append(&path, &format!("1 {}\n", "x".repeat(300)));
+        let mut cps =
+            Follower::new(vec![path.display().to_string()], FollowOptions::default()).checkpoints();
+        // Another file with the checkpoint's inode, beside the log and in
+        // its place: a fingerprint that does not match.
+        let state = dir.path().join("status");
+        append(
+            &state,
+            "logrotate state -- version 2\n\"/var/log/x\" 2024-1-1\n",
+        );
+        let m = std::fs::metadata(&state).unwrap();
+        cps[0].inode = m.ino();
+        let mut g = Follower::resume(
+            vec![path.display().to_string()],
+            FollowOptions::default(),
+            &cps,
+            Instant::now(),
+        );
+        let mut got = Vec::new();
+        collect(&mut g, Instant::now(), &mut got);
+        assert!(got.iter().all(|l| !l.contains("logrotate")), "{got:?}");
+        append(&path, "2\n");
+        collect(&mut g, Instant::now(), &mut got);
+        assert!(got.iter().all(|l| !l.contains("logrotate")), "{got:?}");
     }
 }
