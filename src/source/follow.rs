@@ -602,6 +602,26 @@ fn holds(file: &File, cp: &Checkpoint) -> bool {
         }
 }
 
+/// The complete lines just before a checkpoint's offset, at most `max`
+/// bytes of them, if the file at its path is still the one it names: what
+/// a restart reads again to rebuild counting windows.
+pub fn lookback(cp: &Checkpoint, max: u64) -> Option<Vec<u8>> {
+    let file = File::open(&cp.path).ok()?;
+    let meta = file.metadata().ok()?;
+    if meta.dev() != cp.dev || meta.ino() != cp.inode || !holds(&file, cp) {
+        return None;
+    }
+    let start = cp.offset.saturating_sub(max);
+    let mut buf = vec![0u8; (cp.offset - start) as usize];
+    file.read_exact_at(&mut buf, start).ok()?;
+    if start > 0 {
+        // The first line is cut: it starts before `start`.
+        let first = memchr::memchr(b'\n', &buf).map_or(buf.len(), |p| p + 1);
+        buf.drain(..first);
+    }
+    Some(buf)
+}
+
 /// Where a log rotated while webfence was stopped went.
 enum Rotated {
     /// A plain file (renamed, or the copy of a copytruncate).
