@@ -293,9 +293,14 @@ fn draw_header(f: &mut Frame, area: Rect, s: &Snapshot, m: &Machine) {
         ]),
         Line::from(vec![
             Span::raw(format!(
-                "{}/s  {} clients   ",
+                "{}/s  {} clients{}   ",
                 human_bytes(s.bytes_per_second as u64),
-                thousands(s.active_clients as u64)
+                thousands(s.active_clients as u64),
+                if s.evicted_clients > 0 {
+                    format!(" ({} dropped: memory cap)", thousands(s.evicted_clients))
+                } else {
+                    String::new()
+                }
             )),
             Span::styled(
                 format!("2xx {:.0}% ", pct(st[1])),
@@ -549,6 +554,7 @@ mod tests {
             user_agents: vec![("EvilBot/1.0".into(), 5000)],
             statuses: vec![(200, 8000), (404, 850)],
             active_clients: 2,
+            evicted_clients: 0,
         }
     }
 

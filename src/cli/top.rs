@@ -152,6 +152,13 @@ pub fn render_plain(s: &Snapshot, style: Style) -> String {
         thousands(st[4]),
         thousands(s.active_clients as u64),
     );
+    if s.evicted_clients > 0 {
+        let _ = writeln!(
+            out,
+            "  {} clients seen least recently were dropped to stay under [state] memory_cap",
+            thousands(s.evicted_clients)
+        );
+    }
     let _ = writeln!(out, "  last 60 s |{}|", sparkline(&s.history));
     let _ = writeln!(
         out,
@@ -226,6 +233,7 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
     for w in allow_warnings {
         eprintln!("webfence: warning: {w}");
     }
+    let collector_cap = set.memory_cap;
     let mut collector = Collector {
         rules: Rules {
             engine: crate::detect::Engine::new(set.clone()),
@@ -235,7 +243,7 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
             recent: Default::default(),
         },
         live: LiveParser::new(job),
-        stats: LiveStats::new(),
+        stats: LiveStats::with_memory_cap(collector_cap),
     };
     let mut clock = Clock {
         newest: i64::MIN,

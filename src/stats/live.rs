@@ -213,6 +213,9 @@ pub struct Snapshot {
     pub user_agents: Vec<(String, u64)>,
     pub statuses: Vec<(u16, u64)>,
     pub active_clients: usize,
+    /// Clients dropped (least recently seen first) to stay under the
+    /// memory cap, since the start.
+    pub evicted_clients: u64,
 }
 
 /// How to sort and group client rows.
@@ -235,11 +238,18 @@ pub struct View {
     pub rows: usize,
 }
 
+/// What one client costs, estimated: its record, its slot in the table,
+/// and typical path and User-Agent text. Conservative, so the cap holds.
+const CLIENT_BYTES: u64 = 400;
+
 #[derive(Debug, Clone, Default)]
 pub struct LiveStats {
     seconds: Vec<SecondBucket>,
     newest: i64,
     clients: Map<u128, ClientLive>,
+    /// Most clients kept (from the memory cap); 0 for no cap.
+    max_clients: usize,
+    evicted: u64,
     paths: Tally5,
     hosts: Tally5,
     agents: Tally5,
@@ -253,6 +263,30 @@ impl LiveStats {
             seconds: vec![SecondBucket::default(); SECONDS],
             ..LiveStats::default()
         }
+    }
+
+    /// Live statistics whose per-client state stays under `bytes` (the
+    /// rule engine's `[state] memory_cap`): past it, the least recently
+    /// seen clients are dropped and counted. A flood of millions of random
+    /// IPv6 addresses otherwise grows without bound.
+    pub fn with_memory_cap(bytes: u64) -> Self {
+        LiveStats {
+            max_clients: (bytes / CLIENT_BYTES).max(1000) as usize,
+            ..LiveStats::new()
+        }
+    }
+
+    /// Drops the tenth of clients seen least recently: one scan per tenth
+    /// of the cap in new clients, so eviction costs O(1) per request.
+    fn evict(&mut self) {
+        let keep = self.max_clients - self.max_clients / 10;
+        let mut seen: Vec<i64> = self.clients.values().map(|c| c.second).collect();
+        let cut = seen.len() - keep;
+        let (_, &mut cutoff, _) = seen.select_nth_unstable(cut);
+        let before = self.clients.len();
+        self.clients.retain(|_, c| c.second > cutoff);
+        // Ties at the cutoff all went; whatever went is counted.
+        self.evicted += (before - self.clients.len()) as u64;
     }
 
     /// Counts one request, at its log time.
@@ -281,6 +315,9 @@ impl LiveStats {
             .entry(to_bits(r.client))
             .or_default()
             .record(sec, r);
+        if self.max_clients > 0 && self.clients.len() > self.max_clients {
+            self.evict();
+        }
         self.paths.add(minute, r.path);
         if !r.host.is_empty() {
             self.hosts.add(minute, r.host);
@@ -450,6 +487,7 @@ impl LiveStats {
             user_agents: self.agents.top(now_minute, view.rows.max(1), &filter),
             statuses,
             active_clients: active,
+            evicted_clients: self.evicted,
         }
     }
 }
@@ -577,5 +615,34 @@ mod tests {
         }
         feed(&mut s, &line("10.0.1.1", T + 16 * 60, "/"));
         assert_eq!(s.clients(), 1);
+    }
+
+    /// Regression: `top` took 2.16 GB for 10M random IPv6 clients. Past
+    /// the cap the least recently seen go, are counted, and the busiest
+    /// client of the moment is kept.
+    #[test]
+    fn clients_stay_under_the_memory_cap() {
+        let cap = 1000 * CLIENT_BYTES;
+        let mut s = LiveStats::with_memory_cap(cap);
+        for i in 0..20_000u32 {
+            let ip = format!("2001:db8::{:x}:{:x}", i >> 16, i & 0xffff);
+            feed(&mut s, &line(&ip, T + i64::from(i / 100), "/"));
+            if i % 10 == 0 {
+                feed(
+                    &mut s,
+                    &line("203.0.113.9", T + i64::from(i / 100), "/flood"),
+                );
+            }
+            assert!(s.clients() <= 1000, "{} clients", s.clients());
+        }
+        let snap = s.snapshot(
+            T + 200,
+            &View {
+                rows: 1,
+                ..View::default()
+            },
+        );
+        assert!(snap.evicted_clients >= 19_000, "{}", snap.evicted_clients);
+        assert_eq!(snap.clients[0].client, "203.0.113.9");
     }
 }
