@@ -747,3 +747,105 @@ fn a_burst_that_straddles_a_sigkill_is_still_caught() {
     // The lines read again are not counted twice in status.
     wait_lines(d, 5);
 }
+
+/// Lines from `count` distinct clients starting at `first`, each asking
+/// for /trigger (one ban each). Each is in a /16 of its own, so the
+/// built-in distributed-flood rule sees no network to ban.
+fn triggers(first: u32, count: u32) -> String {
+    let ips: Vec<String> = (first..first + count)
+        .map(|i| format!("{}.{}.0.1", 20 + i / 250, i % 250))
+        .collect();
+    let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    lines(&refs, "/trigger")
+}
+
+/// Every client banned exactly once: nothing lost, nothing decided twice.
+fn assert_each_banned_once(d: &Path, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = banned(d, &["--history"]);
+        let mut distinct = history.clone();
+        distinct.dedup();
+        if history.len() >= expected {
+            assert_eq!(distinct.len(), expected, "lost or extra clients");
+            assert_eq!(history.len(), expected, "some client was banned twice");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {expected} clients banned",
+            history.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn logrotate(d: &Path, mode: &str) {
+    let conf = write(
+        d,
+        "logrotate.conf",
+        &format!(
+            "{}/access.log {{\n  rotate 9\n  missingok\n  {mode}\n}}\n",
+            d.display()
+        ),
+    );
+    let out = std::process::Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(d.join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate runs");
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Real logrotate in create, copytruncate and compress modes, while the
+/// daemon runs and while it is stopped (SIGKILL): every line is read once.
+#[test]
+fn logrotate_in_every_mode_loses_and_repeats_nothing() {
+    if std::process::Command::new("logrotate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "logrotate is required here"
+        );
+        return;
+    }
+    for mode in [
+        "create",
+        "copytruncate",
+        "create\n  compress\n  nodelaycompress",
+        "copytruncate\n  compress\n  nodelaycompress",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let log = d.join("access.log");
+        std::fs::write(&log, "").unwrap();
+        let mut daemon = start(d, &[]);
+        append(&log, &triggers(0, 200));
+        wait_lines(d, 200);
+        logrotate(d, mode);
+        append(&log, &triggers(200, 200));
+        assert_each_banned_once(d, 400);
+        // Let a checkpoint be saved, write more, then die hard and rotate
+        // while stopped.
+        std::thread::sleep(Duration::from_millis(1500));
+        append(&log, &triggers(400, 100));
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = daemon.0.kill();
+        let _ = daemon.0.wait();
+        append(&log, &triggers(500, 100));
+        logrotate(d, mode);
+        append(&log, &triggers(600, 100));
+        let _daemon = start(d, &[]);
+        assert_each_banned_once(d, 700);
+        let _ = mode;
+    }
+}
