@@ -638,3 +638,138 @@ fn kill_connections_cuts_a_banned_clients_keep_alive_connections_only() {
         "the polite client's connection was cut too"
     );
 }
+
+/// A small deterministic generator for kill moments (seed printed).
+fn next_random(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+/// SIGKILL at random moments under load, ten times: afterwards every
+/// offending client is banned exactly once, the ledger and the kernel
+/// hold the same bans, and no kernel timeout outlasts the ledger's expiry.
+#[test]
+fn random_sigkills_under_load_lose_nothing_and_extend_nothing() {
+    if !available(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = config(
+        d,
+        "backend = \"nftables\"\nformat = \"combined\"\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\nduration = \"10m\"\n",
+    );
+    let net = Net::new("k");
+    let socket = d.join("state/ctl.sock");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill schedule seed {seed}");
+
+    // The daemon follows from the end of the log: it starts first.
+    let mut proc = daemon(&net, &cfg, &d.join("daemon0.log"), &[]);
+    daemon_ready(&socket);
+    // The writer: 30,000 clients in 30 s at most, each line its own /16.
+    let total: u32 = 30_000;
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let stamp = jiff::Zoned::now()
+                .strftime("%d/%b/%Y:%H:%M:%S %z")
+                .to_string();
+            for batch in 0..300u32 {
+                let mut text = String::new();
+                for k in 0..total / 300 {
+                    let i = batch * (total / 300) + k;
+                    text.push_str(&format!(
+                        "{}.{}.{}.9 - - [{stamp}] \"GET /trigger HTTP/1.1\" 404 1 \"-\" \"x\"\n",
+                        30 + i / 65_536 % 60,
+                        i / 256 % 256,
+                        i % 256
+                    ));
+                }
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&log)
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(90));
+                if started.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+            }
+        })
+    };
+    for kill in 1..=10 {
+        std::thread::sleep(Duration::from_millis(500 + next_random(&mut seed) % 2500));
+        let _ = proc.0.kill();
+        let _ = proc.0.wait();
+        std::mem::forget(proc);
+        proc = daemon(&net, &cfg, &d.join(format!("daemon{kill}.log")), &[]);
+    }
+    writer.join().unwrap();
+    daemon_ready(&socket);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = bans_json(&socket, &[]).len();
+        if n >= total as usize {
+            break;
+        }
+        if Instant::now() > deadline {
+            let logs: String = (0..=10)
+                .map(|k| {
+                    std::fs::read_to_string(d.join(format!("daemon{k}.log"))).unwrap_or_default()
+                })
+                .map(|l| {
+                    l.lines()
+                        .filter(|l| !l.contains(" ban: "))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .collect::<Vec<_>>()
+                .join("\n----\n");
+            panic!("{n} of {total} clients banned; logs:\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let history = bans_json(&socket, &["--history"]);
+    let mut subjects: Vec<String> = history
+        .iter()
+        .map(|b| b["subject"].as_str().unwrap().to_string())
+        .collect();
+    subjects.sort();
+    let rows = subjects.len();
+    subjects.dedup();
+    assert_eq!(subjects.len(), total as usize, "clients lost");
+    assert_eq!(rows, total as usize, "clients banned twice");
+
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let ledger: std::collections::HashMap<String, i64> = bans_json(&socket, &[])
+        .iter()
+        .map(|b| {
+            (
+                b["subject"].as_str().unwrap().to_string(),
+                b["expires_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let kernel = net.nft_set("ban4");
+    assert_eq!(kernel.len(), ledger.len(), "ledger and kernel differ");
+    for (ip, left_s) in &kernel {
+        let expires = ledger
+            .get(ip)
+            .unwrap_or_else(|| panic!("{ip} not in the ledger"));
+        assert!(
+            now_ms + (*left_s as i64) * 1000 <= expires + 1500,
+            "{ip}: the kernel holds it {left_s}s, past the ledger's expiry"
+        );
+    }
+    drop(proc);
+}

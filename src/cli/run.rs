@@ -250,6 +250,14 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         );
         Follower::resume(settings.logs.clone(), options, &checkpoints, Instant::now())
     };
+    if !dry_run && checkpoints.is_empty() {
+        // Where a first start begins (the end of each log) is saved at
+        // once: a crash before the first periodic save then resumes here,
+        // rather than at the end again, skipping what came in between.
+        if let Err(e) = follow::save_checkpoints(&checkpoint_path, &follower.checkpoints()) {
+            tracing::error!(file = %checkpoint_path.display(), error = %e, "cannot save checkpoints");
+        }
+    }
     let mut waker = Waker::new(&follower.directories());
     let mut parser = LiveParser::new(live_job(&settings));
     let names = vec![settings.logs.join(", ")];
