@@ -27,6 +27,29 @@ pub struct Health {
     pub failures: u64,
 }
 
+impl Health {
+    /// Records a failure; true when it starts an episode (to be said once).
+    fn fail(&mut self, now_ms: i64, error: String) -> bool {
+        let starts = self.ok;
+        self.failures += 1;
+        if starts {
+            self.since_ms = now_ms;
+        }
+        self.ok = false;
+        self.error = Some(error);
+        starts
+    }
+
+    /// Back to ok; true when it ends an episode.
+    fn restore(&mut self, now_ms: i64) -> bool {
+        let ends = !self.ok;
+        self.ok = true;
+        self.error = None;
+        self.since_ms = now_ms;
+        ends
+    }
+}
+
 /// Changes the rule engine must learn from outside (the control socket).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EngineUpdate {
@@ -168,18 +191,16 @@ impl Enforcer {
     }
 
     fn degrade(&mut self, e: &EnforceError) {
-        self.health.failures += 1;
-        if self.health.ok {
+        let now = self.now();
+        if self.health.fail(now, e.to_string()) {
             tracing::error!(backend = self.backend.name(), error = %e,
                 "backend failed; running degraded: bans are recorded in the ledger and applied when it is back");
-            self.health.since_ms = self.now();
         }
-        self.health.ok = false;
-        self.health.error = Some(e.to_string());
     }
 
     fn recover(&mut self, r: Reconciled) {
-        if !self.health.ok {
+        let now = self.now();
+        if self.health.restore(now) {
             tracing::info!(
                 backend = self.backend.name(),
                 added = r.added,
@@ -187,12 +208,6 @@ impl Enforcer {
                 "backend ready; kernel reconciled with the ledger"
             );
         }
-        self.health = Health {
-            ok: true,
-            error: None,
-            since_ms: self.now(),
-            failures: self.health.failures,
-        };
     }
 
     /// Bans waiting to be recorded.
@@ -208,26 +223,21 @@ impl Enforcer {
     /// A ledger write failed: said once per episode, not once per batch
     /// (a full disk under a flood would write thousands of lines).
     fn ledger_failed(&mut self, e: &LedgerError) {
-        self.ledger_health.failures += 1;
-        if self.ledger_health.ok {
+        let now = self.now();
+        if self.ledger_health.fail(now, e.to_string()) {
             tracing::error!(error = %e,
                 "cannot write the ledger; running degraded: bans still go into the kernel and are kept in memory until they can be recorded");
-            self.ledger_health.since_ms = self.now();
         }
-        self.ledger_health.ok = false;
-        self.ledger_health.error = Some(e.to_string());
     }
 
     fn ledger_recovered(&mut self, recorded: usize) {
-        if !self.ledger_health.ok {
+        let now = self.now();
+        if self.ledger_health.restore(now) {
             tracing::info!(
                 recorded,
                 "the ledger takes writes again; bans held in memory are recorded"
             );
         }
-        self.ledger_health.ok = true;
-        self.ledger_health.error = None;
-        self.ledger_health.since_ms = self.now();
     }
 
     /// Keeps bans the ledger refused, to record them later. Past the bound
