@@ -104,7 +104,11 @@ pub struct Enforcer {
     check_ms: i64,
     last_attempt_ms: i64,
     last_expiry_ms: i64,
+    last_quick_ms: i64,
 }
+
+/// How often the backend's table is looked for (`Backend::quick_check`).
+const QUICK_CHECK_EVERY_MS: i64 = 1000;
 
 /// How often the ledger is searched for bans whose time is up.
 const EXPIRE_EVERY_MS: i64 = 100;
@@ -169,6 +173,7 @@ impl Enforcer {
             check_ms: check_every_s as i64 * 1000,
             last_attempt_ms: i64::MIN,
             last_expiry_ms: i64::MIN,
+            last_quick_ms: i64::MIN,
         }
     }
 
@@ -380,6 +385,15 @@ impl Enforcer {
             && now.saturating_sub(self.last_ledger_attempt_ms) >= self.retry_ms
         {
             self.flush_pending();
+        }
+        if self.health.ok && now.saturating_sub(self.last_quick_ms) >= QUICK_CHECK_EVERY_MS {
+            self.last_quick_ms = now;
+            if let Err(e) = self.backend.quick_check() {
+                self.degrade(&e);
+                self.last_attempt_ms = now;
+                let _ = self.reconcile();
+                return;
+            }
         }
         let wait = if self.health.ok {
             self.check_ms

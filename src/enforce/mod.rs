@@ -72,6 +72,12 @@ pub trait Backend {
     fn check(&mut self) -> Result<(), EnforceError> {
         self.list().map(|_| ())
     }
+    /// A check cheap enough to run every second: are the backend's table
+    /// and chain still there? (A deleted table lets every banned client
+    /// through until it is noticed.) Default: nothing to check.
+    fn quick_check(&mut self) -> Result<(), EnforceError> {
+        Ok(())
+    }
     /// The periodic health check: the bans in place, after making sure the
     /// rules that enforce them are there too (an error names what is
     /// missing). Backends that can do both in one read override it.
