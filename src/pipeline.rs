@@ -620,9 +620,15 @@ pub struct LiveParser {
     pub malformed: u64,
     /// Format detection notes and errors, for the caller to show.
     pub notes: Vec<String>,
+    /// Why no format could be chosen, while none could: lines are not
+    /// being decided on.
+    pub format_error: Option<String>,
+    /// When the oldest line waiting for the format arrived.
+    pending_since: Option<std::time::Instant>,
 }
 
-/// Lines (or bytes) needed before the format is guessed.
+/// Lines (or bytes) after which the format is guessed even if some of
+/// them fit no known format.
 const SAMPLE_LINES: usize = 20;
 const SAMPLE_BYTES: usize = 64 << 10;
 
@@ -637,7 +643,14 @@ impl LiveParser {
             lines: 0,
             malformed: 0,
             notes: Vec::new(),
+            format_error: None,
+            pending_since: None,
         }
+    }
+
+    /// How long lines have waited for the format to be chosen.
+    pub fn waiting_for(&self) -> Option<std::time::Duration> {
+        self.pending_since.map(|t| t.elapsed())
     }
 
     pub fn format_known(&self) -> bool {
@@ -657,13 +670,25 @@ impl LiveParser {
         on: &mut dyn FnMut(LiveEvent<'_>),
     ) {
         if self.parser.is_none() {
+            if bytes.is_empty() {
+                return;
+            }
             self.pending.extend_from_slice(bytes);
             self.pending_path = path.to_path_buf();
-            // Only auto-detection needs a sample; a named format starts at once.
-            let sample_lines = lines(&self.pending).filter(|l| !l.is_empty()).count();
+            self.pending_since
+                .get_or_insert_with(std::time::Instant::now);
+            // Only auto-detection needs a sample; a named format starts at
+            // once, and so does auto-detection when every line so far fits
+            // one format (the most specific that fits wins): a daemon's
+            // first decision must not wait for twenty lines.
             let auto = matches!(self.job.format, FormatSpec::Auto);
-            if auto && sample_lines < SAMPLE_LINES && self.pending.len() < SAMPLE_BYTES {
-                return;
+            if auto && self.pending.len() < SAMPLE_BYTES {
+                let sample_lines = lines(&self.pending).filter(|l| !l.is_empty()).count();
+                let all_fit =
+                    crate::log::detect(lines(&self.pending)).is_some_and(|d| d.parsed == d.sampled);
+                if sample_lines < SAMPLE_LINES && !all_fit {
+                    return;
+                }
             }
             self.choose(on);
             return;
@@ -689,13 +714,17 @@ impl LiveParser {
                 }
                 on(LiveEvent::Format(&p));
                 self.parser = Some(p);
+                self.format_error = None;
+                self.pending_since = None;
                 let pending = std::mem::take(&mut self.pending);
                 let path = std::mem::take(&mut self.pending_path);
                 self.parse(&path, &pending, on);
             }
             Err(e) => {
                 self.notes.push(e.to_string());
+                self.format_error = Some(e.to_string());
                 self.pending.clear();
+                self.pending_since = None;
             }
         }
     }

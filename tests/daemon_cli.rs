@@ -849,3 +849,138 @@ fn logrotate_in_every_mode_loses_and_repeats_nothing() {
         let _ = mode;
     }
 }
+
+/// Regression: a configured log path with a typo started normally with
+/// "no file open yet" and exit 0 from status.
+#[test]
+fn a_log_that_does_not_exist_is_refused_or_loud() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = write(
+        d,
+        "typo.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{d}/acess.log\"]\nbackend = \"none\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\n",
+            d = d.display()
+        ),
+    );
+    webfence()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "none of the logs to follow exists",
+        ))
+        .stderr(predicate::str::contains("acess.log"));
+    webfence()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("acess.log matches no file now"));
+    // With --wait-for-logs it starts, and says it is not protecting.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["run", "--wait-for-logs", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = webfence()
+            .args(["status", "--socket"])
+            .arg(d.join("ctl.sock"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("NOT PROTECTING") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "status: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acess.log does not exist"));
+    let log = wait_log(d, "NOT PROTECTING");
+    assert!(log.contains("WARN"), "{log}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Regression: a log in a format nothing recognises left status "up to
+/// date" with exit 0 and printed nothing at the default level.
+#[test]
+fn an_unrecognisable_log_format_is_loud() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["run", "--backend", "none", "--state-dir"])
+        .arg(d.join("state"))
+        .arg("--socket")
+        .arg(d.join("ctl.sock"))
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    append(&log, "this is not an access log\nnor is this one\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = webfence()
+            .args(["status", "--socket"])
+            .arg(d.join("ctl.sock"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("NOT PROTECTING") {
+            assert_eq!(out.status.code(), Some(3));
+            assert!(text.contains("cannot recognise the log format"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "status: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Regression: with format "auto" the first decisions waited 2-3 s after
+/// start. One line that fits a format unambiguously is decided at once.
+#[test]
+fn the_first_line_is_decided_without_waiting_for_a_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = write(
+        d,
+        "auto.toml",
+        "[daemon]\nformat = \"auto\"\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["run", "--backend", "none", "-c"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .arg("--socket")
+        .arg(d.join("ctl.sock"))
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_log(d, "webfence run started");
+    std::thread::sleep(Duration::from_millis(300));
+    let written = Instant::now();
+    append(&log, &lines(&["198.18.0.44"], "/trigger"));
+    wait_log(d, "ip=198.18.0.44");
+    let took = written.elapsed();
+    assert!(took < Duration::from_millis(900), "decided after {took:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -318,6 +318,19 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
             thousands(num(&ledger, "pending") as u64)
         );
     }
+    let problems = lp
+        .get("problems")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for p in &problems {
+        let _ = writeln!(
+            out,
+            "logs      {} {}",
+            style.paint("1;31", "NOT PROTECTING"),
+            crate::log::parse::escape_for_display(p.as_str().unwrap_or("").as_bytes())
+        );
+    }
     let bans = answer.get("bans").cloned().unwrap_or_default();
     let _ = writeln!(
         out,
@@ -374,7 +387,7 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
         );
     }
     emit(out.as_bytes())?;
-    Ok(if ok && ledger_ok {
+    Ok(if ok && ledger_ok && problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

@@ -80,6 +80,10 @@ struct DaemonArgs {
     /// Read logs that have no checkpoint from their start, not their end.
     #[arg(long)]
     from_start: bool,
+    /// Start even if none of the logs exists yet, and wait for them (the
+    /// default is to refuse: a typo would leave the server unprotected).
+    #[arg(long)]
+    wait_for_logs: bool,
     /// More detail in the logs (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,

@@ -178,6 +178,15 @@ pub(super) fn check(args: CheckArgs) -> Result<ExitCode> {
                 rules.scores.len(),
                 rules.actions.len()
             );
+            if let Ok(settings) = &daemon {
+                for log in &settings.logs {
+                    if !crate::source::follow::exists(log) {
+                        eprintln!(
+                            "webfence: warning: [daemon] logs: {log} matches no file now; `webfence run` would not protect it"
+                        );
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(mut e) => {

@@ -75,6 +75,8 @@ fn init_logging(verbose: u8, quiet: bool) {
 const DEFAULT_MANUAL_BAN_S: u64 = 3600;
 /// How often checkpoints are saved and `status` refreshed.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// The longest a line waits while `format = "auto"` has not chosen yet.
+const FORMAT_WAIT: Duration = Duration::from_secs(1);
 /// The longest sleep when nothing happens; inotify wakes the loop sooner.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 
@@ -154,6 +156,12 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
     init_logging(args.verbose, args.quiet);
     let (_config, set, settings) = load(&args)?;
     let dry_run = args.dry_run;
+    if !args.wait_for_logs && !settings.logs.iter().any(|l| follow::exists(l)) {
+        anyhow::bail!(
+            "none of the logs to follow exists: {} (a typo? the server not started yet? --wait-for-logs starts anyway and waits for them)",
+            settings.logs.join(", ")
+        );
+    }
 
     let (allow, warnings) = Allowlist::build(&set.allow, &SystemHost);
     for w in warnings {
@@ -295,11 +303,11 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
     };
 
     let mut decisions_total = 0u64;
+    let mut nagger = Nagger::default();
     let mut settings = settings;
     publish(&status, &follower, &parser, &live, 0);
     let mut last_save = Instant::now();
     let mut last_resolve = Instant::now();
-    let mut last_read = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
             let mut parts = Running {
@@ -327,9 +335,8 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         for w in follower.warnings.drain(..) {
             tracing::warn!("{w}");
         }
-        if read_any {
-            last_read = Instant::now();
-        } else if !parser.format_known() && last_read.elapsed() > Duration::from_secs(2) {
+        // No line waits more than a second for the format to be known.
+        if parser.waiting_for().is_some_and(|w| w >= FORMAT_WAIT) {
             parser.flush_sample(&mut |e| live.on(e));
         }
         for n in parser.notes.drain(..) {
@@ -363,6 +370,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
             // in the ledger.
             let _ = to_enforcer.send(ToEnforcer::Checkpoints(follower.checkpoints()));
             publish(&status, &follower, &parser, &live, decisions_total);
+            nagger.say(&lock(&status).problems);
             waker.watch(&follower.directories());
         }
         if live.allow.resolve_every_s > 0
@@ -654,6 +662,48 @@ fn publish(
     st.malformed = parser.malformed;
     st.decisions = decisions;
     st.format = live.format.clone();
+    st.problems = problems(follower, parser);
+}
+
+/// What keeps the daemon from protecting, in the words status shows.
+fn problems(follower: &Follower, parser: &LiveParser) -> Vec<String> {
+    let mut out: Vec<String> = follower
+        .unmatched()
+        .into_iter()
+        .map(|(p, why)| format!("{p} {why}: nothing is read from it"))
+        .collect();
+    if let Some(e) = &parser.format_error {
+        out.push(format!("lines are not decided on: {e}"));
+    }
+    out
+}
+
+/// How often a problem that lasts is logged again.
+const PROBLEM_REPEAT: Duration = Duration::from_secs(300);
+
+/// Logs problems when they appear and every few minutes while they last.
+#[derive(Default)]
+struct Nagger {
+    said: Vec<(String, Instant)>,
+}
+
+impl Nagger {
+    fn say(&mut self, problems: &[String]) {
+        self.said.retain(|(p, _)| problems.contains(p));
+        for p in problems {
+            match self.said.iter_mut().find(|(q, _)| q == p) {
+                Some((_, at)) if at.elapsed() < PROBLEM_REPEAT => {}
+                Some((_, at)) => {
+                    *at = Instant::now();
+                    tracing::warn!("NOT PROTECTING: {p}");
+                }
+                None => {
+                    self.said.push((p.clone(), Instant::now()));
+                    tracing::warn!("NOT PROTECTING: {p}");
+                }
+            }
+        }
+    }
 }
 
 /// One batch: every ban decided since the last wake-up goes to the ledger

@@ -60,6 +60,10 @@ pub struct LoopStatus {
     pub rules: usize,
     pub started_ms: i64,
     pub dry_run: bool,
+    /// What keeps the daemon from deciding on a configured log (a path
+    /// that does not exist, a format it cannot recognise): while any is
+    /// listed, that log is not protected.
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -409,6 +413,7 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
 
 fn status(shared: &Shared) -> Value {
     let st = lock(&shared.status).clone();
+    let protecting = st.problems.is_empty();
     let e = lock(&shared.enforcer);
     let now = e.now();
     let (active, recorded) = e.ledger.counts(now).unwrap_or((0, 0));
@@ -425,7 +430,8 @@ fn status(shared: &Shared) -> Value {
         "now_ms": now,
         "loop": st,
         "bans": {"active": active, "recorded": recorded},
-        "healthy": e.healthy(),
+        "healthy": e.healthy() && protecting,
+        "protecting": protecting,
         "backend": {"name": e.backend_name(), "health": e.health},
         "ledger": {"health": e.ledger_health, "pending": e.pending()},
         "hooks": {"dropped": dropped, "failed": failed},

@@ -84,6 +84,14 @@ pub fn not_a_file(path: &Path) -> Option<&'static str> {
     })
 }
 
+/// Whether any file matches a log path or glob now.
+pub fn exists(pattern: &str) -> bool {
+    if !pattern.contains(['*', '?', '[']) {
+        return Path::new(pattern).is_file();
+    }
+    glob::glob(pattern).is_ok_and(|mut paths| paths.any(|p| p.is_ok_and(|p| p.is_file())))
+}
+
 /// The identity of a file's content: a hash of its first bytes and how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
@@ -410,6 +418,32 @@ impl Follower {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The patterns that name no file being read now, each with why: a
+    /// typo in a path, a log not created yet, a glob that matches nothing.
+    pub fn unmatched(&self) -> Vec<(String, &'static str)> {
+        self.patterns
+            .iter()
+            .filter_map(|p| {
+                let literal = !p.contains(['*', '?', '[']);
+                let read = |pat: &dyn Fn(&Path) -> bool| self.active.iter().any(|t| pat(&t.path));
+                let missing = if literal {
+                    !read(&|path| path == Path::new(p))
+                } else {
+                    match glob::Pattern::new(p) {
+                        Ok(g) => !read(&|path| g.matches_path(path)),
+                        Err(_) => true,
+                    }
+                };
+                let why = match (literal, not_a_file(Path::new(p))) {
+                    (true, Some(_)) => "is not a regular file",
+                    (true, None) => "does not exist",
+                    (false, _) => "matches no file",
+                };
+                missing.then(|| (p.clone(), why))
+            })
+            .collect()
     }
 
     /// Directories to watch for changes (for inotify).
