@@ -95,6 +95,35 @@ fn top_needs_a_file() {
 }
 
 /// Runs tmux with `args`; None when tmux is missing (and not required).
+/// Regression: `top` on a path that does not exist waited forever saying
+/// "0 files followed".
+#[test]
+fn top_names_a_file_that_does_not_exist() {
+    common::webfence()
+        .args(["top", "--plain", "/nonexistent/acces.log"])
+        .timeout(std::time::Duration::from_secs(10))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "/nonexistent/acces.log does not exist (--wait waits for it to appear)",
+        ));
+    // With --wait, it waits (and a bounded count ends it).
+    common::webfence()
+        .args([
+            "top",
+            "--plain",
+            "--wait",
+            "--count",
+            "1",
+            "--interval",
+            "1",
+        ])
+        .arg("/nonexistent/acces.log")
+        .timeout(std::time::Duration::from_secs(10))
+        .assert()
+        .success();
+}
+
 fn tmux(args: &[&str]) -> Option<std::process::Output> {
     match Command::new("tmux").args(args).output() {
         Ok(o) => Some(o),

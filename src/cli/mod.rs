@@ -180,6 +180,9 @@ struct TopArgs {
     /// Read the files from their start instead of their end.
     #[arg(long)]
     from_start: bool,
+    /// Wait for files that do not exist yet (globs always wait).
+    #[arg(long)]
+    wait: bool,
     /// Print a compact text snapshot every interval instead of the
     /// dashboard (also what happens without a terminal).
     #[arg(long)]

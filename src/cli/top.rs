@@ -213,6 +213,17 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
             "no log to follow: name files or globs, such as 'webfence top /var/log/nginx/*access.log'"
         );
     }
+    // A path that does not exist is most often a typo: said at once rather
+    // than waited on forever ("0 files followed").
+    for f in &args.files {
+        let literal = !f.contains(['*', '?', '[']);
+        if literal && !args.wait && !std::path::Path::new(f).exists() {
+            anyhow::bail!("{f} does not exist (--wait waits for it to appear)");
+        }
+        if let Some(kind) = crate::source::follow::not_a_file(std::path::Path::new(f)) {
+            anyhow::bail!("cannot follow {f}: it is {kind}");
+        }
+    }
     let job = Job {
         inputs: args.files.iter().map(|f| Input::from_arg(f)).collect(),
         format: args.format.spec(),
