@@ -246,7 +246,16 @@ fn dry_run_decides_and_logs_but_records_nothing() {
     }
     ctl(d, &["status"])
         .success()
-        .stdout(predicate::str::contains("dry run: nothing is enforced"));
+        .stdout(predicate::str::contains("dry run: nothing is enforced"))
+        .stdout(predicate::str::contains("1 would be in force (dry run)"));
+    // Regression: in a dry run `bans` listed the ban like a real one and
+    // `ban` said "banned".
+    ctl(d, &["bans"]).success().stdout(predicate::str::contains(
+        "dry run: these bans would be made",
+    ));
+    ctl(d, &["ban", "192.0.2.77"])
+        .success()
+        .stdout(predicate::str::starts_with("would ban 1 for 1h (dry run"));
     drop(daemon);
     assert!(
         !d.join("state/ledger.db").exists(),

@@ -85,6 +85,16 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let style = style();
+    if answer.get("dry_run").and_then(Value::as_bool) == Some(true) {
+        let _ = writeln!(
+            out,
+            "{}",
+            style.paint(
+                "1;33",
+                "dry run: these bans would be made; none is enforced or recorded"
+            )
+        );
+    }
     let _ = writeln!(
         out,
         "{}",
@@ -207,11 +217,15 @@ pub(super) fn ban(args: BanArgs) -> Result<ExitCode> {
         );
     }
     let backend_ok = answer.get("backend_ok").and_then(Value::as_bool) == Some(true);
+    let dry_run = answer.get("dry_run").and_then(Value::as_bool) == Some(true);
     println!(
-        "banned {} for {}{}",
+        "{} {} for {}{}",
+        if dry_run { "would ban" } else { "banned" },
         thousands(banned as u64),
         human_duration(args.duration),
-        if backend_ok || banned == 0 {
+        if dry_run {
+            " (dry run: nothing is enforced or recorded)"
+        } else if backend_ok || banned == 0 {
             ""
         } else {
             " (recorded; the backend is degraded, see `webfence status`)"
@@ -332,11 +346,22 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
         );
     }
     let bans = answer.get("bans").cloned().unwrap_or_default();
+    let dry_run = lp.get("dry_run").and_then(Value::as_bool) == Some(true);
     let _ = writeln!(
         out,
-        "bans      {} in force, {} recorded",
+        "bans      {} {}, {} {}",
         thousands(num(&bans, "active") as u64),
-        thousands(num(&bans, "recorded") as u64)
+        if dry_run {
+            "would be in force (dry run)"
+        } else {
+            "in force"
+        },
+        thousands(num(&bans, "recorded") as u64),
+        if dry_run {
+            "would be recorded"
+        } else {
+            "recorded"
+        }
     );
     let _ = writeln!(
         out,

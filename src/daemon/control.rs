@@ -322,7 +322,10 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
                 limit,
             };
             match e.ledger.query(&q, e.now()) {
-                Ok(bans) => json!({"ok": true, "now_ms": e.now(), "bans": bans}),
+                Ok(bans) => {
+                    let dry_run = lock(&shared.status).dry_run;
+                    json!({"ok": true, "now_ms": e.now(), "dry_run": dry_run, "bans": bans})
+                }
                 Err(err) => failure(err.to_string()),
             }
         }
@@ -384,7 +387,8 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
                         duration_s = for_s,
                         "banned by hand"
                     );
-                    json!({"ok": true, "banned": bans.len(), "applied": applied, "refused": refused, "backend_ok": e.health.ok})
+                    let dry_run = lock(&shared.status).dry_run;
+                    json!({"ok": true, "banned": bans.len(), "applied": applied, "refused": refused, "backend_ok": e.health.ok, "dry_run": dry_run})
                 }
                 Err(err) => failure(err.to_string()),
             }
