@@ -191,7 +191,9 @@ fn manual_bans_through_the_socket_with_the_none_backend() {
     ctl(d, &["bans"])
         .success()
         .stdout(predicate::str::contains("203.0.113.7").and(predicate::str::contains("scraper")))
-        .stdout(predicate::str::contains("198.51.100.0/24").and(predicate::str::contains("2h")));
+        .stdout(
+            predicate::str::contains("198.51.100.0/24").and(predicate::str::contains("1h 59m")),
+        );
     ctl(d, &["bans", "--ip", "198.51.100.0/16", "--json"])
         .success()
         .stdout(
@@ -992,4 +994,62 @@ fn the_first_line_is_decided_without_waiting_for_a_sample() {
     assert!(took < Duration::from_millis(900), "decided after {took:?}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Regression: `ban 1.2.3.4/8` banned 1.0.0.0/8 silently, `unban 1.2.3.4`
+/// then said "was not banned" while it was dropped, and a second ban
+/// replaced a 6h ban with a 2h one.
+#[test]
+fn bans_mean_what_the_admin_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    ctl(d, &["ban", "1.2.3.4/8"])
+        .failure()
+        .stderr(predicate::str::contains(
+            "'1.2.3.4/8' has host bits set: as a network it is 1.0.0.0/8",
+        ));
+    ctl(d, &["ban", "1.2.3.4/8", "--normalize"])
+        .success()
+        .stderr(predicate::str::contains("1.2.3.4/8 taken as 1.0.0.0/8"));
+    ctl(d, &["unban", "1.2.3.4"])
+        .failure()
+        .stderr(predicate::str::contains(
+            "1.2.3.4 is not banned itself but inside the banned network 1.0.0.0/8",
+        ));
+    let wait_log_has = |text: &str| {
+        let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+        assert!(log.contains(text), "{log}");
+    };
+
+    ctl(
+        d,
+        &["ban", "203.0.113.50", "--for", "6h", "--reason", "first"],
+    )
+    .success();
+    ctl(d, &["ban", "203.0.113.50", "--for", "2h"])
+        .success()
+        .stdout("banned 0 for 2h\n")
+        .stderr(predicate::str::contains(
+            "203.0.113.50 already banned until",
+        ))
+        .stderr(predicate::str::contains("; kept"));
+    ctl(d, &["bans", "--ip", "203.0.113.50"])
+        .success()
+        .stdout(predicate::str::contains("5h 59m").and(predicate::str::contains("first")));
+    ctl(d, &["ban", "203.0.113.50", "--for", "2h", "--replace"])
+        .success()
+        .stdout("banned 1 for 2h\n");
+    ctl(d, &["bans", "--ip", "203.0.113.50"])
+        .success()
+        .stdout(predicate::str::contains("1h 59m"));
+    // The replaced ban and its reason stay in the history.
+    ctl(d, &["bans", "--history", "--ip", "203.0.113.50", "--json"])
+        .success()
+        .stdout(
+            predicate::str::contains("\"ended_by\":\"replaced\"")
+                .and(predicate::str::contains("first")),
+        );
+    ctl(d, &["unban", "203.0.113.50"]).success();
+    wait_log_has("ip=203.0.113.50");
 }

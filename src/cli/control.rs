@@ -11,7 +11,7 @@ use super::run::socket_path;
 use super::{BanArgs, BansArgs, SocketArgs, StatusArgs, UnbanArgs, emit};
 use crate::daemon::control::{Request, request};
 use crate::detect::addr::Subject;
-use crate::detect::engine::human_duration;
+use crate::detect::engine::{human_duration, human_span};
 use crate::log::time::format_rfc3339;
 use crate::report::text::{Style, thousands, truncate};
 
@@ -101,7 +101,7 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
         style.paint(
             "1",
             &format!(
-                "{:<40} {:<22} {:<20} {:>10}  {}",
+                "{:<40} {:<22} {:<25} {:>10}  {}",
                 "IP", "RULE", "STARTED", "LEFT", "REASON"
             )
         )
@@ -110,16 +110,16 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
         let expires = num(b, "expires_ms");
         let left = match b.get("ended_by").and_then(Value::as_str) {
             Some(how) => how.to_string(),
-            None if expires > now => human_duration(((expires - now + 999) / 1000) as u64),
+            None if expires > now => human_span(((expires - now) / 1000) as u64),
             None => "expired".into(),
         };
         let started = format_rfc3339(num(b, "started_ms"), None);
         let _ = writeln!(
             out,
-            "{:<40} {:<22} {:<20} {:>10}  {}",
+            "{:<40} {:<22} {:<25} {:>10}  {}",
             text(b, "subject"),
             truncate(&text(b, "rule"), 22),
-            started.get(..19).unwrap_or(&started),
+            started,
             left,
             truncate(&text(b, "reason"), 80)
         );
@@ -133,9 +133,21 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
 fn collect_subjects(args: &BanArgs) -> Result<Vec<String>> {
     let mut subjects = Vec::new();
     let mut errors = Vec::new();
+    let parse = |item: &str| -> Result<String, String> {
+        let exact = Subject::parse_exact(item);
+        match (exact, args.normalize) {
+            (Ok(v), _) => Ok(v.to_string()),
+            (Err(_), true) => {
+                let v: Subject = item.parse()?;
+                eprintln!("webfence: {} taken as {v}", item.trim());
+                Ok(v.to_string())
+            }
+            (Err(e), false) => Err(e),
+        }
+    };
     for s in &args.subjects {
-        match s.parse::<Subject>() {
-            Ok(v) => subjects.push(v.to_string()),
+        match parse(s) {
+            Ok(v) => subjects.push(v),
             Err(e) => errors.push(e),
         }
     }
@@ -159,8 +171,8 @@ fn collect_subjects(args: &BanArgs) -> Result<Vec<String>> {
             if item.is_empty() {
                 continue;
             }
-            match item.parse::<Subject>() {
-                Ok(v) => subjects.push(v.to_string()),
+            match parse(item) {
+                Ok(v) => subjects.push(v),
                 Err(e) => errors.push(format!("{name}:{}: {e}", i + 1)),
             }
         }
@@ -201,6 +213,7 @@ pub(super) fn ban(args: BanArgs) -> Result<ExitCode> {
             for_s: Some(args.duration),
             reason: args.reason.clone(),
             force: args.force,
+            replace: args.replace,
         },
     )?;
     let banned = num(&answer, "banned");
@@ -214,6 +227,18 @@ pub(super) fn ban(args: BanArgs) -> Result<ExitCode> {
             "webfence: refused {}: on the allowlist ({}); --force bans it anyway",
             text(r, "ip"),
             text(r, "allowlisted")
+        );
+    }
+    let kept = answer
+        .get("kept")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for k in &kept {
+        eprintln!(
+            "webfence: {} already banned until {}; kept (--replace sets the new duration)",
+            text(k, "ip"),
+            format_rfc3339(num(k, "until_ms"), None)
         );
     }
     let backend_ok = answer.get("backend_ok").and_then(Value::as_bool) == Some(true);
@@ -260,8 +285,24 @@ pub(super) fn unban(args: UnbanArgs) -> Result<ExitCode> {
                 .parse::<Subject>()
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            if !lifted.contains(&canonical.as_str()) {
+            if lifted.contains(&canonical.as_str()) {
+                continue;
+            }
+            let covering: Vec<String> = answer
+                .get("covered")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|c| c.get("ip").and_then(Value::as_str) == Some(canonical.as_str()))
+                .map(|c| text(c, "by"))
+                .collect();
+            if covering.is_empty() {
                 eprintln!("webfence: {s} was not banned");
+            } else {
+                eprintln!(
+                    "webfence: {s} is not banned itself but inside the banned network {} (unban that to lift it)",
+                    covering.join(", ")
+                );
             }
         }
     }
@@ -296,7 +337,7 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
         style.paint("1;36", "webfence run"),
         text(&answer, "version"),
         num(&answer, "pid"),
-        human_duration(up),
+        human_span(up),
         if lp.get("dry_run").and_then(Value::as_bool) == Some(true) {
             ", dry run: nothing is enforced"
         } else {

@@ -144,6 +144,14 @@ struct BanArgs {
     /// Ban even addresses on the allowlist.
     #[arg(long)]
     force: bool,
+    /// Accept CIDRs with host bits set (1.2.3.4/8) as their network
+    /// (1.0.0.0/8), saying so; without it they are refused.
+    #[arg(long)]
+    normalize: bool,
+    /// Replace bans in force even when they last longer (by default the
+    /// longer ban is kept).
+    #[arg(long)]
+    replace: bool,
 }
 
 #[derive(Debug, Args)]

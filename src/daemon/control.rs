@@ -40,6 +40,9 @@ pub enum Request {
         reason: Option<String>,
         #[serde(default)]
         force: bool,
+        /// Replace bans in force even when they last longer.
+        #[serde(default)]
+        replace: bool,
     },
     Unban {
         #[serde(default)]
@@ -104,6 +107,9 @@ pub enum ControlError {
 /// The longest ban accepted: beyond it the expiry (milliseconds since
 /// 1970 in an i64) would wrap and the ban end before it starts.
 pub const MAX_BAN_S: u64 = 100 * 365 * 86_400;
+
+/// Unbans logged one by one; more are summed up in one line.
+const BANS_LOGGED: usize = 50;
 
 /// Biggest request read (100k addresses are about 2 MB).
 const MAX_REQUEST: u64 = 64 << 20;
@@ -334,6 +340,7 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
             for_s,
             reason,
             force,
+            replace,
         } => {
             let subjects = match parse_subjects(&subjects) {
                 Ok(s) => s,
@@ -348,6 +355,11 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
             let reason = reason.unwrap_or_else(|| "banned by hand".into());
             let mut e = lock(&shared.enforcer);
             let now = e.now();
+            let in_force: std::collections::HashMap<Subject, i64> = match e.ledger.active(now) {
+                Ok(active) => active.iter().map(|b| (b.subject, b.expires_ms)).collect(),
+                Err(err) => return failure(err.to_string()),
+            };
+            let mut kept = Vec::new();
             let mut refused = Vec::new();
             let mut bans = Vec::new();
             let mut facts = Vec::new();
@@ -357,6 +369,12 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
                     continue;
                 }
                 let expires_ms = now.saturating_add(for_s as i64 * 1000);
+                // A longer ban in force stays, with its rule's evidence,
+                // unless the admin says --replace.
+                if let Some(&until) = in_force.get(&s).filter(|&&u| u >= expires_ms && !replace) {
+                    kept.push(json!({"ip": s.to_string(), "until_ms": until}));
+                    continue;
+                }
                 bans.push(NewBan {
                     subject: s,
                     rule: "manual".into(),
@@ -388,26 +406,53 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
                         "banned by hand"
                     );
                     let dry_run = lock(&shared.status).dry_run;
-                    json!({"ok": true, "banned": bans.len(), "applied": applied, "refused": refused, "backend_ok": e.health.ok, "dry_run": dry_run})
+                    json!({"ok": true, "banned": bans.len(), "applied": applied, "refused": refused, "kept": kept, "backend_ok": e.health.ok, "dry_run": dry_run})
                 }
                 Err(err) => failure(err.to_string()),
             }
         }
         Request::Unban { subjects, all } => {
             let mut e = lock(&shared.enforcer);
+            let asked = match parse_subjects(&subjects) {
+                Ok(s) => s,
+                Err(err) => return failure(err),
+            };
             let ended = if all {
                 e.unban_all("unban")
             } else {
-                match parse_subjects(&subjects) {
-                    Ok(s) => e.unban(&s, "unban"),
-                    Err(err) => return failure(err),
-                }
+                e.unban(&asked, "unban")
             };
             match ended {
                 Ok(ended) => {
-                    tracing::info!(count = ended.len(), "unbanned by hand");
+                    for b in ended.iter().take(BANS_LOGGED) {
+                        tracing::info!(ip = %b.subject, rule = %b.rule, "unbanned by hand");
+                    }
+                    if ended.len() > BANS_LOGGED {
+                        tracing::info!(
+                            count = ended.len(),
+                            "unbanned by hand: {} more",
+                            ended.len() - BANS_LOGGED
+                        );
+                    }
                     let names: Vec<String> = ended.iter().map(|b| b.subject.to_string()).collect();
-                    json!({"ok": true, "unbanned": names})
+                    // An address not banned itself may be inside a banned
+                    // network: say which, or the admin thinks it is free.
+                    let now = e.now();
+                    let active = e.ledger.active(now).unwrap_or_default();
+                    let covered: Vec<Value> = asked
+                        .iter()
+                        .filter(|s| !ended.iter().any(|b| b.subject == **s))
+                        .flat_map(|s| {
+                            active
+                                .iter()
+                                .filter(|b| {
+                                    b.subject.prefix < s.prefix && b.subject.contains(s.bits)
+                                })
+                                .map(|b| json!({"ip": s.to_string(), "by": b.subject.to_string()}))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    json!({"ok": true, "unbanned": names, "covered": covered})
                 }
                 Err(err) => failure(err.to_string()),
             }

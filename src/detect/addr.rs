@@ -115,6 +115,25 @@ impl std::str::FromStr for Subject {
     }
 }
 
+impl Subject {
+    /// Parses an address or CIDR as typed, refusing a CIDR with host bits
+    /// set (`1.2.3.4/8`): the admin may have meant the address, or a
+    /// narrower network. The error names the network it would mean.
+    pub fn parse_exact(s: &str) -> Result<Subject, String> {
+        let subject: Subject = s.parse()?;
+        let t = s.trim();
+        if let Ok(net) = t.parse::<IpNet>() {
+            if net.trunc() != net {
+                return Err(format!(
+                    "'{t}' has host bits set: as a network it is {} (--normalize bans that; or give the address alone)",
+                    net.trunc()
+                ));
+            }
+        }
+        Ok(subject)
+    }
+}
+
 impl std::fmt::Display for Subject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.is_host() {

@@ -193,6 +193,24 @@ pub fn human_duration(s: u64) -> String {
     }
 }
 
+/// A span of time as people read it: its two largest units, rounded down
+/// ("5h 59m", "59m 52s", "3d 4h", "42s").
+pub fn human_span(s: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    let Some(i) = UNITS.iter().position(|&(u, _)| s >= u) else {
+        return "0s".into();
+    };
+    let (big, big_name) = UNITS[i];
+    let mut out = format!("{}{big_name}", s / big);
+    if let Some(&(small, small_name)) = UNITS.get(i + 1) {
+        let rest = s % big / small;
+        if rest > 0 {
+            out.push_str(&format!(" {rest}{small_name}"));
+        }
+    }
+    out
+}
+
 impl Engine {
     pub fn new(rules: RuleSet) -> Engine {
         let state = rules
@@ -851,6 +869,16 @@ mod tests {
             let ev = engine.rules.classify(&r, false, &mut cs);
             engine.feed(&ev, line.as_bytes());
         }
+    }
+
+    #[test]
+    fn spans_read_as_people_say_them() {
+        assert_eq!(human_span(0), "0s");
+        assert_eq!(human_span(42), "42s");
+        assert_eq!(human_span(3592), "59m 52s");
+        assert_eq!(human_span(86_399), "23h 59m");
+        assert_eq!(human_span(3600), "1h");
+        assert_eq!(human_span(273_600), "3d 4h");
     }
 
     /// Regression: 600 reloads under load recorded 11 bans twice, as the
