@@ -1053,3 +1053,34 @@ fn bans_mean_what_the_admin_typed() {
     ctl(d, &["unban", "203.0.113.50"]).success();
     wait_log_has("ip=203.0.113.50");
 }
+
+/// `webfence reload` asks the daemon to reload, as `fail2ban-client
+/// reload` does, and reports whether the configuration was taken.
+#[test]
+fn reload_reports_whether_the_configuration_was_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    let cfg = d.join("w.toml");
+    let args = ["reload", "-c", cfg.to_str().unwrap()];
+    ctl(d, &args)
+        .success()
+        .stdout(predicate::str::starts_with("reloaded: "))
+        .stdout(predicate::str::contains("rules loaded"));
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("{good}[rules.bad]\nkind = \"rate\"\nlimt = 3\n"),
+    )
+    .unwrap();
+    ctl(d, &args)
+        .failure()
+        .stderr(predicate::str::contains("reload refused"))
+        .stderr(predicate::str::contains("limt"));
+    // The daemon still answers, with its old rules.
+    ctl(d, &["status"]).success();
+    // flush is refused while the daemon runs.
+    ctl(d, &["flush", "-c", cfg.to_str().unwrap()])
+        .failure()
+        .stderr(predicate::str::contains("the daemon is running"));
+}

@@ -830,3 +830,35 @@ fn a_deleted_table_is_back_within_seconds_whatever_check_every_is() {
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
     assert!(log.contains("or its input chain is gone"), "{log}");
 }
+
+/// `webfence flush` removes webfence's table for an admin who uninstalls
+/// (after the daemon is stopped); the ledger stays.
+#[test]
+fn flush_removes_the_table_after_a_stop() {
+    if !available(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let cfg = config(d, "");
+    let net = Net::new("f");
+    let socket = d.join("state/ctl.sock");
+    let daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[]);
+    daemon_ready(&socket);
+    assert!(ctl(&socket, &["ban", "198.18.0.9"]).status.success());
+    drop(daemon);
+    let out = net
+        .exec(&[BIN, "flush", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(1 bans in them)"));
+    let tables = net.exec(&["nft", "list", "tables"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("webfence"));
+    assert!(d.join("state/ledger.db").exists());
+}

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::run::socket_path;
 use super::{BanArgs, BansArgs, SocketArgs, StatusArgs, UnbanArgs, emit};
+use super::{FlushArgs, ReloadArgs};
 use crate::daemon::control::{Request, request};
 use crate::detect::addr::Subject;
 use crate::detect::engine::{human_duration, human_span};
@@ -458,4 +459,64 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(3)
     })
+}
+
+pub(super) fn reload(args: ReloadArgs) -> Result<ExitCode> {
+    let answer = ask(&args.socket, &Request::Reload)?;
+    let asked = num(&answer, "requested_ms");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = ask(&args.socket, &Request::Status)?;
+        let last = status
+            .get("loop")
+            .and_then(|l| l.get("last_reload"))
+            .cloned()
+            .unwrap_or_default();
+        if num(&last, "at_ms") >= asked {
+            let message = text(&last, "message");
+            if last.get("ok").and_then(Value::as_bool) == Some(true) {
+                println!("reloaded: {message}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("webfence: reload refused; the running configuration stays:\n{message}");
+            return Ok(ExitCode::FAILURE);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the daemon did not reload within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+pub(super) fn flush(args: FlushArgs) -> Result<ExitCode> {
+    let path = socket_path(&args.socket.socket, &args.socket.config.config)?;
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        bail!(
+            "the daemon is running (it answers on {}): stop it first (systemctl stop webfence), or it would put its bans back",
+            path.display()
+        );
+    }
+    let config =
+        crate::detect::Config::load_default_or(&args.socket.config.config).map_err(|e| {
+            anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
+        })?;
+    let settings = crate::daemon::Settings::compile(&config).map_err(|e| {
+        anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
+    })?;
+    let name = args.backend.unwrap_or(settings.backend);
+    let mut backend =
+        crate::enforce::backend(&name, &settings.table, Vec::new()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown backend '{name}' (expected one of {})",
+                crate::enforce::BACKENDS.join(", ")
+            )
+        })?;
+    let held = backend.list().map(|b| b.len()).unwrap_or(0);
+    backend.teardown()?;
+    println!(
+        "removed webfence's {name} objects ({} bans in them); the ledger is kept in {}",
+        thousands(held as u64),
+        settings.state_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

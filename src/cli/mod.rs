@@ -56,6 +56,28 @@ enum Command {
     /// The daemon's sources and how far behind each is, rules, bans and
     /// backend health.
     Status(StatusArgs),
+    /// Ask the running daemon to read its configuration again (as SIGHUP
+    /// does) and say whether it took it.
+    Reload(ReloadArgs),
+    /// Remove everything webfence put in the kernel (its nftables table,
+    /// ipsets and rules, or null routes), for an admin who uninstalls.
+    /// Refused while the daemon runs: stop it first.
+    Flush(FlushArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReloadArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+}
+
+#[derive(Debug, Args)]
+struct FlushArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// The backend to clear, instead of [daemon] backend.
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -608,6 +630,8 @@ pub fn main() -> ExitCode {
         Command::Ban(args) => control::ban(args),
         Command::Unban(args) => control::unban(args),
         Command::Status(args) => control::status(args),
+        Command::Reload(args) => control::reload(args),
+        Command::Flush(args) => control::flush(args),
     };
     match result {
         Ok(code) => code,

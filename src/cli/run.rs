@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use super::{DaemonArgs, indent};
 use crate::daemon::Settings;
-use crate::daemon::control::{self, LoopStatus, Shared, SourceStatus};
+use crate::daemon::control::{self, LoopStatus, ReloadOutcome, Shared, SourceStatus};
 use crate::daemon::enforcer::{Enforcer, EngineUpdate, Hooks, take_updates, wall_ms};
 use crate::daemon::lock;
 use crate::detect::allow::{Allowlist, SystemHost};
@@ -234,6 +234,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
                 enforcer: enforcer.clone(),
                 status: status.clone(),
                 default_ban_s: DEFAULT_MANUAL_BAN_S,
+                request_reload: || RELOAD.store(true, Ordering::SeqCst),
             };
             std::thread::Builder::new()
                 .name("control".into())
@@ -316,16 +317,28 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
                 parser: &mut parser,
                 settings: &mut settings,
             };
-            match reload(&args, &mut parts, &enforcer, dry_run) {
+            let outcome = match reload(&args, &mut parts, &enforcer, dry_run) {
                 Ok(set) => {
+                    let message = format!("{} rules loaded", set.rules.len());
                     lock(&status).rules = set.rules.len();
                     waker.watch(&follower.directories());
                     let _ = to_enforcer.send(ToEnforcer::Rules(Box::new(set)));
+                    ReloadOutcome {
+                        at_ms: wall_ms(),
+                        ok: true,
+                        message,
+                    }
                 }
                 Err(e) => {
-                    tracing::error!("reload refused; the running configuration stays: {e:#}")
+                    tracing::error!("reload refused; the running configuration stays: {e:#}");
+                    ReloadOutcome {
+                        at_ms: wall_ms(),
+                        ok: false,
+                        message: format!("{e:#}"),
+                    }
                 }
-            }
+            };
+            lock(&status).last_reload = Some(outcome);
         }
         let mut read_any = false;
         follower.poll(Instant::now(), &mut |path, bytes| {

@@ -50,6 +50,8 @@ pub enum Request {
         #[serde(default)]
         all: bool,
     },
+    /// Read the configuration again, as SIGHUP does.
+    Reload,
 }
 
 /// What the follow loop publishes for `status`.
@@ -67,6 +69,16 @@ pub struct LoopStatus {
     /// that does not exist, a format it cannot recognise): while any is
     /// listed, that log is not protected.
     pub problems: Vec<String>,
+    /// The last reload: when, and its outcome.
+    pub last_reload: Option<ReloadOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadOutcome {
+    pub at_ms: i64,
+    pub ok: bool,
+    /// The rules loaded, or why the configuration was refused.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +94,8 @@ pub struct Shared {
     pub enforcer: Arc<Mutex<Enforcer>>,
     pub status: Arc<Mutex<LoopStatus>>,
     pub default_ban_s: u64,
+    /// Asks the follow loop to reload (what SIGHUP does).
+    pub request_reload: fn(),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -310,6 +324,10 @@ fn parse_subjects(items: &[String]) -> Result<Vec<Subject>, String> {
 pub fn handle(req: Request, shared: &Shared) -> Value {
     match req {
         Request::Status => status(shared),
+        Request::Reload => {
+            (shared.request_reload)();
+            json!({"ok": true, "requested_ms": lock(&shared.enforcer).now()})
+        }
         Request::Bans {
             history,
             rule,
