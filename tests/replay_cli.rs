@@ -827,7 +827,7 @@ fn check_reports_every_error_with_its_location() {
     let err = String::from_utf8(out.stderr).unwrap();
     let name = cfg.to_str().unwrap();
     assert!(
-        err.contains(&format!("{name}:5:1: unknown field `threshhold`")),
+        err.contains(&format!("{name}:5:1: unknown key 'threshhold'")),
         "{err}"
     );
     let cfg2 = write(
@@ -960,4 +960,43 @@ fn a_hostile_log_line_cannot_break_the_output() {
     );
     let d = decisions(&[p.to_str().unwrap()]);
     assert_eq!(d.len(), 1);
+}
+
+/// Config errors speak TOML, not Rust, suggest the key a typo meant, and
+/// never point at line 0 column 0.
+#[test]
+fn config_errors_speak_the_admins_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("w.toml");
+    std::fs::write(
+        &cfg,
+        "[deamon]\nlogs = \"/x\"\n[daemon]\nlogs = \"/var/log/x\"\n[rules.a]\nkind = \"rate\"\nlimt = 3\n[rules.b]\nkind = \"rate\"\nlimit = \"ten\"\nwindow = \"1h30m\"\n",
+    )
+    .unwrap();
+    let out = common::webfence()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        ":1:2: unknown key 'deamon' (did you mean 'daemon'?",
+        ":4:8: invalid type: text \"/var/log/x\", expected a list like [\"/var/log/nginx/access.log\"]",
+        ":7:1: unknown key 'limt' (did you mean 'limit'?)",
+        ":10:9: invalid type: text \"ten\", expected a whole number",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("i64") && !err.contains("sequence"), "{err}");
+    let missing = dir.path().join("nope.toml");
+    common::webfence()
+        .args(["check", "-c"])
+        .arg(&missing)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(format!(
+            "{}: cannot read the configuration",
+            missing.display()
+        )))
+        .stderr(predicates::str::contains(":0:0").not());
 }

@@ -598,7 +598,11 @@ fn directory_is_refused() {
         .args(["report", "/tmp"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("cannot open /tmp: is a directory"));
+        .stderr(predicate::str::contains(
+            "cannot open /tmp: it is a directory\n",
+        ))
+        // Regression: the cause was said twice.
+        .stderr(predicate::str::contains("directory: it is a directory").not());
 }
 
 #[test]
@@ -660,6 +664,38 @@ fn empty_input_is_an_empty_report() {
     let doc = report_json(&[p.to_str().unwrap()]);
     assert_eq!(doc["summary"]["requests"], 0);
     assert!(doc["summary"]["first"].is_null());
+    // Regression: the text said "Format combined" for an empty file.
+    webfence()
+        .args(["report", "--color", "never"])
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "Input             empty: no line to report",
+        ))
+        .stdout(predicate::str::contains("Format").not());
+}
+
+/// Regression: on a log spanning one second the peak rate (its minute's
+/// hits / 60) was below the mean rate.
+#[test]
+fn the_peak_rate_is_never_below_the_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..10)
+        .map(|i| {
+            format!(
+                "{}\n",
+                line(&format!("192.0.2.{i}"), T0, "GET / HTTP/1.1", 200, 1, "x")
+            )
+        })
+        .collect();
+    let p = write(dir.path(), "burst.log", &text);
+    let doc = report_json(&[p.to_str().unwrap()]);
+    let (mean, peak) = (
+        doc["summary"]["mean_rps"].as_f64().unwrap(),
+        doc["summary"]["peak_rps"].as_f64().unwrap(),
+    );
+    assert!(peak >= mean, "peak {peak} < mean {mean}");
 }
 
 #[test]

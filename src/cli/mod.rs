@@ -21,6 +21,21 @@ use crate::report::{self, RankBy, csv::CsvTable, text};
 use crate::source::Input;
 use crate::stats::Filter;
 
+/// An error and its causes, each said once: many errors already include
+/// their cause in their own text ("cannot open /tmp: it is a directory"),
+/// and `{:#}` would repeat it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "webfence",
@@ -636,7 +651,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("webfence: error: {e:#}");
+            eprintln!("webfence: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

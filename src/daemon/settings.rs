@@ -206,6 +206,9 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let e = compile("[daemon]\nlog = [\"/var/log/x\"]\n").unwrap_err();
-        assert!(e.contains("t.toml:2:1: unknown field `log`"), "{e}");
+        assert!(
+            e.contains("t.toml:2:1: unknown key 'log' (did you mean 'logs'?)"),
+            "{e}"
+        );
     }
 }

@@ -123,14 +123,28 @@ impl SourceFiles {
     }
 }
 
-/// One problem in a configuration file.
+/// One problem in a configuration file: `file:line:column: message`, or
+/// `file: message` where no place in it is to blame (it cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
+#[error("{}", self.located())]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+impl ConfigError {
+    fn located(&self) -> String {
+        if self.line == 0 {
+            format!("{}: {}", self.file, self.message)
+        } else {
+            format!(
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        }
+    }
 }
 
 /// Every problem found; reported all at once so a file is fixed in one go.
@@ -601,8 +615,92 @@ fn de_error(
             start: span.start,
             end: span.end,
         },
-        e.message().trim_end().replace('\n', " "),
+        plain_words(&e.message().trim_end().replace('\n', " ")),
     )
+}
+
+/// serde speaks Rust ("expected a sequence", "expected i64", "unknown
+/// field `limt`, expected one of ..."); an admin reads TOML. This says the
+/// same in TOML's words and suggests the nearest known key for a typo.
+fn plain_words(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, toml) in [
+        (
+            "expected a sequence",
+            "expected a list like [\"/var/log/nginx/access.log\"]",
+        ),
+        ("invalid type: sequence", "invalid type: a list"),
+        ("invalid type: map", "invalid type: a table"),
+        ("expected a map", "expected a table"),
+        ("expected struct", "expected a table"),
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("invalid type: integer", "invalid type: a number"),
+        ("invalid type: floating point", "invalid type: a number"),
+        ("invalid type: string", "invalid type: text"),
+        ("expected a string", "expected text in quotes"),
+    ] {
+        m = m.replace(rust, toml);
+    }
+    if let Some(rest) = m.strip_prefix("unknown field `") {
+        if let Some((key, known)) = rest.split_once("`, expected ") {
+            let candidates: Vec<&str> = known
+                .trim_start_matches("one of ")
+                .split(", ")
+                .map(|k| k.trim_matches('`'))
+                .collect();
+            let mut out = format!("unknown key '{key}'");
+            if let Some(near) = nearest(key, &candidates) {
+                out.push_str(&format!(" (did you mean '{near}'?)"));
+            }
+            out.push_str(&format!("; known keys: {}", candidates.join(", ")));
+            return out;
+        }
+    }
+    m
+}
+
+/// The known key a typo most likely meant: within two edits (one for
+/// short keys), else none.
+pub fn nearest<'a>(typo: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = if typo.len() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edit_distance(typo, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance with transpositions counted as one edit (the
+/// typo "deamon" is one swap from "daemon"). Keys are short: the
+/// quadratic table is a few hundred cells.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn section<T: for<'de> Deserialize<'de>>(
@@ -770,10 +868,16 @@ impl Config {
                         }
                     }
                 }
-                other => errors.push(sources.error(
-                    at,
-                    format!("unknown key '{other}' (expected one of {SECTIONS})"),
-                )),
+                other => {
+                    let known: Vec<&str> = SECTIONS.split(", ").collect();
+                    let hint = nearest(other, &known)
+                        .map(|k| format!("did you mean '{k}'? "))
+                        .unwrap_or_default();
+                    errors.push(sources.error(
+                        at,
+                        format!("unknown key '{other}' ({hint}expected one of {SECTIONS})"),
+                    ))
+                }
             }
         }
     }
@@ -884,7 +988,12 @@ mod tests {
         assert_eq!(err.0.len(), 1, "{err}");
         let e = &err.0[0];
         assert_eq!((e.file.as_str(), e.line, e.column), ("site.toml", 3, 1));
-        assert!(e.message.contains("unknown field `limt`"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("unknown key 'limt' (did you mean 'limit'?)"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -229,6 +229,11 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
     });
 
     let (timeline_bucket_s, timeline) = timeline(s, o);
+    let mean_rps = if total == 0 {
+        0.0
+    } else {
+        (total as f64 / span_s.max(1.0) * 100.0).round() / 100.0
+    };
 
     Report {
         summary: Summary {
@@ -243,12 +248,12 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
             first: s.first.map(time),
             last: s.last.map(time),
             span_s,
-            mean_rps: if total == 0 {
-                0.0
-            } else {
-                (total as f64 / span_s.max(1.0) * 100.0).round() / 100.0
-            },
-            peak_rps: peak.map_or(0.0, |(_, h)| (h as f64 / 60.0 * 100.0).round() / 100.0),
+            mean_rps,
+            // A log shorter than a minute has its whole traffic in its
+            // peak minute: the rate over the span is the peak then.
+            peak_rps: peak
+                .map_or(0.0, |(_, h)| (h as f64 / 60.0 * 100.0).round() / 100.0)
+                .max(mean_rps),
             peak_minute: peak.map(|(m, _)| time(m * 60_000)),
             format: a.format.clone(),
         },

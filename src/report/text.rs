@@ -214,7 +214,11 @@ pub fn render(r: &Report, style: Style, by_bytes: bool) -> String {
     let line = |out: &mut String, label: &str, value: String| {
         let _ = writeln!(out, "  {label:<18}{value}");
     };
-    line(&mut out, "Format", s.format.clone());
+    if s.lines == 0 {
+        line(&mut out, "Input", "empty: no line to report".into());
+    } else {
+        line(&mut out, "Format", s.format.clone());
+    }
     line(&mut out, "Requests", thousands(s.requests));
     let malformed = thousands(s.malformed);
     line(

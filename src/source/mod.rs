@@ -48,7 +48,7 @@ impl Input {
         let mut reader: BufReader<Box<dyn Read + Send>> = match self {
             Input::File(p) => {
                 if p.is_dir() {
-                    return Err(err(io::Error::other("is a directory")));
+                    return Err(err(io::Error::other("it is a directory")));
                 }
                 BufReader::with_capacity(64 * 1024, Box::new(File::open(p).map_err(err)?))
             }
@@ -323,7 +323,7 @@ mod tests {
             "{e}"
         );
         let e = Input::File("/".into()).open().err().unwrap();
-        assert_eq!(e.to_string(), "cannot open /: is a directory");
+        assert_eq!(e.to_string(), "cannot open /: it is a directory");
     }
 
     proptest! {
