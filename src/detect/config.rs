@@ -671,37 +671,13 @@ pub fn nearest<'a>(typo: &str, known: &[&'a str]) -> Option<&'a str> {
     let limit = if typo.len() <= 4 { 1 } else { 2 };
     known
         .iter()
-        .map(|k| (edit_distance(typo, k), *k))
+        // Transpositions count as one edit: "deamon" is one swap away.
+        .map(|k| (strsim::damerau_levenshtein(typo, k), *k))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
 
-/// Levenshtein distance with transpositions counted as one edit (the
-/// typo "deamon" is one swap from "daemon"). Keys are short: the
-/// quadratic table is a few hundred cells.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for j in 0..=b.len() {
-        d[0][j] = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
-            }
-        }
-    }
-    d[a.len()][b.len()]
-}
 
 fn section<T: for<'de> Deserialize<'de>>(
     value: toml::Spanned<DeValue<'_>>,
