@@ -1084,3 +1084,87 @@ fn reload_reports_whether_the_configuration_was_taken() {
         .failure()
         .stderr(predicate::str::contains("the daemon is running"));
 }
+
+/// The Debian package (built by scripts/package, named by WEBFENCE_DEB)
+/// installs into an empty root: the binary runs, `man -w` finds its pages,
+/// the completions are there, and the unit's ExecStartPre check passes on
+/// the shipped configuration.
+#[test]
+fn the_debian_package_installs_into_a_clean_root() {
+    let Some(deb) = std::env::var_os("WEBFENCE_DEB") else {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_PACKAGE").is_none(),
+            "WEBFENCE_DEB must name the package built by scripts/package"
+        );
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("var/lib/dpkg/info")).unwrap();
+    std::fs::create_dir_all(r.join("var/lib/dpkg/updates")).unwrap();
+    std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+    std::fs::write(r.join("var/lib/dpkg/available"), "").unwrap();
+    let out = std::process::Command::new("dpkg")
+        .arg(format!("--root={}", r.display()))
+        .args(["--force-depends", "-i"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = r.join("usr/bin/webfence");
+    let version = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("webfence {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    for page in [
+        "webfence",
+        "webfence-run",
+        "webfence-ban",
+        "webfence-status",
+    ] {
+        let man = std::process::Command::new("man")
+            .arg("-M")
+            .arg(r.join("usr/share/man"))
+            .args(["-w", page])
+            .output()
+            .unwrap();
+        assert!(
+            man.status.success(),
+            "man -w {page}: {}",
+            String::from_utf8_lossy(&man.stderr)
+        );
+    }
+    for f in [
+        "usr/share/bash-completion/completions/webfence",
+        "usr/share/zsh/vendor-completions/_webfence",
+        "usr/share/fish/vendor_completions.d/webfence.fish",
+    ] {
+        assert!(r.join(f).is_file(), "{f} missing");
+    }
+    let unit = std::fs::read_to_string(r.join("lib/systemd/system/webfence.service")).unwrap();
+    let pre = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStartPre="))
+        .expect("the unit checks its configuration before starting");
+    let mut words = pre.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/bin/webfence"));
+    let check = std::process::Command::new(&bin)
+        .args(words)
+        .arg("-c")
+        .arg(r.join("etc/webfence/webfence.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "ExecStartPre fails on the shipped configuration: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

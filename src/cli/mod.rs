@@ -1,6 +1,7 @@
 //! The command line: argument definitions and the thin glue that runs the
 //! pipeline and writes its output.
 
+mod assets;
 mod control;
 mod dashboard;
 mod replay;
@@ -78,6 +79,15 @@ enum Command {
     /// ipsets and rules, or null routes), for an admin who uninstalls.
     /// Refused while the daemon runs: stop it first.
     Flush(FlushArgs),
+    /// Print a completion script: webfence completions bash >
+    /// /etc/bash_completion.d/webfence (also zsh, fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages and completions under DIR (for packaging).
+    #[command(hide = true)]
+    Assets { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -647,6 +657,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => control::status(args),
         Command::Reload(args) => control::reload(args),
         Command::Flush(args) => control::flush(args),
+        Command::Completions { shell } => assets::completions(shell),
+        Command::Assets { dir } => assets::write_assets(&dir),
     };
     match result {
         Ok(code) => code,

@@ -678,7 +678,6 @@ pub fn nearest<'a>(typo: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-
 fn section<T: for<'de> Deserialize<'de>>(
     value: toml::Spanned<DeValue<'_>>,
     sources: &SourceFiles,
