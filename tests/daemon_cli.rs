@@ -197,7 +197,7 @@ fn manual_bans_through_the_socket_with_the_none_backend() {
     ctl(d, &["bans", "--ip", "198.51.100.0/16", "--json"])
         .success()
         .stdout(
-            predicate::str::contains("\"subject\":\"198.51.100.0/24\"")
+            predicate::str::contains("\"cidr\":\"198.51.100.0/24\"")
                 .and(predicate::str::contains("203.0.113").not()),
         );
     ctl(d, &["unban", "203.0.113.7", "192.0.2.55"])
@@ -213,6 +213,49 @@ fn manual_bans_through_the_socket_with_the_none_backend() {
             "access.log  read 0 of 0 bytes, up to date",
         ));
     drop(daemon);
+
+    // With the daemon down, bans are read from the ledger, saying so.
+    let cfg = d.join("w.toml");
+    let cfg = cfg.to_str().unwrap();
+    ctl(d, &["bans", "-c", cfg])
+        .success()
+        .stderr(predicate::str::contains(
+            "the daemon is not running; read from the ledger",
+        ))
+        .stdout(predicate::str::contains("203.0.113.8"));
+    // History: when and how each ban ended.
+    ctl(d, &["bans", "--history", "-c", cfg])
+        .success()
+        .stdout(predicate::str::contains("ENDED").and(predicate::str::contains("HOW")))
+        .stdout(predicate::str::contains(" unban "));
+    // JSON uses replay's names and RFC 3339 times.
+    let out = webfence()
+        .args(["bans", "--json", "--history", "-c", cfg, "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let net = rows
+        .iter()
+        .find(|r| r["cidr"] == "198.51.100.0/24")
+        .unwrap();
+    assert_eq!(net["rule"], "manual");
+    assert_eq!(net["reason"], "scraper");
+    assert_eq!(net["duration_s"], 7200);
+    assert!(
+        net["started"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .is_ok()
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["ip"] == "203.0.113.7" && r["ended_by"] == "unban")
+    );
 
     // The ledger outlives the daemon: a restart finds the bans and history.
     let _daemon = start(d, &[]);
@@ -430,7 +473,10 @@ fn banned(d: &Path, extra: &[&str]) -> Vec<String> {
         .unwrap();
     let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"].to_string())
+        .map(|l| {
+            let v = serde_json::from_str::<serde_json::Value>(l).unwrap();
+            v.get("ip").or_else(|| v.get("cidr")).unwrap().to_string()
+        })
         .collect();
     v.sort();
     v
@@ -757,6 +803,17 @@ fn a_burst_that_straddles_a_sigkill_is_still_caught() {
     }
     // The lines read again are not counted twice in status.
     wait_lines(d, 5);
+    // A rule's ban carries its decision's evidence, as replay --json has it.
+    let out = webfence()
+        .args(["bans", "--json", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(row["rule"], "burst");
+    assert_eq!(row["evidence"]["threshold"], 10);
+    assert!(row["evidence"]["count"].as_u64().unwrap() >= 11, "{row}");
 }
 
 /// Lines from `count` distinct clients starting at `first`, each asking

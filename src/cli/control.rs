@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::run::socket_path;
 use super::{BanArgs, BansArgs, SocketArgs, StatusArgs, UnbanArgs, emit};
@@ -46,20 +46,113 @@ fn text(v: &Value, key: &str) -> String {
     crate::log::parse::escape_for_display(raw.as_bytes())
 }
 
+/// The daemon's answer, or `None` when no daemon listens on the socket.
+fn ask_if_running(socket: &SocketArgs, req: &Request) -> Result<Option<Value>> {
+    let path = socket_path(&socket.socket, &socket.config.config)?;
+    match request(&path, req) {
+        Err(crate::daemon::control::ControlError::Connect { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+        Ok(answer) if answer.get("ok").and_then(Value::as_bool) == Some(true) => Ok(Some(answer)),
+        Ok(answer) => bail!(
+            "{}",
+            answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the daemon refused the request")
+        ),
+    }
+}
+
+/// With the daemon down, bans come from the ledger itself, as cscli reads
+/// its database: the admin can still see what is in force and why.
+fn bans_from_ledger(socket: &SocketArgs, q: &crate::enforce::ledger::Query) -> Result<Value> {
+    let config = crate::detect::Config::load_default_or(&socket.config.config).map_err(|e| {
+        anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
+    })?;
+    let settings = crate::daemon::Settings::compile(&config).map_err(|e| {
+        anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
+    })?;
+    let path = settings.state_dir.join("ledger.db");
+    if !path.exists() {
+        bail!(
+            "the daemon is not running and there is no ledger at {} (is [daemon] state_dir right?)",
+            path.display()
+        );
+    }
+    let ledger = crate::enforce::ledger::Ledger::open_read_only(&path)?;
+    let now = crate::daemon::enforcer::wall_ms();
+    let bans = ledger.query(q, now)?;
+    eprintln!(
+        "webfence: the daemon is not running; read from the ledger {}",
+        path.display()
+    );
+    Ok(json!({"ok": true, "now_ms": now, "offline": true, "bans": bans}))
+}
+
+/// A ban as `replay --json` names a decision (`ip` or `cidr`, `rule`,
+/// `reason`, `evidence`, `repeat`), with RFC 3339 times.
+fn ban_json(b: &Value) -> Value {
+    let subject = b.get("subject").and_then(Value::as_str).unwrap_or("");
+    let time = |key: &str| {
+        b.get(key)
+            .and_then(Value::as_i64)
+            .map(|ms| Value::String(format_rfc3339(ms, None)))
+            .unwrap_or(Value::Null)
+    };
+    let decision: Value = b
+        .get("evidence")
+        .and_then(Value::as_str)
+        .and_then(|e| serde_json::from_str(e).ok())
+        .unwrap_or(Value::Null);
+    let mut out = serde_json::Map::new();
+    let key = if subject.contains('/') { "cidr" } else { "ip" };
+    out.insert(key.into(), subject.into());
+    for k in ["rule", "reason", "origin"] {
+        out.insert(k.into(), b.get(k).cloned().unwrap_or(Value::Null));
+    }
+    out.insert("started".into(), time("started_ms"));
+    out.insert("expires".into(), time("expires_ms"));
+    out.insert("ended".into(), time("ended_ms"));
+    out.insert(
+        "ended_by".into(),
+        b.get("ended_by").cloned().unwrap_or(Value::Null),
+    );
+    let duration_s = (num(b, "expires_ms") - num(b, "started_ms")).max(0) / 1000;
+    out.insert("duration_s".into(), duration_s.into());
+    out.insert(
+        "repeat".into(),
+        decision.get("repeat").cloned().unwrap_or(0.into()),
+    );
+    out.insert(
+        "evidence".into(),
+        decision.get("evidence").cloned().unwrap_or(Value::Null),
+    );
+    Value::Object(out)
+}
+
 pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
     if let Some(ip) = &args.ip {
         ip.parse::<Subject>()
             .map_err(|e| anyhow::anyhow!("invalid --ip: {e}"))?;
     }
-    let answer = ask(
-        &args.socket,
-        &Request::Bans {
-            history: args.history,
-            rule: args.rule.clone(),
-            within: args.ip.clone(),
-            limit: args.limit,
-        },
-    )?;
+    let req = Request::Bans {
+        history: args.history,
+        rule: args.rule.clone(),
+        within: args.ip.clone(),
+        limit: args.limit,
+    };
+    let answer = match ask_if_running(&args.socket, &req)? {
+        Some(a) => a,
+        None => bans_from_ledger(
+            &args.socket,
+            &crate::enforce::ledger::Query {
+                history: args.history,
+                rule: args.rule.clone(),
+                within: args.ip.as_deref().and_then(|i| i.parse().ok()),
+                limit: args.limit,
+            },
+        )?,
+    };
     let now = num(&answer, "now_ms");
     let bans = answer
         .get("bans")
@@ -69,7 +162,7 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
     let mut out = String::new();
     if args.json {
         for b in &bans {
-            let _ = writeln!(out, "{b}");
+            let _ = writeln!(out, "{}", ban_json(b));
         }
         emit(out.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
@@ -96,34 +189,56 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
             )
         );
     }
-    let _ = writeln!(
-        out,
-        "{}",
-        style.paint(
-            "1",
-            &format!(
-                "{:<40} {:<22} {:<25} {:>10}  {}",
-                "IP", "RULE", "STARTED", "LEFT", "REASON"
-            )
+    let header = if args.history {
+        format!(
+            "{:<40} {:<22} {:<25} {:<25} {:<9} {}",
+            "IP", "RULE", "STARTED", "ENDED", "HOW", "REASON"
         )
-    );
+    } else {
+        format!(
+            "{:<40} {:<22} {:<25} {:>10}  {}",
+            "IP", "RULE", "STARTED", "LEFT", "REASON"
+        )
+    };
+    let _ = writeln!(out, "{}", style.paint("1", &header));
     for b in &bans {
         let expires = num(b, "expires_ms");
-        let left = match b.get("ended_by").and_then(Value::as_str) {
-            Some(how) => how.to_string(),
-            None if expires > now => human_span(((expires - now) / 1000) as u64),
-            None => "expired".into(),
-        };
         let started = format_rfc3339(num(b, "started_ms"), None);
-        let _ = writeln!(
-            out,
-            "{:<40} {:<22} {:<25} {:>10}  {}",
-            text(b, "subject"),
-            truncate(&text(b, "rule"), 22),
-            started,
-            left,
-            truncate(&text(b, "reason"), 80)
-        );
+        let repeat = ban_json(b)
+            .get("repeat")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let rule = if repeat > 0 {
+            format!("{} ×{}", text(b, "rule"), repeat + 1)
+        } else {
+            text(b, "rule")
+        };
+        let reason = truncate(&text(b, "reason"), 80);
+        let subject = text(b, "subject");
+        let ended_by = b.get("ended_by").and_then(Value::as_str);
+        if args.history {
+            let (ended, how) = match ended_by {
+                Some(how) => (format_rfc3339(num(b, "ended_ms"), None), how.to_string()),
+                None if expires > now => ("-".into(), "in force".into()),
+                None => (format_rfc3339(expires, None), "expired".into()),
+            };
+            let _ = writeln!(
+                out,
+                "{subject:<40} {:<22} {started:<25} {ended:<25} {how:<9} {reason}",
+                truncate(&rule, 22)
+            );
+        } else {
+            let left = match ended_by {
+                Some(how) => how.to_string(),
+                None if expires > now => human_span(((expires - now) / 1000) as u64),
+                None => "expired".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{subject:<40} {:<22} {started:<25} {left:>10}  {reason}",
+                truncate(&rule, 22)
+            );
+        }
     }
     emit(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)

@@ -53,7 +53,8 @@ pub struct LedgerBan {
     pub ended_ms: Option<i64>,
     /// "expired", "unban", "replaced".
     pub ended_by: Option<String>,
-    #[serde(skip)]
+    /// The decision as `replay --json` writes it (rule bans only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
 }
 
@@ -124,6 +125,23 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerBan> {
 }
 
 impl Ledger {
+    /// Opens a ledger for reading only, as `webfence bans` does when the
+    /// daemon is not running: nothing is created or changed.
+    pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| LedgerError {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
         let err = |source| LedgerError {
             path: path.to_path_buf(),
