@@ -74,12 +74,9 @@ fn bad_lines_in_an_address_file_ban_nothing() {
 
 #[test]
 fn an_absent_daemon_is_named() {
-    for args in [
-        vec!["status"],
-        vec!["bans"],
-        vec!["unban", "--all"],
-        vec!["ban", "203.0.113.7"],
-    ] {
+    // status and bans still answer from the ledger (below); the commands
+    // that change something need the daemon.
+    for args in [vec!["unban", "--all"], vec!["ban", "203.0.113.7"]] {
         webfence()
             .args(&args)
             .args(["--socket", "/nonexistent/webfence.sock"])
@@ -89,6 +86,27 @@ fn an_absent_daemon_is_named() {
                 "cannot reach the webfence daemon at /nonexistent/webfence.sock",
             ));
     }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "w.toml",
+        &format!("[daemon]\nstate_dir = \"{}\"\n", dir.path().display()),
+    );
+    webfence()
+        .args(["status", "--socket", "/nonexistent/webfence.sock", "-c"])
+        .arg(&cfg)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("webfence run is NOT RUNNING"))
+        .stdout(predicate::str::contains("ledger    none at"));
+    webfence()
+        .args(["bans", "--socket", "/nonexistent/webfence.sock", "-c"])
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "the daemon is not running and there is no ledger at",
+        ));
 }
 
 struct Daemon(Child);
@@ -814,6 +832,15 @@ fn a_burst_that_straddles_a_sigkill_is_still_caught() {
     assert_eq!(row["rule"], "burst");
     assert_eq!(row["evidence"]["threshold"], 10);
     assert!(row["evidence"]["count"].as_u64().unwrap() >= 11, "{row}");
+    // Per-rule figures, and one rule's view (as fail2ban-client status JAIL).
+    ctl(d, &["status"]).success().stdout(
+        predicate::str::is_match(r"  burst +1 decisions +1 in force  last \d+s ago").unwrap(),
+    );
+    ctl(d, &["status", "burst"])
+        .success()
+        .stdout(predicate::str::contains("in force  1"))
+        .stdout(predicate::str::contains("newest bans in force:"))
+        .stdout(predicate::str::contains("198.18.0.5"));
 }
 
 /// Lines from `count` distinct clients starting at `first`, each asking

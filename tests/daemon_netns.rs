@@ -234,11 +234,10 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 fn daemon_ready(socket: &Path) {
+    // Exit code 3 also means "not running": the answer must come from it.
     wait_for("the daemon's socket", Duration::from_secs(10), || {
-        ctl(socket, &["status", "--json"])
-            .status
-            .code()
-            .is_some_and(|c| c == 0 || c == 3)
+        let out = ctl(socket, &["status", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v["ok"] == true)
     });
 }
 

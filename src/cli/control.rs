@@ -430,11 +430,135 @@ pub(super) fn unban(args: UnbanArgs) -> Result<ExitCode> {
     })
 }
 
+/// `status` with no daemon: said plainly, with what the ledger holds, and
+/// exit code 3 (nothing is being protected).
+fn status_offline(args: &StatusArgs) -> Result<ExitCode> {
+    let path = socket_path(&args.socket.socket, &args.socket.config.config)?;
+    let mut out = format!(
+        "webfence run is NOT RUNNING (nothing answers on {}): no log is followed and no new ban is made; bans already in the kernel stay until they expire\n",
+        path.display()
+    );
+    let settings = crate::detect::Config::load_default_or(&args.socket.config.config)
+        .ok()
+        .and_then(|c| crate::daemon::Settings::compile(&c).ok());
+    if let Some(s) = settings {
+        let ledger = s.state_dir.join("ledger.db");
+        match crate::enforce::ledger::Ledger::open_read_only(&ledger)
+            .and_then(|l| l.counts(crate::daemon::enforcer::wall_ms()))
+        {
+            Ok((active, recorded)) => {
+                out.push_str(&format!(
+                    "ledger    {}: {} bans in force, {} recorded\n",
+                    ledger.display(),
+                    thousands(active),
+                    thousands(recorded)
+                ));
+            }
+            Err(_) => out.push_str(&format!("ledger    none at {}\n", ledger.display())),
+        }
+    }
+    if args.json {
+        emit(
+            format!(
+                "{}\n",
+                json!({"ok": false, "running": false, "healthy": false})
+            )
+            .as_bytes(),
+        )?;
+    } else {
+        emit(out.as_bytes())?;
+    }
+    Ok(ExitCode::from(3))
+}
+
+/// `status RULE`: one rule's figures and the bans it holds in force.
+fn status_of_rule(args: &StatusArgs, rule: &str, answer: &Value) -> Result<ExitCode> {
+    let lp = answer.get("loop").cloned().unwrap_or_default();
+    let figures = lp
+        .get("per_rule")
+        .and_then(Value::as_array)
+        .and_then(|rules| {
+            rules
+                .iter()
+                .find(|r| r.get("rule").and_then(Value::as_str) == Some(rule))
+        })
+        .cloned()
+        .unwrap_or_default();
+    let in_force = answer
+        .get("bans")
+        .and_then(|b| b.get("active_by_rule"))
+        .and_then(|m| m.get(rule))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let bans = ask(
+        &args.socket,
+        &Request::Bans {
+            history: false,
+            rule: Some(rule.to_string()),
+            within: None,
+            limit: Some(10),
+        },
+    )?;
+    let now = num(answer, "now_ms");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rule      {}",
+        crate::log::parse::escape_for_display(rule.as_bytes())
+    );
+    let _ = writeln!(
+        out,
+        "decided   {} times since the start, {} bans",
+        thousands(num(&figures, "decisions") as u64),
+        thousands(num(&figures, "bans") as u64)
+    );
+    let _ = writeln!(out, "in force  {}", thousands(in_force as u64));
+    let last = match figures.get("last_ms").and_then(Value::as_i64) {
+        Some(ms) => format!(
+            "{} ({} ago)",
+            format_rfc3339(ms, None),
+            human_span(((now - ms).max(0) / 1000) as u64)
+        ),
+        None => "never since the start".into(),
+    };
+    let _ = writeln!(out, "last      {last}");
+    let list = bans
+        .get("bans")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !list.is_empty() {
+        let _ = writeln!(out, "newest bans in force:");
+        for b in &list {
+            let left = human_span(((num(b, "expires_ms") - now).max(0) / 1000) as u64);
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>9} left  {}",
+                text(b, "subject"),
+                left,
+                truncate(&text(b, "reason"), 60)
+            );
+        }
+    }
+    emit(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
-    let answer = ask(&args.socket, &Request::Status)?;
+    let Some(answer) = ask_if_running(&args.socket, &Request::Status)? else {
+        return status_offline(&args);
+    };
+    if let Some(rule) = &args.rule {
+        return status_of_rule(&args, rule, &answer);
+    }
     if args.json {
         emit(format!("{answer}\n").as_bytes())?;
-        return Ok(ExitCode::SUCCESS);
+        let healthy = answer.get("healthy").and_then(Value::as_bool) == Some(true);
+        return Ok(if healthy {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        });
     }
     let style = style();
     let lp = answer.get("loop").cloned().unwrap_or_default();
@@ -470,8 +594,13 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
         } else {
             style.paint("1;31", "DEGRADED")
         },
-        if ok {
+        if ok && num(&health, "failures") == 0 {
             String::new()
+        } else if ok {
+            format!(
+                " ({} failures since the start, recovered)",
+                num(&health, "failures")
+            )
         } else {
             format!(
                 " since {since}: {} (retrying; bans are recorded and applied when it is back)",
@@ -526,6 +655,40 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
         num(&lp, "rules"),
         thousands(num(&lp, "decisions") as u64)
     );
+    let mut per_rule = lp
+        .get("per_rule")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    per_rule.sort_by_key(|r| std::cmp::Reverse(num(r, "decisions")));
+    let by_rule = bans.get("active_by_rule").cloned().unwrap_or_default();
+    for r in per_rule.iter().take(10) {
+        let name = text(r, "rule");
+        let last = r
+            .get("last_ms")
+            .and_then(Value::as_i64)
+            .map(|ms| format!("last {} ago", human_span(((now - ms).max(0) / 1000) as u64)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>9} decisions {:>8} in force  {last}",
+            truncate(&name, 24),
+            thousands(num(r, "decisions") as u64),
+            thousands(
+                by_rule
+                    .get(name.as_str())
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            ),
+        );
+    }
+    if per_rule.len() > 10 {
+        let _ = writeln!(
+            out,
+            "  … {} more rules decided; `webfence status RULE` for one",
+            per_rule.len() - 10
+        );
+    }
     let _ = writeln!(
         out,
         "lines     {} read, {} malformed; format {}",

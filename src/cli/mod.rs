@@ -217,6 +217,10 @@ struct UnbanArgs {
 struct StatusArgs {
     #[command(flatten)]
     socket: SocketArgs,
+    /// One rule: its figures and the bans it holds in force (as
+    /// `fail2ban-client status JAIL`).
+    #[arg(value_name = "RULE")]
+    rule: Option<String>,
     /// The status as one JSON object.
     #[arg(long)]
     json: bool,

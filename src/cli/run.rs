@@ -364,6 +364,7 @@ pub(super) fn run(args: DaemonArgs) -> Result<ExitCode> {
         let decisions = live.engine.take_decisions();
         if !decisions.is_empty() {
             decisions_total += decisions.len() as u64;
+            count_by_rule(&mut lock(&status).per_rule, &decisions);
             // Blocks while the queue is full: reading ahead of enforcement
             // by more than a few batches only grows memory.
             if to_enforcer.send(ToEnforcer::Decisions(decisions)).is_err() {
@@ -676,6 +677,28 @@ fn publish(
     st.decisions = decisions;
     st.format = live.format.clone();
     st.problems = problems(follower, parser);
+}
+
+/// Per-rule figures for `status`, kept by the loop so a reload (which
+/// rebuilds the engine) does not reset them.
+fn count_by_rule(per_rule: &mut Vec<control::RuleStatus>, decisions: &[Decision]) {
+    let now = wall_ms();
+    for d in decisions {
+        let i = match per_rule.iter().position(|r| r.rule == d.rule) {
+            Some(i) => i,
+            None => {
+                per_rule.push(control::RuleStatus {
+                    rule: d.rule.clone(),
+                    ..Default::default()
+                });
+                per_rule.len() - 1
+            }
+        };
+        let r = &mut per_rule[i];
+        r.decisions += 1;
+        r.bans += u64::from(matches!(d.action, Action::Ban));
+        r.last_ms = Some(now);
+    }
 }
 
 /// What keeps the daemon from protecting, in the words status shows.

@@ -71,6 +71,17 @@ pub struct LoopStatus {
     pub problems: Vec<String>,
     /// The last reload: when, and its outcome.
     pub last_reload: Option<ReloadOutcome>,
+    /// What each rule decided since the start (across reloads).
+    pub per_rule: Vec<RuleStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuleStatus {
+    pub rule: String,
+    pub decisions: u64,
+    pub bans: u64,
+    /// Wall-clock time of its last decision.
+    pub last_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -484,6 +495,13 @@ fn status(shared: &Shared) -> Value {
     let e = lock(&shared.enforcer);
     let now = e.now();
     let (active, recorded) = e.ledger.counts(now).unwrap_or((0, 0));
+    let by_rule: serde_json::Map<String, Value> = e
+        .ledger
+        .active_by_rule(now)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(rule, n)| (rule, n.into()))
+        .collect();
     let (dropped, failed) = e.hooks.runner.as_ref().map_or((0, 0), |r| {
         (
             r.dropped.load(std::sync::atomic::Ordering::Relaxed),
@@ -496,7 +514,7 @@ fn status(shared: &Shared) -> Value {
         "pid": std::process::id(),
         "now_ms": now,
         "loop": st,
-        "bans": {"active": active, "recorded": recorded},
+        "bans": {"active": active, "recorded": recorded, "active_by_rule": by_rule},
         "healthy": e.healthy() && protecting,
         "protecting": protecting,
         "backend": {"name": e.backend_name(), "health": e.health},

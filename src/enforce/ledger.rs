@@ -394,6 +394,20 @@ impl Ledger {
         res.map_err(|e| self.err(e))
     }
 
+    /// Bans in force per rule.
+    pub fn active_by_rule(&self, now_ms: i64) -> Result<Vec<(String, u64)>, LedgerError> {
+        let res = (|| {
+            let mut st = self.conn.prepare_cached(
+                "SELECT rule, COUNT(*) FROM bans WHERE ended IS NULL AND expires > ?1 GROUP BY rule",
+            )?;
+            st.query_map(params![now_ms], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })();
+        res.map_err(|e| self.err(e))
+    }
+
     fn select(
         &self,
         sql: &str,
