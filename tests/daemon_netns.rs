@@ -361,6 +361,13 @@ fn nginx_hammerer_is_banned_polite_client_is_not_and_bans_expire() {
     );
     let status = String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).into_owned();
     assert!(status.contains("format combined (detected)"), "{status}");
+    // The drop rules' counters show what the bans stopped (read at each
+    // check, every second here).
+    wait_for("dropped packets in status", Duration::from_secs(5), || {
+        let out = ctl(&socket, &["status", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|v| v["backend"]["dropped"]["packets"].as_u64().unwrap_or(0) > 0)
+    });
     wait_for("expiry in the ledger", Duration::from_secs(5), || {
         bans_json(&socket, &["--history"])
             .iter()
@@ -523,7 +530,8 @@ fn a_failing_backend_degrades_then_recovers_and_reconciles() {
                 .output()
                 .unwrap();
             net.nft_set("ban4").iter().any(|(ip, _)| ip == "198.18.0.7")
-                && String::from_utf8_lossy(&rules.stdout).contains("@ban4 drop")
+                && String::from_utf8_lossy(&rules.stdout)
+                    .contains("@ban4 counter name \"dropped4\" drop")
         });
     }
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();

@@ -608,6 +608,14 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
             )
         }
     );
+    if let Some(d) = backend.get("dropped").filter(|d| !d.is_null()) {
+        let _ = writeln!(
+            out,
+            "dropped   {} packets, {} by webfence's rules (at the last check)",
+            thousands(num(d, "packets") as u64),
+            crate::report::human_bytes(num(d, "bytes") as u64)
+        );
+    }
     if !ledger_ok {
         let _ = writeln!(
             out,

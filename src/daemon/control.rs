@@ -517,7 +517,7 @@ fn status(shared: &Shared) -> Value {
         "bans": {"active": active, "recorded": recorded, "active_by_rule": by_rule},
         "healthy": e.healthy() && protecting,
         "protecting": protecting,
-        "backend": {"name": e.backend_name(), "health": e.health},
+        "backend": {"name": e.backend_name(), "health": e.health, "dropped": e.dropped()},
         "ledger": {"health": e.ledger_health, "pending": e.pending()},
         "hooks": {"dropped": dropped, "failed": failed},
     })

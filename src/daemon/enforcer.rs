@@ -195,6 +195,11 @@ impl Enforcer {
         self.backend.name()
     }
 
+    /// What the kernel rules dropped, as of the last health check.
+    pub fn dropped(&self) -> Option<crate::enforce::Dropped> {
+        self.backend.dropped()
+    }
+
     fn degrade(&mut self, e: &EnforceError) {
         let now = self.now();
         if self.health.fail(now, e.to_string()) {

@@ -44,6 +44,13 @@ pub enum EnforceError {
     Output { program: String, reason: String },
 }
 
+/// What the kernel rules of a backend dropped, from its counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Dropped {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// A place bans live: nftables sets, an ipset, null routes.
 pub trait Backend {
     fn name(&self) -> &str;
@@ -84,6 +91,12 @@ pub trait Backend {
     fn inspect(&mut self) -> Result<Vec<KernelBan>, EnforceError> {
         self.check()?;
         self.list()
+    }
+    /// What the kernel dropped for webfence, as of the last `inspect`
+    /// (reading counters costs as much as listing the bans, so they are
+    /// read with them, not on demand). None where there are no counters.
+    fn dropped(&self) -> Option<Dropped> {
+        None
     }
     /// Whether `list` shows the kernel's state, to reconcile the ledger with.
     fn reconciles(&self) -> bool {

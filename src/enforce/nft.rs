@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Backend, BanEntry, EnforceError, KernelBan, netlink, run};
+use super::{Backend, BanEntry, Dropped, EnforceError, KernelBan, netlink, run};
 use crate::detect::addr::{Subject, is_v4, to_bits};
 
 /// The sets, by (IPv4?, network?).
@@ -29,6 +29,8 @@ pub struct Nft {
     /// `["ip", "netns", "exec", "ns1", "nft"]` in tests.
     pub command: Vec<String>,
     pub table: String,
+    /// What the drop rules had dropped at the last full read of the table.
+    dropped: Option<Dropped>,
     /// Where the netlink socket is made (tests: the namespace `command`
     /// enters); None for this process's namespace.
     netns: Option<PathBuf>,
@@ -42,6 +44,7 @@ impl Nft {
         Nft {
             command,
             table: table.to_string(),
+            dropped: None,
             netns: None,
             socket: None,
         }
@@ -106,12 +109,14 @@ impl Nft {
              add set inet {t} ban4net {{ type ipv4_addr; flags interval, timeout; }}\n\
              add set inet {t} ban6 {{ type ipv6_addr; flags timeout; }}\n\
              add set inet {t} ban6net {{ type ipv6_addr; flags interval, timeout; }}\n\
+             add counter inet {t} dropped4\n\
+             add counter inet {t} dropped6\n\
              add chain inet {t} input {{ type filter hook input priority -200; policy accept; }}\n\
              flush chain inet {t} input\n\
-             add rule inet {t} input ip saddr @ban4 drop\n\
-             add rule inet {t} input ip saddr @ban4net drop\n\
-             add rule inet {t} input ip6 saddr @ban6 drop\n\
-             add rule inet {t} input ip6 saddr @ban6net drop\n"
+             add rule inet {t} input ip saddr @ban4 counter name dropped4 drop\n\
+             add rule inet {t} input ip saddr @ban4net counter name dropped4 drop\n\
+             add rule inet {t} input ip6 saddr @ban6 counter name dropped6 drop\n\
+             add rule inet {t} input ip6 saddr @ban6net counter name dropped6 drop\n"
         )
     }
 
@@ -199,6 +204,8 @@ fn parse_elem(v: &Value) -> Option<KernelBan> {
 struct TableState {
     bans: Vec<KernelBan>,
     guarded: Vec<&'static str>,
+    /// Packets and bytes the drop rules dropped (their named counters).
+    dropped: Dropped,
 }
 
 fn parse_table(json: &str) -> Result<TableState, EnforceError> {
@@ -209,7 +216,11 @@ fn parse_table(json: &str) -> Result<TableState, EnforceError> {
     let mut state = TableState::default();
     let items = doc.get("nftables").and_then(Value::as_array);
     for item in items.into_iter().flatten() {
-        if let Some(set) = item.get("set") {
+        if let Some(counter) = item.get("counter") {
+            let n = |k: &str| counter.get(k).and_then(Value::as_u64).unwrap_or(0);
+            state.dropped.packets += n("packets");
+            state.dropped.bytes += n("bytes");
+        } else if let Some(set) = item.get("set") {
             let elems = set.get("elem").and_then(Value::as_array);
             state
                 .bans
@@ -319,8 +330,13 @@ impl Backend for Nft {
         }
     }
 
+    fn dropped(&self) -> Option<Dropped> {
+        self.dropped
+    }
+
     fn inspect(&mut self) -> Result<Vec<KernelBan>, EnforceError> {
         let table = self.read_table()?;
+        self.dropped = Some(table.dropped);
         let missing: Vec<&str> = SETS
             .iter()
             .copied()
