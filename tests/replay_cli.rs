@@ -1000,3 +1000,48 @@ fn config_errors_speak_the_admins_language() {
         )))
         .stderr(predicates::str::contains(":0:0").not());
 }
+
+/// The longest line of a command's output, in characters, leaving out the
+/// raw log excerpts of malformed-line samples (they are the log's, not a
+/// layout).
+fn widest(args: &[&str], columns: &str) -> usize {
+    let out = webfence()
+        .args(args)
+        .args(["--color", "never"])
+        .env("COLUMNS", columns)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("malformed "))
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Regression: `rules` was about 220 columns wide, and `report`'s client
+/// table and `replay`'s decisions wrapped on an 80-column terminal.
+#[test]
+fn views_fit_an_80_column_terminal_and_wide_lays_out_in_full() {
+    let sample = common::sample();
+    let sample = sample.to_str().unwrap();
+    for args in [
+        vec!["rules"],
+        vec!["report", sample],
+        vec!["replay", sample],
+    ] {
+        let w = widest(&args, "80");
+        assert!(w <= 80, "{args:?}: a line of {w} characters at 80 columns");
+    }
+    let mut wide = vec!["rules", "--wide"];
+    assert!(widest(&wide, "80") > 120, "--wide keeps the full table");
+    wide = vec!["report", sample, "--wide"];
+    assert!(widest(&wide, "80") > 80);
+    // A narrow terminal keeps the clients' addresses whole.
+    let out = webfence()
+        .args(["report", sample, "--color", "never"])
+        .env("COLUMNS", "80")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2a02:90c3:6b10::7eff"));
+}

@@ -32,6 +32,7 @@ fn ask(socket: &SocketArgs, req: &Request) -> Result<Value> {
 fn style() -> Style {
     Style {
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        width: super::terminal_width(),
     }
 }
 

@@ -320,6 +320,9 @@ struct RunArgs {
     /// When to colour the tables.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// Lay tables out at full width, whatever the terminal's width.
+    #[arg(long)]
+    wide: bool,
     /// Parser threads [default: the number of CPUs].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -345,6 +348,9 @@ struct RulesArgs {
     /// When to colour the tables.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// Lay tables out at full width, whatever the terminal's width.
+    #[arg(long)]
+    wide: bool,
 }
 
 /// How to read log lines; shared by every command that reads logs.
@@ -498,7 +504,8 @@ fn inputs(files: &[String], command: &str) -> Result<Vec<Input>> {
 }
 
 impl ColorChoice {
-    fn style(self) -> text::Style {
+    /// The style for standard output; `wide` lifts the width limit.
+    fn style(self, wide: bool) -> text::Style {
         let color = match self {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
@@ -506,8 +513,34 @@ impl ColorChoice {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
         };
-        text::Style { color }
+        text::Style {
+            color,
+            width: if wide { None } else { terminal_width() },
+        }
     }
+}
+
+/// The width to lay text out for: the terminal's, or `COLUMNS` when set;
+/// none for a pipe or a file (scripts get every column whole).
+pub(crate) fn terminal_width() -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    if std::io::stdout().is_terminal() {
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ fills the winsize passed; stdout is open.
+        let rc = unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+        if rc == 0 && size.ws_col > 0 {
+            return Some(usize::from(size.ws_col));
+        }
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c >= 20)
 }
 
 fn threads(n: Option<usize>) -> usize {
@@ -639,7 +672,7 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         report::csv::write(&mut buf, &built, table).context("cannot write CSV")?;
         emit(&buf)?;
     } else {
-        let style = args.run.color.style();
+        let style = args.run.color.style(args.run.wide);
         emit(text::render(&built, style, args.by == RankBy::Bytes).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)

@@ -85,7 +85,7 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         names: &run.names,
         zone: zone.as_ref(),
     };
-    let style = args.run.color.style();
+    let style = args.run.color.style(args.run.wide);
     let summary = summary_line(&run, &engine, &decisions, elapsed);
     if let Some(ip) = &args.explain {
         emit(decisions::explain_text(ip.trim(), &engine, &decisions, &cx, style).as_bytes())?;
@@ -100,6 +100,10 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let mut out = String::new();
     decisions::decisions_text(&mut out, &decisions, &cx, style);
     decisions::summary_text(&mut out, &engine, &decisions, style);
+    let summary = match style.width {
+        Some(w) => crate::report::text::wrap(&summary, w),
+        None => summary,
+    };
     let _ = writeln!(out, "\n{summary}");
     for s in &run.samples {
         let _ = writeln!(out, "  malformed {}:{}: {}", s.file, s.line, s.reason);
@@ -218,7 +222,7 @@ pub(super) fn rules(args: RulesArgs) -> Result<ExitCode> {
         doc.push(b'\n');
         emit(&doc)?;
     } else {
-        emit(decisions::rules_text(&rules, args.color.style()).as_bytes())?;
+        emit(decisions::rules_text(&rules, args.color.style(args.wide)).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

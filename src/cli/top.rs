@@ -266,7 +266,7 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
         filter: args.filter.clone().unwrap_or_default(),
         rows: args.rows,
     };
-    let style = args.color.style();
+    let style = args.color.style(true);
     let interval = Duration::from_secs(args.interval.max(1));
     let mut shown = 0u64;
     use std::io::IsTerminal;

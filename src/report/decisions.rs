@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::text::{Align, Cell, Style, col, colored, render_table_width, thousands};
+use super::text::{
+    Align, Cell, Style, col, col_whole, colored, render_table_width, thousands, truncate,
+};
 use crate::detect::config::RuleKind;
 use crate::detect::engine::{Decision, Engine, Trace, TraceKind, human_duration};
 use crate::detect::rules::{Action, IpPart, Outcome, RuleSet, loc_parts};
@@ -120,8 +122,50 @@ fn action_text(d: &Decision) -> String {
     }
 }
 
+/// Terminals narrower than this get decisions and rules as blocks of two
+/// or more lines instead of one wide row each.
+const NARROW: usize = 140;
+
+/// A decision in two lines, for a narrow terminal: what happened to whom,
+/// then why, cut to the width.
+fn decision_block(out: &mut String, d: &Decision, cx: &Context, style: Style, width: usize) {
+    let (_, line) = loc_parts(d.evidence.last.loc);
+    let color = match d.action {
+        Action::Ban => "31",
+        _ => "33",
+    };
+    let _ = writeln!(
+        out,
+        "  {}  {}  {}  {}",
+        cx.time(d.at),
+        style.paint(color, &action_text(d)),
+        d.subject,
+        d.rule
+    );
+    let why = format!(
+        "{}:{line}: {}",
+        short_name(cx.file(d.evidence.last.loc)),
+        d.reason
+    );
+    let _ = writeln!(
+        out,
+        "      {}",
+        truncate(&why, width.saturating_sub(6).max(20))
+    );
+}
+
 /// The decisions table.
 pub fn decisions_text(out: &mut String, decisions: &[Decision], cx: &Context, style: Style) {
+    if let Some(width) = style.width.filter(|w| *w < NARROW) {
+        let _ = writeln!(out, "\n{}", style.paint("1;36", "Decisions"));
+        if decisions.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        }
+        for d in decisions {
+            decision_block(out, d, cx, style, width);
+        }
+        return;
+    }
     let rows: Vec<Vec<Cell>> = decisions
         .iter()
         .map(|d| {
@@ -143,7 +187,7 @@ pub fn decisions_text(out: &mut String, decisions: &[Decision], cx: &Context, st
     let columns = [
         col("Time", Align::Left),
         col("Action", Align::Left),
-        col("Client", Align::Left),
+        col_whole("Client"),
         col("Rule", Align::Left),
         col("Line", Align::Left),
         col("Reason", Align::Left),
@@ -263,14 +307,32 @@ pub fn rules_text(rules: &RuleSet, style: Style) -> String {
             ]
         })
         .collect();
-    let columns = [
-        col("Rule", Align::Left),
-        col("Kind", Align::Left),
-        col("Fires on", Align::Left),
-        col("Then", Align::Left),
-        col("Why", Align::Left),
-    ];
-    render_table_width(&mut out, style, "Rules", &columns, rows, 80);
+    if let Some(width) = style.width.filter(|w| *w < 2 * NARROW) {
+        // A block per rule: five columns of prose do not fit side by side.
+        let _ = writeln!(out, "\n{}", style.paint("1;36", "Rules"));
+        for row in &rows {
+            let text = |i: usize| row.get(i).map(Cell::text).unwrap_or_default();
+            let _ = writeln!(out, "  {} ({})", style.paint("1", text(0)), text(1));
+            for (label, i) in [("fires on", 2), ("then", 3), ("why", 4)] {
+                if !text(i).is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "    {label:<9}{}",
+                        truncate(text(i), width.saturating_sub(13).max(20))
+                    );
+                }
+            }
+        }
+    } else {
+        let columns = [
+            col("Rule", Align::Left),
+            col("Kind", Align::Left),
+            col("Fires on", Align::Left),
+            col("Then", Align::Left),
+            col("Why", Align::Left),
+        ];
+        render_table_width(&mut out, style, "Rules", &columns, rows, 80);
+    }
     let rows: Vec<Vec<Cell>> = rules
         .scores
         .iter()

@@ -13,6 +13,9 @@ const BAR_WIDTH: usize = 40;
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     pub color: bool,
+    /// The terminal's width: tables shrink their text columns, then drop
+    /// optional ones, to fit. None: no limit (a pipe, a file, `--wide`).
+    pub width: Option<usize>,
 }
 
 impl Style {
@@ -34,10 +37,40 @@ pub(crate) enum Align {
 pub(crate) struct Column {
     title: &'static str,
     align: Align,
+    /// Dropped, right-most first, when the table does not fit even with
+    /// its text columns cut down.
+    optional: bool,
+    /// May be cut to fit (free text); addresses and times never are.
+    cut: bool,
 }
 
 pub(crate) fn col(title: &'static str, align: Align) -> Column {
-    Column { title, align }
+    Column {
+        title,
+        align,
+        optional: false,
+        cut: align == Align::Left,
+    }
+}
+
+/// A column of values that mean nothing cut short (an address).
+pub(crate) fn col_whole(title: &'static str) -> Column {
+    Column {
+        title,
+        align: Align::Left,
+        optional: false,
+        cut: false,
+    }
+}
+
+/// A column a narrow terminal can do without; never cut.
+pub(crate) fn col_optional(title: &'static str) -> Column {
+    Column {
+        title,
+        align: Align::Left,
+        optional: true,
+        cut: false,
+    }
 }
 
 /// A cell: its text and an optional colour applied after padding, so colour
@@ -45,6 +78,12 @@ pub(crate) fn col(title: &'static str, align: Align) -> Column {
 pub(crate) struct Cell {
     text: String,
     color: Option<&'static str>,
+}
+
+impl Cell {
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
 }
 
 impl From<String> for Cell {
@@ -103,7 +142,7 @@ pub(crate) fn render_table_width(
                 .collect()
         })
         .collect();
-    let widths: Vec<usize> = columns
+    let mut widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -114,6 +153,29 @@ pub(crate) fn render_table_width(
                 .max(c.title.len())
         })
         .collect();
+    let mut shown: Vec<bool> = vec![true; columns.len()];
+    if let Some(limit) = style.width {
+        fit(columns, &mut widths, &mut shown, limit);
+    }
+    let rows: Vec<Vec<Cell>> = rows
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .zip(&widths)
+                .map(|(c, w)| Cell {
+                    text: truncate(&c.text, *w),
+                    color: c.color,
+                })
+                .collect()
+        })
+        .collect();
+    let keep = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .zip(&shown)
+            .filter(|(_, s)| **s)
+            .map(|(c, _)| c)
+            .collect()
+    };
     let pad = |text: &str, width: usize, align: Align| {
         let fill = " ".repeat(width.saturating_sub(text.chars().count()));
         match align {
@@ -126,6 +188,7 @@ pub(crate) fn render_table_width(
         .zip(&widths)
         .map(|(c, w)| pad(c.title, *w, c.align))
         .collect();
+    let header = keep(header);
     let _ = writeln!(out, "  {}", style.paint("1", header.join("  ").trim_end()));
     for row in rows {
         let cells: Vec<String> = row
@@ -139,8 +202,68 @@ pub(crate) fn render_table_width(
                 }
             })
             .collect();
-        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+        let _ = writeln!(out, "  {}", keep(cells).join("  ").trim_end());
     }
+}
+
+/// The narrowest a text column is cut to before optional columns go.
+const MIN_TEXT_COLUMN: usize = 12;
+
+/// Fits a table into `limit` characters: the widest text columns are cut
+/// first (never below their title or `MIN_TEXT_COLUMN`), then optional
+/// columns are dropped from the right. Numbers and short keys are never
+/// cut, so a narrow terminal loses detail, not meaning.
+fn fit(columns: &[Column], widths: &mut [usize], shown: &mut [bool], limit: usize) {
+    let total = |widths: &[usize], shown: &[bool]| {
+        let visible: Vec<usize> = widths
+            .iter()
+            .zip(shown.iter())
+            .filter(|(_, s)| **s)
+            .map(|(w, _)| *w)
+            .collect();
+        2 + visible.iter().sum::<usize>() + 2 * visible.len().saturating_sub(1)
+    };
+    let floor = |i: usize| columns[i].title.len().max(MIN_TEXT_COLUMN);
+    loop {
+        let over = total(widths, shown).saturating_sub(limit);
+        if over == 0 {
+            return;
+        }
+        let widest = (0..columns.len())
+            .filter(|&i| shown[i] && columns[i].cut && widths[i] > floor(i))
+            .max_by_key(|&i| widths[i]);
+        if let Some(i) = widest {
+            widths[i] = widths[i].saturating_sub(over).max(floor(i));
+            continue;
+        }
+        match (0..columns.len())
+            .rev()
+            .find(|&i| shown[i] && columns[i].optional)
+        {
+            Some(i) => shown[i] = false,
+            None => return,
+        }
+    }
+}
+
+/// Breaks prose into lines of at most `width` characters at spaces (a
+/// longer word stands alone on its line).
+pub fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split(' ') {
+        let n = word.chars().count();
+        if line > 0 && line + 1 + n > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += n;
+    }
+    out
 }
 
 /// `1234567` → `1,234,567`.
@@ -273,14 +396,14 @@ pub fn render(r: &Report, style: Style, by_bytes: bool) -> String {
         style,
         &format!("Top clients ({rank})"),
         &[
-            col("Client", Align::Left),
+            col_whole("Client"),
             col("Hits", Align::Right),
             col("%", Align::Right),
             col("Bytes", Align::Right),
             col("4xx", Align::Right),
             col("5xx", Align::Right),
-            col("First seen", Align::Left),
-            col("Last seen", Align::Left),
+            col_optional("First seen"),
+            col_optional("Last seen"),
         ],
         ip_rows,
     );
@@ -358,9 +481,14 @@ pub fn render(r: &Report, style: Style, by_bytes: bool) -> String {
             "\n{}",
             style.paint("1;33", "Malformed lines (first few)")
         );
+        let fit = |text: String, indent: usize| match style.width {
+            Some(w) => truncate(&text, w.saturating_sub(indent).max(20)),
+            None => text,
+        };
         for m in &r.malformed_samples {
-            let _ = writeln!(out, "  {}:{}: {}", m.file, m.line, m.reason);
-            let _ = writeln!(out, "      {}", m.text);
+            let said = fit(format!("{}:{}: {}", m.file, m.line, m.reason), 2);
+            let _ = writeln!(out, "  {said}");
+            let _ = writeln!(out, "      {}", fit(m.text.clone(), 6));
         }
     }
     for w in &r.warnings {
@@ -397,7 +525,15 @@ mod tests {
 
     #[test]
     fn plain_style_has_no_escape_codes() {
-        assert_eq!(Style { color: false }.paint("31", "x"), "x");
-        assert_eq!(Style { color: true }.paint("31", "x"), "\x1b[31mx\x1b[0m");
+        let plain = Style {
+            color: false,
+            width: None,
+        };
+        assert_eq!(plain.paint("31", "x"), "x");
+        let colored = Style {
+            color: true,
+            width: None,
+        };
+        assert_eq!(colored.paint("31", "x"), "\x1b[31mx\x1b[0m");
     }
 }

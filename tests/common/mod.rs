@@ -7,7 +7,10 @@ use assert_cmd::Command;
 
 pub fn webfence() -> Command {
     let mut cmd = Command::cargo_bin("webfence").expect("binary built");
-    cmd.env_remove("NO_COLOR").env("TZ", "UTC");
+    // A width from the environment would change the layouts tests read.
+    cmd.env_remove("NO_COLOR")
+        .env_remove("COLUMNS")
+        .env("TZ", "UTC");
     cmd
 }
 
