@@ -41,6 +41,27 @@ pub struct DecisionRow {
     pub client: String,
     pub rule: String,
     pub reason: String,
+    /// The size of what was decided on: the evidence's count.
+    pub count: u64,
+}
+
+/// How the decisions panel orders its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecisionOrder {
+    #[default]
+    Newest,
+    Rule,
+    Size,
+}
+
+impl DecisionOrder {
+    fn name(self) -> &'static str {
+        match self {
+            DecisionOrder::Newest => "newest first",
+            DecisionOrder::Rule => "by rule",
+            DecisionOrder::Size => "largest first",
+        }
+    }
 }
 
 impl Panel {
@@ -71,6 +92,9 @@ pub struct Dash {
     /// The filter being typed after '/'.
     pub editing: Option<String>,
     pub help: bool,
+    /// The first decision row shown (the panel scrolls).
+    pub decisions_from: usize,
+    pub decision_order: DecisionOrder,
 }
 
 /// The machine's load and memory, from /proc.
@@ -156,10 +180,29 @@ pub fn handle_key(d: &mut Dash, key: KeyEvent) -> bool {
         KeyCode::Char('p') | KeyCode::Char(' ') => d.paused = !d.paused,
         KeyCode::Char('/') => d.editing = Some(d.filter.clone()),
         KeyCode::Char('?') | KeyCode::Char('h') => d.help = true,
+        KeyCode::Char('o') => {
+            d.decision_order = match d.decision_order {
+                DecisionOrder::Newest => DecisionOrder::Rule,
+                DecisionOrder::Rule => DecisionOrder::Size,
+                DecisionOrder::Size => DecisionOrder::Newest,
+            };
+            d.decisions_from = 0;
+        }
+        KeyCode::Down | KeyCode::Char('j') => d.decisions_from += 1,
+        KeyCode::Up | KeyCode::Char('k') => d.decisions_from = d.decisions_from.saturating_sub(1),
+        KeyCode::PageDown => d.decisions_from += PAGE,
+        KeyCode::PageUp => d.decisions_from = d.decisions_from.saturating_sub(PAGE),
+        KeyCode::Home => d.decisions_from = 0,
         _ => {}
     }
     false
 }
+
+/// The width of the help overlay's key column.
+const KEY_COLUMN: usize = 16;
+
+/// Rows a Page Up or Down moves the decisions panel.
+const PAGE: usize = 10;
 
 fn sort_name(s: SortBy) -> &'static str {
     match s {
@@ -175,6 +218,8 @@ const HELP: &[(&str, &str)] = &[
     ("s", "sort clients: now, 1, 5, 15 min"),
     ("/", "filter clients, paths, agents (Enter, Esc)"),
     ("g", "group clients by /24 and /64"),
+    ("↑ ↓ PgUp PgDn", "scroll the decisions"),
+    ("o", "order decisions: newest, rule, size"),
     ("p  space", "pause the display"),
     ("q  Esc  Ctrl-C", "quit"),
     ("?", "this help"),
@@ -240,7 +285,7 @@ pub fn draw(
                 &s.user_agents,
                 s.last_5m,
             ),
-            Panel::Decisions => draw_decisions(f, rows[2], decisions),
+            Panel::Decisions => draw_decisions(f, rows[2], decisions, d),
         }
     }
     let status = match &d.editing {
@@ -444,9 +489,22 @@ fn draw_counts(
     );
 }
 
-fn draw_decisions(f: &mut Frame, area: Rect, decisions: &[DecisionRow]) {
-    let rows: Vec<Row> = decisions
+fn draw_decisions(f: &mut Frame, area: Rect, decisions: &[DecisionRow], dash: &Dash) {
+    let mut ordered: Vec<&DecisionRow> = decisions.iter().collect();
+    match dash.decision_order {
+        DecisionOrder::Newest => {}
+        DecisionOrder::Rule => ordered.sort_by(|a, b| a.rule.cmp(&b.rule)),
+        DecisionOrder::Size => ordered.sort_by(|a, b| b.count.cmp(&a.count)),
+    }
+    // Borders and the header take three rows.
+    let visible = usize::from(area.height.saturating_sub(3)).max(1);
+    let from = dash
+        .decisions_from
+        .min(ordered.len().saturating_sub(visible));
+    let rows: Vec<Row> = ordered
         .iter()
+        .skip(from)
+        .take(visible)
         .map(|d| {
             Row::new(vec![
                 Cell::from(d.at.get(11..19).unwrap_or(&d.at).to_string()),
@@ -457,10 +515,21 @@ fn draw_decisions(f: &mut Frame, area: Rect, decisions: &[DecisionRow]) {
             ])
         })
         .collect();
-    let title = format!(
-        " Decisions the rules would take ({}), newest first ",
-        decisions.len()
-    );
+    let title = if ordered.len() > visible {
+        format!(
+            " Decisions the rules would take ({}), {}; {}-{} shown, ↑↓ to scroll ",
+            decisions.len(),
+            dash.decision_order.name(),
+            from + 1,
+            (from + visible).min(ordered.len())
+        )
+    } else {
+        format!(
+            " Decisions the rules would take ({}), {} ",
+            decisions.len(),
+            dash.decision_order.name()
+        )
+    };
     f.render_widget(
         Table::new(
             rows,
@@ -482,7 +551,14 @@ fn draw_decisions(f: &mut Frame, area: Rect, decisions: &[DecisionRow]) {
 }
 
 fn draw_help(f: &mut Frame, area: Rect) {
-    let w = 56.min(area.width);
+    // As wide as its longest line (key column, text, borders), so nothing
+    // is cut on an 80-column terminal.
+    let longest = HELP
+        .iter()
+        .map(|(_, v)| KEY_COLUMN + v.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w = (longest as u16 + 2).min(area.width);
     let h = (HELP.len() as u16 + 2).min(area.height);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
@@ -495,7 +571,7 @@ fn draw_help(f: &mut Frame, area: Rect) {
         .map(|(k, v)| {
             Line::from(vec![
                 Span::styled(
-                    format!("{k:<16}"),
+                    format!("{k:<KEY_COLUMN$}"),
                     Style::default().add_modifier(Modifier::BOLD),
                 ),
                 Span::raw(*v),
@@ -568,15 +644,20 @@ mod tests {
     }
 
     fn frame(w: u16, h: u16, d: &Dash) -> Vec<String> {
-        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
         let decisions = vec![DecisionRow {
             at: "2024-05-01T10:00:06Z".into(),
             action: "ban 1h".into(),
             client: "203.0.113.66".into(),
             rule: "flood-ip".into(),
             reason: "121 requests in 10s (limit 120)".into(),
+            count: 121,
         }];
-        t.draw(|f| draw(f, &snapshot(), d, &machine(), "1 file", &decisions))
+        frame_with(w, h, d, &decisions)
+    }
+
+    fn frame_with(w: u16, h: u16, d: &Dash, decisions: &[DecisionRow]) -> Vec<String> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| draw(f, &snapshot(), d, &machine(), "1 file", decisions))
             .unwrap();
         let buf = t.backend().buffer().clone();
         (0..h)
@@ -690,6 +771,70 @@ mod tests {
                 && lines[8].contains("203.0.113.66"),
             "{text}"
         );
+    }
+
+    /// Regression: the decisions panel showed the newest rows only, with
+    /// no way to reach the rest or to order them.
+    #[test]
+    fn the_decisions_panel_scrolls_and_orders() {
+        let decisions: Vec<DecisionRow> = (0..50u64)
+            .map(|i| DecisionRow {
+                at: format!("2024-05-01T10:{:02}:00Z", 59 - i),
+                action: "ban 1h".into(),
+                client: format!("198.51.100.{i}"),
+                rule: if i % 2 == 0 { "b-rule" } else { "a-rule" }.into(),
+                reason: format!("{} requests", 100 + i),
+                count: 100 + i,
+            })
+            .collect();
+        let mut d = Dash {
+            panel: Panel::Decisions,
+            ..Dash::default()
+        };
+        let text = frame_with(80, 24, &d, &decisions).join("\n");
+        assert!(
+            text.contains("198.51.100.0 ") && !text.contains("198.51.100.30 "),
+            "{text}"
+        );
+        assert!(text.contains("1-14 shown"), "{text}");
+        for _ in 0..3 {
+            handle_key(&mut d, key(KeyCode::PageDown));
+        }
+        let text = frame_with(80, 24, &d, &decisions).join("\n");
+        assert!(
+            text.contains("198.51.100.30 ") && text.contains("31-44 shown"),
+            "{text}"
+        );
+        // Past the end it stops at the last page.
+        for _ in 0..10 {
+            handle_key(&mut d, key(KeyCode::Down));
+        }
+        let text = frame_with(80, 24, &d, &decisions).join("\n");
+        assert!(
+            text.contains("198.51.100.49 ") && text.contains("37-50 shown"),
+            "{text}"
+        );
+        handle_key(&mut d, key(KeyCode::Char('o')));
+        let lines = frame_with(80, 24, &d, &decisions);
+        assert!(lines[8].contains("a-rule"), "{}", lines.join("\n"));
+        handle_key(&mut d, key(KeyCode::Char('o')));
+        let lines = frame_with(80, 24, &d, &decisions);
+        assert!(lines[8].contains("198.51.100.49 "), "{}", lines.join("\n"));
+    }
+
+    /// Regression: help lines were cut at 80 columns.
+    #[test]
+    fn the_help_fits_80x24_and_160x45() {
+        let d = Dash {
+            help: true,
+            ..Dash::default()
+        };
+        for (w, h) in [(80, 24), (160, 45)] {
+            let text = frame(w, h, &d).join("\n");
+            for (k, v) in HELP {
+                assert!(text.contains(v), "{w}x{h}: '{k}' help cut:\n{text}");
+            }
+        }
     }
 
     #[test]

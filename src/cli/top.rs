@@ -93,6 +93,7 @@ impl Collector {
                 client: d.subject.to_string(),
                 rule: d.rule.clone(),
                 reason: d.reason.clone(),
+                count: d.evidence.count as u64,
             })
             .collect()
     }

@@ -18,6 +18,10 @@ pub const SECONDS: usize = 900;
 const MINUTES: usize = 15;
 /// Seconds that make "now" for per-client rates.
 const NOW_WINDOW: i64 = 10;
+/// Seconds of per-client history: a client's "1 min" is its last 60
+/// seconds, counted the way the header counts the site's, so the two
+/// agree (calendar minutes did not, across a minute boundary).
+const CLIENT_SECONDS: i64 = 60;
 /// Distinct keys kept per minute per table.
 const MAX_KEYS_PER_MINUTE: usize = 20_000;
 const OTHER: &[u8] = b"(other)";
@@ -39,18 +43,33 @@ fn status_class(status: u16) -> usize {
 }
 
 /// One client's recent activity.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct ClientLive {
     /// Requests per minute, ring indexed by minute % 15, valid back from `minute`.
     minutes: [u32; MINUTES],
     minute: i64,
-    /// Requests per second for the last `NOW_WINDOW` seconds.
-    seconds: [u16; NOW_WINDOW as usize],
+    /// Requests per second for the last `CLIENT_SECONDS` seconds.
+    seconds: [u16; CLIENT_SECONDS as usize],
     second: i64,
     bytes: u64,
     /// Most requested paths (space-saving sketch of 4).
     paths: Vec<(Box<[u8]>, u32)>,
     agent: Box<[u8]>,
+}
+
+impl Default for ClientLive {
+    // Arrays longer than 32 have no derived Default.
+    fn default() -> Self {
+        ClientLive {
+            minutes: [0; MINUTES],
+            minute: 0,
+            seconds: [0; CLIENT_SECONDS as usize],
+            second: 0,
+            bytes: 0,
+            paths: Vec::new(),
+            agent: Box::default(),
+        }
+    }
 }
 
 fn shift<const N: usize, T: Copy + Default>(ring: &mut [T; N], from: i64, to: i64) {
@@ -77,7 +96,7 @@ impl ClientLive {
         self.advance(sec);
         let m = &mut self.minutes[(self.minute.rem_euclid(MINUTES as i64)) as usize];
         *m = m.saturating_add(1);
-        let s = &mut self.seconds[(self.second.rem_euclid(NOW_WINDOW)) as usize];
+        let s = &mut self.seconds[(self.second.rem_euclid(CLIENT_SECONDS)) as usize];
         *s = s.saturating_add(1);
         self.bytes += r.bytes;
         // Space-saving: a new path replaces the least counted one, keeping
@@ -103,13 +122,18 @@ impl ClientLive {
             .sum()
     }
 
-    fn per_second_now(&self, now_sec: i64) -> f64 {
-        let total: u64 = (0..NOW_WINDOW)
+    /// Requests in the `n` seconds up to `now_sec` (at most
+    /// `CLIENT_SECONDS`).
+    fn last_seconds(&self, now_sec: i64, n: i64) -> u64 {
+        (0..n.min(CLIENT_SECONDS))
             .map(|k| now_sec - k)
-            .filter(|s| *s <= self.second && self.second - s < NOW_WINDOW)
-            .map(|s| u64::from(self.seconds[(s.rem_euclid(NOW_WINDOW)) as usize]))
-            .sum();
-        total as f64 / NOW_WINDOW as f64
+            .filter(|s| *s <= self.second && self.second - s < CLIENT_SECONDS)
+            .map(|s| u64::from(self.seconds[(s.rem_euclid(CLIENT_SECONDS)) as usize]))
+            .sum()
+    }
+
+    fn per_second_now(&self, now_sec: i64) -> f64 {
+        self.last_seconds(now_sec, NOW_WINDOW) as f64 / NOW_WINDOW as f64
     }
 }
 
@@ -355,6 +379,20 @@ impl LiveStats {
         (0..secs).filter_map(|k| self.bucket(now - k)).map(f).sum()
     }
 
+    /// When the filter is one client's address: the paths it asked for
+    /// most (what the admin who typed it wants to see), with counts.
+    fn client_paths(&self, filter: &str) -> Option<Vec<(String, u64)>> {
+        let ip: std::net::IpAddr = filter.trim().parse().ok()?;
+        let c = self.clients.get(&to_bits(ip))?;
+        let mut paths: Vec<(String, u64)> = c
+            .paths
+            .iter()
+            .map(|(p, n)| (crate::log::parse::escape_for_display(p), u64::from(*n)))
+            .collect();
+        paths.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Some(paths)
+    }
+
     /// The view at log second `now`.
     pub fn snapshot(&self, now: i64, view: &View) -> Snapshot {
         let now_minute = now.div_euclid(60);
@@ -425,7 +463,7 @@ impl LiveStats {
                 last_15m: 0,
             });
             a.per_second += c.per_second_now(now);
-            a.last_1m += c.last_minutes(now_minute, 1);
+            a.last_1m += c.last_seconds(now, 60);
             a.last_5m += c.last_minutes(now_minute, 5);
             a.last_15m += l15;
         }
@@ -482,7 +520,10 @@ impl LiveStats {
             bytes_per_second: self.sum(now, 60, |b| b.bytes) as f64 / 60.0,
             status,
             clients,
-            paths: self.paths.top(now_minute, view.rows.max(1), &filter),
+            paths: match self.client_paths(&view.filter) {
+                Some(paths) => paths,
+                None => self.paths.top(now_minute, view.rows.max(1), &filter),
+            },
             hosts: self.hosts.top(now_minute, view.rows.max(1), &filter),
             user_agents: self.agents.top(now_minute, view.rows.max(1), &filter),
             statuses,
@@ -615,6 +656,52 @@ mod tests {
         }
         feed(&mut s, &line("10.0.1.1", T + 16 * 60, "/"));
         assert_eq!(s.clients(), 1);
+    }
+
+    /// Regression: a flooder's "1 min" counted the calendar minute while
+    /// the header counted the last 60 seconds, so across a minute boundary
+    /// they disagreed.
+    #[test]
+    fn a_flooders_minute_agrees_with_the_header() {
+        let mut s = LiveStats::new();
+        let start = T - T.rem_euclid(60) + 50;
+        for k in 0..20 {
+            for _ in 0..3 {
+                feed(&mut s, &line("203.0.113.9", start + k, "/x"));
+            }
+        }
+        let snap = s.snapshot(
+            start + 19,
+            &View {
+                rows: 1,
+                ..View::default()
+            },
+        );
+        assert_eq!(snap.last_1m, 60);
+        assert_eq!(snap.clients[0].last_1m, snap.last_1m);
+    }
+
+    /// The filter set to an address shows that client's paths.
+    #[test]
+    fn an_address_filter_shows_the_clients_paths() {
+        let mut s = LiveStats::new();
+        feed(&mut s, &line("198.51.100.7", T, "/wp-login.php"));
+        feed(&mut s, &line("198.51.100.7", T, "/wp-login.php"));
+        feed(&mut s, &line("198.51.100.7", T, "/xmlrpc.php"));
+        feed(&mut s, &line("192.0.2.1", T, "/"));
+        let view = View {
+            rows: 10,
+            filter: "198.51.100.7".into(),
+            ..View::default()
+        };
+        let snap = s.snapshot(T, &view);
+        assert_eq!(
+            snap.paths,
+            vec![
+                ("/wp-login.php".to_string(), 2),
+                ("/xmlrpc.php".to_string(), 1)
+            ]
+        );
     }
 
     /// Regression: `top` took 2.16 GB for 10M random IPv6 clients. Past
