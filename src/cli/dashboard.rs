@@ -494,7 +494,7 @@ fn draw_decisions(f: &mut Frame, area: Rect, decisions: &[DecisionRow], dash: &D
     match dash.decision_order {
         DecisionOrder::Newest => {}
         DecisionOrder::Rule => ordered.sort_by(|a, b| a.rule.cmp(&b.rule)),
-        DecisionOrder::Size => ordered.sort_by(|a, b| b.count.cmp(&a.count)),
+        DecisionOrder::Size => ordered.sort_by_key(|d| std::cmp::Reverse(d.count)),
     }
     // Borders and the header take three rows.
     let visible = usize::from(area.height.saturating_sub(3)).max(1);
