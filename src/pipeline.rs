@@ -60,7 +60,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Format(#[from] format::FormatError),
     #[error(
-        "cannot recognise the log format of {input}: none of json, vhost_combined, main, combined or common fits its first lines\n  line {line}: {reason}\n  hint: give the format with --format, --nginx-format, --apache-format or --goaccess-format"
+        "cannot recognise the log format of {input}: none of json, vhost_combined, host_main, host_combined, main, combined or common fits its first lines\n  line {line}: {reason}\n  hint: give the format with --format, --nginx-format, --apache-format or --goaccess-format"
     )]
     Undetected {
         input: String,
@@ -247,10 +247,19 @@ fn build_parser(
                 return Ok((Parser::preset(log::Preset::Combined, proxies), None));
             };
             match log::detect(lines(&chunk.data)) {
-                Some(d) if d.preset == log::Preset::Json => {
-                    Ok((Parser::json(job.json_fields.clone(), proxies), Some(d)))
+                Some(d) => {
+                    let parser = if d.preset == log::Preset::Json {
+                        Parser::json(job.json_fields.clone(), proxies)
+                    } else {
+                        Parser::preset(d.preset, proxies)
+                    };
+                    let parser = if d.syslog {
+                        parser.behind_syslog()
+                    } else {
+                        parser
+                    };
+                    Ok((parser, Some(d)))
                 }
-                Some(d) => Ok((Parser::preset(d.preset, proxies), Some(d))),
                 None => {
                     let combined = Parser::preset(log::Preset::Combined, TrustedProxies::default());
                     let mut scratch = Scratch::default();
@@ -710,7 +719,7 @@ impl LiveParser {
             Ok((p, d)) => {
                 if let Some(d) = d {
                     self.notes
-                        .push(format!("detected log format '{}'", d.preset.name()));
+                        .push(format!("detected log format '{}'", d.name()));
                 }
                 on(LiveEvent::Format(&p));
                 self.parser = Some(p);

@@ -28,6 +28,14 @@ fn corpus() -> Vec<(Parser, &'static str)> {
             r#"203.0.113.7 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif?x=1 HTTP/1.0" 200 2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""#,
         ),
         (
+            Parser::preset(Preset::HostMain, proxies()),
+            r#"shop.example 203.0.113.7, 10.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" - 0 "-" "x" "198.51.100.1""#,
+        ),
+        (
+            Parser::preset(Preset::Combined, proxies()).behind_syslog(),
+            r#"<190>1 2024-05-01T10:00:00Z web1 nginx 2869 - [a b="c d"] crawl-1.example.com - - [01/May/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#,
+        ),
+        (
             Parser::preset(Preset::Common, proxies()),
             r#"2001:db8::1 - - [10/Oct/2000:13:55:36 +0000] "POST /login HTTP/1.1" 401 12"#,
         ),
@@ -172,7 +180,7 @@ proptest! {
 
     #[test]
     fn mutated_lines_of_every_format_never_panic(
-        which in 0usize..10,
+        which in 0usize..12,
         mutations in proptest::collection::vec(mutation(), 1..6),
     ) {
         static SHARED: std::sync::OnceLock<(Vec<(Parser, &'static str)>, RuleSet)> =

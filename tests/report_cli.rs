@@ -753,3 +753,110 @@ fn bad_option_values_are_named() {
             .stderr(predicate::str::contains(*want));
     }
 }
+
+/// Formats real servers write: the host first without a port, a syslog or
+/// journald prefix (RFC 3164, ISO, RFC 5424), status `-`, a hop list in
+/// the client field, a host name as the client, and Traefik's JSON.
+#[test]
+fn formats_servers_really_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let combined = |ip: &str, status: &str| {
+        format!(r#"{ip} - - [10/Mar/2024:10:00:00 +0000] "GET /a HTTP/1.1" {status} 5 "-" "x""#)
+    };
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "host_combined",
+            format!("example.com {}\n", combined("192.0.2.1", "200")),
+            "192.0.2.1",
+        ),
+        (
+            "host_main",
+            format!("example.com {} \"-\"\n", combined("192.0.2.2", "200")),
+            "192.0.2.2",
+        ),
+        (
+            "syslog + combined",
+            format!(
+                "Sep 15 10:00:01 web1 nginx[2869]: {}\n",
+                combined("192.0.2.3", "200")
+            ),
+            "192.0.2.3",
+        ),
+        (
+            "syslog + combined",
+            format!(
+                "<190>1 2024-03-10T10:00:00Z web1 nginx 2869 - - {}\n",
+                combined("192.0.2.4", "200")
+            ),
+            "192.0.2.4",
+        ),
+        (
+            "syslog + host_combined",
+            format!(
+                "2024-03-10T10:00:00.5+00:00 web1 nginx[1]: shop.example {}\n",
+                combined("192.0.2.5", "200")
+            ),
+            "192.0.2.5",
+        ),
+    ];
+    for (i, (format, text, ip)) in cases.iter().enumerate() {
+        let p = write(dir.path(), &format!("f{i}.log"), text);
+        let doc = report_json(&[p.to_str().unwrap()]);
+        assert_eq!(doc["summary"]["format"], *format, "{text}");
+        assert_eq!(doc["summary"]["malformed"], 0, "{text}");
+        assert_eq!(doc["ips"][0]["ip"], *ip, "{text}");
+    }
+
+    // Status '-': a request that got no response is its own status.
+    let p = write(
+        dir.path(),
+        "dash.log",
+        &format!("{}\n", combined("192.0.2.6", "-")),
+    );
+    let doc = report_json(&[p.to_str().unwrap(), "--format", "combined"]);
+    assert_eq!(doc["summary"]["malformed"], 0);
+    assert_eq!(doc["statuses"][0]["status"], 0);
+    webfence()
+        .args(["report", "--color", "never", "--format", "combined"])
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"(?m)^  -  +1 ").unwrap());
+
+    // A hop list in the client field goes through the trusted proxies.
+    let p = write(
+        dir.path(),
+        "hops.log",
+        &format!("{}\n", combined("203.0.113.9, 10.0.0.1", "200")),
+    );
+    let doc = report_json(&[p.to_str().unwrap(), "--format", "combined"]);
+    assert_eq!(doc["ips"][0]["ip"], "10.0.0.1");
+    let doc = report_json(&[
+        p.to_str().unwrap(),
+        "--format",
+        "combined",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+    ]);
+    assert_eq!(doc["ips"][0]["ip"], "203.0.113.9");
+
+    // HostnameLookups On: counted, as an unresolved client.
+    let p = write(
+        dir.path(),
+        "names.log",
+        &format!("{}\n", combined("crawl-66-249-66-1.googlebot.com", "200")),
+    );
+    let doc = report_json(&[p.to_str().unwrap(), "--format", "combined"]);
+    assert_eq!(doc["summary"]["malformed"], 0);
+    assert_eq!(doc["ips"][0]["ip"], "(host names, unresolved)");
+
+    // Traefik's JSON access log, detected and mapped.
+    let traefik = r#"{"ClientHost":"192.0.2.9","DownstreamContentSize":612,"DownstreamStatus":404,"Duration":1234567,"RequestHost":"shop.example","RequestMethod":"GET","RequestPath":"/wp-login.php?x=1","RequestProtocol":"HTTP/1.1","StartUTC":"2024-03-10T10:00:00.123456789Z","request_User-Agent":"curl/8.0"}"#;
+    let p = write(dir.path(), "traefik.log", &format!("{traefik}\n"));
+    let doc = report_json(&[p.to_str().unwrap()]);
+    assert_eq!(doc["ips"][0]["ip"], "192.0.2.9");
+    assert_eq!(doc["paths"][0]["path"], "/wp-login.php");
+    assert_eq!(doc["statuses"][0]["status"], 404);
+    assert_eq!(doc["hosts"][0]["host"], "shop.example");
+    assert_eq!(doc["user_agents"][0]["user_agent"], "curl/8.0");
+}

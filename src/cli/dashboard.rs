@@ -272,7 +272,7 @@ pub fn draw(
                 let v: Vec<(String, u64)> = s
                     .statuses
                     .iter()
-                    .map(|(c, n)| (c.to_string(), *n))
+                    .map(|(c, n)| (crate::log::parse::status_text(*c), *n))
                     .collect();
                 draw_counts(f, rows[2], "Statuses (5 min)", "Status", &v, s.last_5m)
             }

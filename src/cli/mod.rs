@@ -552,7 +552,7 @@ fn print_notes(detection: Option<&crate::log::Detection>, warnings: &[String]) {
     if let Some(d) = detection {
         eprintln!(
             "webfence: detected log format '{}' ({} of {} sample lines fit)",
-            d.preset.name(),
+            d.name(),
             d.parsed,
             d.sampled
         );

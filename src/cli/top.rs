@@ -201,7 +201,7 @@ pub fn render_plain(s: &Snapshot, style: Style) -> String {
     let statuses: Vec<(String, u64)> = s
         .statuses
         .iter()
-        .map(|(c, n)| (c.to_string(), *n))
+        .map(|(c, n)| (crate::log::parse::status_text(*c), *n))
         .collect();
     list("statuses (5m)", &statuses, &mut out);
     list("agents (5m)", &s.user_agents, &mut out);

@@ -101,6 +101,10 @@ impl Allowlist {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
+        // A client logged by host name has no address to decide on.
+        if ip == crate::log::parse::UNRESOLVED {
+            return true;
+        }
         let b = to_bits(ip);
         self.fixed.contains(b) || self.resolved.contains(b)
     }

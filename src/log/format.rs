@@ -114,6 +114,14 @@ pub enum Preset {
     /// Apache `%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"`.
     #[value(name = "vhost_combined")]
     VhostCombined,
+    /// The virtual host first, without a port (nginx `$host
+    /// $remote_addr …`, Apache `%v %h …`), then combined, then
+    /// `"$http_x_forwarded_for"`.
+    #[value(name = "host_main")]
+    HostMain,
+    /// The virtual host first, without a port, then combined.
+    #[value(name = "host_combined")]
+    HostCombined,
     /// nginx `main` with `"$http_x_forwarded_for"` at the end.
     Main,
     /// NCSA combined (nginx and Apache default).
@@ -123,9 +131,11 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] = [
+    pub const ALL: [Preset; 7] = [
         Preset::Json,
         Preset::VhostCombined,
+        Preset::HostMain,
+        Preset::HostCombined,
         Preset::Main,
         Preset::Combined,
         Preset::Common,
@@ -135,6 +145,8 @@ impl Preset {
         match self {
             Preset::Json => "json",
             Preset::VhostCombined => "vhost_combined",
+            Preset::HostMain => "host_main",
+            Preset::HostCombined => "host_combined",
             Preset::Main => "main",
             Preset::Combined => "combined",
             Preset::Common => "common",
@@ -148,6 +160,14 @@ impl Preset {
             Preset::VhostCombined => (
                 Dialect::Apache,
                 r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i""#,
+            ),
+            Preset::HostMain => (
+                Dialect::Nginx,
+                r#"$host $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#,
+            ),
+            Preset::HostCombined => (
+                Dialect::Apache,
+                r#"%v %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i""#,
             ),
             Preset::Main => (
                 Dialect::Nginx,

@@ -1,4 +1,4 @@
-//! JSON-lines access logs (nginx `escape=json` templates, Caddy).
+//! JSON-lines access logs (nginx `escape=json` templates, Caddy, Traefik).
 
 use serde_json::Value;
 
@@ -28,7 +28,10 @@ fn names(list: &[&str]) -> Vec<String> {
 
 impl Default for JsonFields {
     /// Defaults that fit common nginx `escape=json` templates (named after
-    /// the nginx variables) and Caddy's structured access log.
+    /// the nginx variables), Caddy's structured access log and Traefik's
+    /// JSON access log (`ClientHost`, `StartUTC`, `DownstreamStatus`…, with
+    /// headers kept as `request_User-Agent`). Traefik's `Duration` is in
+    /// nanoseconds and is not read as a request time.
     fn default() -> Self {
         JsonFields {
             client: names(&[
@@ -37,6 +40,7 @@ impl Default for JsonFields {
                 "client_ip",
                 "remote_ip",
                 "ip",
+                "ClientHost",
             ]),
             time: names(&[
                 "time_iso8601",
@@ -46,26 +50,56 @@ impl Default for JsonFields {
                 "timestamp",
                 "@timestamp",
                 "msec",
+                "StartUTC",
+                "StartLocal",
             ]),
             request: names(&["request"]),
-            method: names(&["request_method", "method", "request.method"]),
-            uri: names(&["request_uri", "uri", "request.uri", "url"]),
-            protocol: names(&["server_protocol", "protocol", "request.proto"]),
-            status: names(&["status", "status_code"]),
-            bytes: names(&["body_bytes_sent", "bytes_sent", "size", "bytes"]),
+            method: names(&[
+                "request_method",
+                "method",
+                "request.method",
+                "RequestMethod",
+            ]),
+            uri: names(&["request_uri", "uri", "request.uri", "url", "RequestPath"]),
+            protocol: names(&[
+                "server_protocol",
+                "protocol",
+                "request.proto",
+                "RequestProtocol",
+            ]),
+            status: names(&["status", "status_code", "DownstreamStatus"]),
+            bytes: names(&[
+                "body_bytes_sent",
+                "bytes_sent",
+                "size",
+                "bytes",
+                "DownstreamContentSize",
+            ]),
             referer: names(&[
                 "http_referer",
                 "referer",
                 "referrer",
                 "request.headers.Referer",
+                "request_Referer",
             ]),
             user_agent: names(&[
                 "http_user_agent",
                 "user_agent",
                 "request.headers.User-Agent",
+                "request_User-Agent",
             ]),
-            host: names(&["host", "http_host", "server_name", "request.host"]),
-            forwarded_for: names(&["http_x_forwarded_for", "request.headers.X-Forwarded-For"]),
+            host: names(&[
+                "host",
+                "http_host",
+                "server_name",
+                "request.host",
+                "RequestHost",
+            ]),
+            forwarded_for: names(&[
+                "http_x_forwarded_for",
+                "request.headers.X-Forwarded-For",
+                "request_X-Forwarded-For",
+            ]),
             request_time: names(&["request_time", "duration"]),
         }
     }

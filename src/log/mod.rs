@@ -6,6 +6,7 @@ pub mod json;
 pub mod parse;
 pub mod proxy;
 pub mod request;
+pub mod syslog;
 pub mod time;
 
 pub use format::{Dialect, Preset};
@@ -51,8 +52,21 @@ impl FormatSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detection {
     pub preset: Preset,
+    /// The lines carry a syslog or journald prefix before the format.
+    pub syslog: bool,
     pub parsed: usize,
     pub sampled: usize,
+}
+
+impl Detection {
+    /// The format's name, as shown: `combined`, `syslog + combined`.
+    pub fn name(&self) -> String {
+        if self.syslog {
+            format!("syslog + {}", self.preset.name())
+        } else {
+            self.preset.name().to_string()
+        }
+    }
 }
 
 /// How many lines auto-detection looks at.
@@ -67,19 +81,26 @@ pub fn detect<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<Detection> {
         .take(DETECT_SAMPLE)
         .collect();
     let mut best: Option<Detection> = None;
-    for preset in Preset::ALL {
-        let parser = Parser::preset(preset, TrustedProxies::default());
-        let mut scratch = Scratch::default();
-        let parsed = sample
-            .iter()
-            .filter(|l| parser.parse(l, &mut scratch).is_ok())
-            .count();
-        if parsed > 0 && best.as_ref().is_none_or(|b| parsed > b.parsed) {
-            best = Some(Detection {
-                preset,
-                parsed,
-                sampled: sample.len(),
-            });
+    // Lines without a prefix first: on a tie the plain format wins.
+    for syslog in [false, true] {
+        for preset in Preset::ALL {
+            let mut parser = Parser::preset(preset, TrustedProxies::default());
+            if syslog {
+                parser = parser.behind_syslog();
+            }
+            let mut scratch = Scratch::default();
+            let parsed = sample
+                .iter()
+                .filter(|l| parser.parse(l, &mut scratch).is_ok())
+                .count();
+            if parsed > 0 && best.as_ref().is_none_or(|b| parsed > b.parsed) {
+                best = Some(Detection {
+                    preset,
+                    syslog,
+                    parsed,
+                    sampled: sample.len(),
+                });
+            }
         }
     }
     best

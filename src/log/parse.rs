@@ -30,6 +30,7 @@ pub enum Reason<'f> {
     Invalid(Field),
     Missing(Field),
     NotJson,
+    NoSyslogPrefix,
 }
 
 impl Malformed<'_> {
@@ -75,6 +76,9 @@ impl Malformed<'_> {
             ),
             Reason::Missing(f) => format!("no {} field", f.describe()),
             Reason::NotJson => format!("not a JSON object (error at column {col})"),
+            Reason::NoSyslogPrefix => {
+                "no syslog prefix (such as 'Sep 15 10:00:01 web1 nginx[2869]: ')".to_string()
+            }
         }
     }
 }
@@ -133,6 +137,8 @@ pub struct Parser {
     kind: Kind,
     proxies: TrustedProxies,
     name: String,
+    /// Each line starts with a syslog prefix to skip.
+    syslog: bool,
 }
 
 /// Per-thread reusable state: the decoded JSON document, and the last
@@ -152,6 +158,7 @@ impl Parser {
             name: format.name.clone(),
             kind: Kind::Text(format),
             proxies,
+            syslog: false,
         }
     }
 
@@ -160,6 +167,7 @@ impl Parser {
             name: "json".into(),
             kind: Kind::Json(Box::new(fields)),
             proxies,
+            syslog: false,
         }
     }
 
@@ -185,6 +193,29 @@ impl Parser {
         if let Some(nul) = memchr::memchr(0, line) {
             return Err(Malformed::new(Reason::NulByte, nul, nul + 1));
         }
+        if !self.syslog {
+            return self.parse_message(line, scratch);
+        }
+        let Some(skip) = super::syslog::prefix_len(line) else {
+            return Err(Malformed::new(Reason::NoSyslogPrefix, 0, 0));
+        };
+        // Positions in errors stay those of the whole line.
+        self.parse_message(&line[skip..], scratch)
+            .map_err(|m| Malformed::new(m.reason, m.start + skip, m.end + skip))
+    }
+
+    /// The same format, on lines that came through syslog or journald.
+    pub fn behind_syslog(mut self) -> Parser {
+        self.syslog = true;
+        self.name = format!("syslog + {}", self.name);
+        self
+    }
+
+    fn parse_message<'a>(
+        &'a self,
+        line: &'a [u8],
+        scratch: &'a mut Scratch,
+    ) -> Result<Request<'a>, Malformed<'a>> {
         match &self.kind {
             Kind::Text(f) => self.parse_text(f, line, scratch),
             Kind::Json(f) => self.parse_json(f, line, scratch),
@@ -210,6 +241,31 @@ impl Parser {
                 }
                 Token::SkipSpaces => {
                     pos += line[pos..].iter().take_while(|&&c| c == b' ').count();
+                }
+                Token::Field {
+                    field: Field::Client,
+                    enclosed: Enclosure::None,
+                } if matches!(f.tokens.get(i + 1), Some(Token::Literal(next)) if next.starts_with(b" ")) =>
+                {
+                    // Some proxies write a list of hops where the client
+                    // goes ("10.0.0.2, 10.0.0.1, 1.2.3.4"): a comma before
+                    // a space means the field goes on.
+                    let mut end = pos;
+                    loop {
+                        let Some(k) = memchr::memchr(b' ', &line[end..]) else {
+                            end = line.len();
+                            break;
+                        };
+                        let at = end + k;
+                        if at > pos && line[at - 1] == b',' {
+                            end = at + 1;
+                            continue;
+                        }
+                        end = at;
+                        break;
+                    }
+                    spans[Field::Client as usize] = (pos, end);
+                    pos = end;
                 }
                 Token::Field { field, enclosed } => {
                     let end = match f.tokens.get(i + 1) {
@@ -253,8 +309,15 @@ impl Parser {
             Malformed::new(Reason::Invalid(field), s, e)
         };
 
-        let peer = get(Field::Client)
-            .and_then(parse_ip)
+        let client_field = get(Field::Client).unwrap_or_default();
+        // A hop list: the last hop is the peer, the ones before it are
+        // believed only as far as X-Forwarded-For would be.
+        let (client_field, hops) = match memchr::memrchr(b',', client_field) {
+            Some(k) => (client_field[k + 1..].trim_ascii(), &client_field[..k]),
+            None => (client_field, &b""[..]),
+        };
+        let peer = parse_ip(client_field)
+            .or_else(|| is_host_name(client_field).then_some(UNRESOLVED))
             .ok_or_else(|| invalid(Field::Client))?;
         let time = match get(Field::Time) {
             Some(t) if t == scratch.last_time_text.as_slice() => scratch.last_time,
@@ -294,7 +357,10 @@ impl Parser {
             Some(b) => parse_bytes(b).ok_or_else(|| invalid(Field::Bytes))?,
             None => 0,
         };
-        let forwarded_for = none_if_dash(get(Field::ForwardedFor).unwrap_or_default());
+        let forwarded_for = match none_if_dash(get(Field::ForwardedFor).unwrap_or_default()) {
+            b"" => hops,
+            xff => xff,
+        };
         let request_time_us = get(Field::DurationSecs)
             .and_then(seconds_as_us)
             .or_else(|| {
@@ -500,11 +566,43 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
     Some(b.iter().fold(0u64, |a, d| a * 10 + u64::from(d - b'0')))
 }
 
+/// A status code; `-` (a request that never got a response: the client
+/// went away, or the server dropped it) is status 0, counted as its own.
 fn parse_status(b: &[u8]) -> Option<u16> {
+    if b == b"-" {
+        return Some(NO_RESPONSE);
+    }
     if b.len() > 3 {
         return None;
     }
     parse_u64(b).map(|s| s as u16)
+}
+
+/// The client of a request logged with a host name instead of an address
+/// (Apache's `HostnameLookups On`): counted, never decided on, since a
+/// name cannot be banned.
+pub const UNRESOLVED: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// Whether a client field holds a DNS host name (`crawl-66-249-66-1.googlebot.com`).
+fn is_host_name(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b.len() <= 253
+        && b.contains(&b'.')
+        && b.iter().any(u8::is_ascii_alphabetic)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.'))
+}
+
+/// The status of a request logged without a response (`-`).
+pub const NO_RESPONSE: u16 = 0;
+
+/// A status as people read it: `-` for no response.
+pub fn status_text(status: u16) -> String {
+    if status == NO_RESPONSE {
+        "-".to_string()
+    } else {
+        status.to_string()
+    }
 }
 
 fn parse_bytes(b: &[u8]) -> Option<u64> {

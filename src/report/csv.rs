@@ -99,7 +99,7 @@ pub fn write<W: Write>(out: W, r: &Report, table: CsvTable) -> csv::Result<()> {
             w.write_record(["status", "hits", "percent", "bytes"])?;
             for s in &r.statuses {
                 w.write_record([
-                    s.status.to_string(),
+                    crate::log::parse::status_text(s.status),
                     s.hits.to_string(),
                     s.percent.to_string(),
                     s.bytes.to_string(),

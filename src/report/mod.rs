@@ -260,7 +260,11 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
         ips: ips
             .into_iter()
             .map(|(ip, c)| IpRow {
-                ip: ip.to_string(),
+                ip: if *ip == crate::log::parse::UNRESOLVED {
+                    "(host names, unresolved)".to_string()
+                } else {
+                    ip.to_string()
+                },
                 hits: c.hits,
                 percent: percent(c.hits, total),
                 bytes: c.bytes,

@@ -413,7 +413,10 @@ pub fn render(r: &Report, style: Style, by_bytes: bool) -> String {
         .iter()
         .map(|st| {
             vec![
-                colored(st.status.to_string(), status_color(st.status)),
+                colored(
+                    crate::log::parse::status_text(st.status),
+                    status_color(st.status),
+                ),
                 thousands(st.hits).into(),
                 format!("{:.2}%", st.percent).into(),
                 human_bytes(st.bytes).into(),
