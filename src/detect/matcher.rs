@@ -318,9 +318,67 @@ pub fn percent_decode<'a>(input: &'a [u8], buf: &'a mut (Vec<u8>, Vec<u8>)) -> &
     &buf.1
 }
 
+/// A decoded path as a server resolves it: `//` collapsed, `.` segments
+/// dropped and `..` segments applied, so `/x/../wp-login.php` and
+/// `//wp-login.php` match `/wp-login.php`. Returns the input when there is
+/// nothing to do (the common case); `out` is reused. The traversal rule
+/// matches the target, which is never normalised, so `../` stays visible
+/// to it.
+pub fn normalize_path<'a>(path: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
+    let needs = memchr::memmem::find(path, b"//").is_some()
+        || memchr::memmem::find(path, b"/./").is_some()
+        || memchr::memmem::find(path, b"/../").is_some()
+        || path.ends_with(b"/.")
+        || path.ends_with(b"/..");
+    if !needs || !path.starts_with(b"/") {
+        return path;
+    }
+    out.clear();
+    for segment in path.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                // Back to the previous '/', never above the root.
+                let cut = memchr::memrchr(b'/', out).unwrap_or(0);
+                out.truncate(cut);
+            }
+            s => {
+                out.push(b'/');
+                out.extend_from_slice(s);
+            }
+        }
+    }
+    let ends_in_dir = path.ends_with(b"/") || path.ends_with(b"/.") || path.ends_with(b"/..");
+    if out.is_empty() || ends_in_dir {
+        out.push(b'/');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_resolved_as_a_server_would() {
+        let mut out = Vec::new();
+        for (raw, want) in [
+            ("/plain/path", "/plain/path"),
+            ("//wp-login.php", "/wp-login.php"),
+            ("/x/../wp-login.php", "/wp-login.php"),
+            ("/./.env", "/.env"),
+            ("/a/b/../../../../etc/passwd", "/etc/passwd"),
+            ("/a//b/./c/", "/a/b/c/"),
+            ("/a/..", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(
+                std::str::from_utf8(normalize_path(raw.as_bytes(), &mut out)).unwrap(),
+                want,
+                "{raw}"
+            );
+        }
+    }
 
     fn lit(cond: u32, kind: LitKind, text: &str, ignore_case: bool) -> Literal {
         Literal {

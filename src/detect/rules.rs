@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 
 use super::addr::{NetSet, Subject, to_bits};
 use super::config::{FieldName, Origin, RuleKind};
-use super::matcher::{CondBits, FieldMatcher, percent_decode};
+use super::matcher::{CondBits, FieldMatcher, normalize_path, percent_decode};
 use crate::log::Request;
 use crate::log::request::is_static_path;
 
@@ -258,6 +258,7 @@ pub fn target_of<'a>(r: &Request<'a>) -> &'a [u8] {
 pub struct ClassifyScratch {
     bits: CondBits,
     decoded: (Vec<u8>, Vec<u8>),
+    normalized: Vec<u8>,
     lower: Vec<u8>,
 }
 
@@ -304,7 +305,13 @@ impl RuleSet {
         for (field, m) in &self.matchers {
             let value = field_text(r, *field, target);
             let value = if m.decode {
-                percent_decode(value, &mut scratch.decoded)
+                let decoded = percent_decode(value, &mut scratch.decoded);
+                // A decoded path is matched as the server resolves it.
+                if *field == FieldName::Path {
+                    normalize_path(decoded, &mut scratch.normalized)
+                } else {
+                    decoded
+                }
             } else {
                 value
             };
