@@ -219,14 +219,16 @@ pub fn serve(listener: UnixListener, shared: Shared) {
             let _ = read_request(&stream, REFUSED_REQUEST, Duration::from_millis(50));
             continue;
         }
-        let (shared, active) = (shared.clone(), active.clone());
+        let (shared, done) = (shared.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("control-conn".into())
             .spawn(move || {
                 connection(&stream, &shared, me);
-                active.fetch_sub(1, SeqCst);
+                done.fetch_sub(1, SeqCst);
             });
         if spawned.is_err() {
+            // The thread never ran: its place is free again.
+            active.fetch_sub(1, SeqCst);
             tracing::warn!("cannot start a thread for a control connection");
         }
     }

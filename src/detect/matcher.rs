@@ -325,11 +325,10 @@ pub fn percent_decode<'a>(input: &'a [u8], buf: &'a mut (Vec<u8>, Vec<u8>)) -> &
 /// matches the target, which is never normalised, so `../` stays visible
 /// to it.
 pub fn normalize_path<'a>(path: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
-    let needs = memchr::memmem::find(path, b"//").is_some()
-        || memchr::memmem::find(path, b"/./").is_some()
-        || memchr::memmem::find(path, b"/../").is_some()
-        || path.ends_with(b"/.")
-        || path.ends_with(b"/..");
+    // One pass over the slashes: a segment that is empty or starts with
+    // '.' is the only case with work to do (most paths have none).
+    let needs =
+        memchr::memchr_iter(b'/', path).any(|i| matches!(path.get(i + 1), Some(b'/' | b'.')));
     if !needs || !path.starts_with(b"/") {
         return path;
     }
