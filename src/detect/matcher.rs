@@ -78,6 +78,10 @@ struct Floating {
     /// When every pattern is a `contains` of one condition, the first match
     /// settles it: a leftmost search with prefilters, no overlapping walk.
     single: Option<u32>,
+    /// Otherwise a leftmost search over the same patterns first: most
+    /// requests match none, and this search keeps its prefilters, which
+    /// the overlapping walk (needed to learn every condition) does not.
+    any: Option<AhoCorasick>,
 }
 
 fn automaton(
@@ -148,10 +152,20 @@ impl LiteralScan {
             } else {
                 MatchKind::Standard
             };
+            let any = match single {
+                Some(_) => None,
+                None => Some(automaton(
+                    &floating,
+                    ignore_case,
+                    MatchKind::LeftmostFirst,
+                    StartKind::Unanchored,
+                )?),
+            };
             Some(Floating {
                 automaton: automaton(&floating, ignore_case, kind, StartKind::Unanchored)?,
                 tags: floating.iter().map(|l| (l.cond, l.kind)).collect(),
                 single,
+                any,
             })
         };
         Ok(Some(LiteralScan {
@@ -184,6 +198,9 @@ impl LiteralScan {
             if f.automaton.is_match(value) {
                 hits.set(cond);
             }
+            return;
+        }
+        if f.any.as_ref().is_some_and(|a| !a.is_match(value)) {
             return;
         }
         for m in f.automaton.find_overlapping_iter(value) {
