@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use super::run::socket_path;
 use super::{BanArgs, BansArgs, SocketArgs, StatusArgs, UnbanArgs, emit};
 use super::{FlushArgs, ReloadArgs};
 use crate::daemon::control::{Request, request};
+use crate::daemon::runtime::socket_path;
 use crate::detect::addr::Subject;
 use crate::detect::engine::{human_duration, human_span};
 use crate::log::time::format_rfc3339;

@@ -1,9 +1,11 @@
-//! The guard daemon's parts (`webfence run`): its settings, the enforcer
-//! (ledger + backend + hooks behind one lock) and the control socket. The
-//! follow loop that drives them lives in `cli/run.rs`.
+//! The guard daemon (`webfence run`): its settings, the enforcer (ledger +
+//! backend + hooks behind one lock), the control socket, and the runtime
+//! (`runtime.rs`: the follow loop, the enforcer thread, reloads) that
+//! drives them. `cli/run.rs` only turns arguments into `RunOptions`.
 
 pub mod control;
 pub mod enforcer;
+pub mod runtime;
 pub mod settings;
 
 pub use settings::Settings;
