@@ -36,6 +36,14 @@ fn corpus() -> Vec<(Parser, &'static str)> {
             r#"<190>1 2024-05-01T10:00:00Z web1 nginx 2869 - [a b="c d"] crawl-1.example.com - - [01/May/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#,
         ),
         (
+            Parser::preset(Preset::NginxError, proxies()),
+            r#"2024/01/01 12:00:00 [error] 1234#0: *5 open() "/var/www/x.php" failed (2: No such file or directory), client: 198.51.100.7, server: example.com, request: "GET /x.php HTTP/1.1", host: "example.com""#,
+        ),
+        (
+            Parser::preset(Preset::ApacheError, proxies()),
+            r#"[Mon Jan 01 12:00:00.123456 2024] [auth_basic:error] [pid 1234:tid 5678] [client [2001:db8::9]:443] AH01618: user bob not found: /private, referer: http://x.example/"#,
+        ),
+        (
             Parser::preset(Preset::Common, proxies()),
             r#"2001:db8::1 - - [10/Oct/2000:13:55:36 +0000] "POST /login HTTP/1.1" 401 12"#,
         ),
@@ -180,7 +188,7 @@ proptest! {
 
     #[test]
     fn mutated_lines_of_every_format_never_panic(
-        which in 0usize..12,
+        which in 0usize..14,
         mutations in proptest::collection::vec(mutation(), 1..6),
     ) {
         static SHARED: std::sync::OnceLock<(Vec<(Parser, &'static str)>, RuleSet)> =

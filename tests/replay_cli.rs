@@ -1379,3 +1379,100 @@ fn a_false_ban_corpus_of_benign_traffic_yields_no_ban() {
     let d = decisions(&[p.to_str().unwrap()]);
     assert!(d.is_empty(), "false bans: {d:#?}");
 }
+
+/// Error logs: nginx and Apache error lines are recognised, become
+/// records with the client, and the error-log rules ban what fail2ban's
+/// web filters ban: basic-auth guessing, throttled clients, missing-script
+/// probes, overlong requests, ModSecurity denials. A server message naming
+/// no client is not a request.
+#[test]
+fn error_logs_are_read_and_their_rules_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nginx = String::new();
+    let at = |s: u32| format!("2024/05/01 10:{:02}:{:02}", s / 60, s % 60);
+    let _ = writeln!(
+        nginx,
+        "{} [notice] 1#1: using the \"epoll\" event method",
+        at(0)
+    );
+    for i in 0..6 {
+        let _ = writeln!(
+            nginx,
+            "{} [error] 77#77: *{i} user \"admin\": password mismatch, client: 198.18.3.1, server: _, request: \"GET /admin HTTP/1.1\", host: \"h\"",
+            at(10 + i * 10)
+        );
+    }
+    for i in 0..21 {
+        let _ = writeln!(
+            nginx,
+            "{} [error] 77#77: *{i} limiting requests, excess: 20.5 by zone \"one\", client: 198.18.3.2, server: _, request: \"GET / HTTP/1.1\", host: \"h\"",
+            at(120 + i)
+        );
+    }
+    for i in 0..11 {
+        let _ = writeln!(
+            nginx,
+            "{} [error] 77#77: *{i} open() \"/var/www/x{i}.php\" failed (2: No such file or directory), client: 198.18.3.3, server: _, request: \"GET /x{i}.php HTTP/1.1\", host: \"h\"",
+            at(200 + i * 2)
+        );
+    }
+    // One 404-ish error from an ordinary visitor: left alone.
+    let _ = writeln!(
+        nginx,
+        "{} [error] 77#77: *99 open() \"/var/www/favicon.ico\" failed (2: No such file or directory), client: 192.0.2.77, server: _, request: \"GET /favicon.ico HTTP/1.1\", host: \"h\"",
+        at(300)
+    );
+    let p = write(dir.path(), "error.log", &nginx);
+    let out = webfence()
+        .args(["report", "--json"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["summary"]["format"], "nginx_error");
+    assert_eq!(doc["summary"]["requests"], 39);
+    assert_eq!(doc["summary"]["malformed"], 1, "the notice names no client");
+    let d = decisions(&[p.to_str().unwrap()]);
+    let rule_of = |ip: &str| {
+        d.iter()
+            .find(|x| x["ip"] == ip)
+            .map(|x| x["rule"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(
+        rule_of("198.18.3.1").as_deref(),
+        Some("error-auth-failures"),
+        "{d:#?}"
+    );
+    assert_eq!(rule_of("198.18.3.2").as_deref(), Some("error-limited"));
+    assert_eq!(
+        rule_of("198.18.3.3").as_deref(),
+        Some("error-missing-files")
+    );
+    assert_eq!(rule_of("192.0.2.77"), None);
+
+    let mut apache = String::new();
+    for i in 0..6 {
+        let _ = writeln!(
+            apache,
+            "[Wed May 01 10:00:{i:02}.123456 2024] [auth_basic:error] [pid 12:tid 34] [client 198.18.4.1:5{i}000] AH01618: user bob not found: /private"
+        );
+    }
+    for i in 0..2 {
+        let _ = writeln!(
+            apache,
+            "[Wed May 01 10:01:{i:02} 2024] [error] [client 198.18.4.2] ModSecurity: Access denied with code 403 (phase 2). [file \"x\"] [id \"942100\"]"
+        );
+    }
+    for i in 0..2 {
+        let _ = writeln!(
+            apache,
+            "[Wed May 01 10:02:{i:02} 2024] [core:error] [pid 9] [client [2001:db8::44]:443] AH00565: request failed: URI too long (longer than 8190)"
+        );
+    }
+    let p = write(dir.path(), "apache_error.log", &apache);
+    let d = decisions(&[p.to_str().unwrap()]);
+    let banned: Vec<&str> = d.iter().filter_map(|x| x["ip"].as_str()).collect();
+    assert!(banned.contains(&"198.18.4.1"), "{d:#?}");
+    assert!(banned.contains(&"198.18.4.2"), "{d:#?}");
+    assert!(banned.contains(&"2001:db8::44"), "{d:#?}");
+}

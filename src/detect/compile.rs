@@ -607,7 +607,7 @@ impl RuleSet {
             }
         }
 
-        let mut hashed = [false; 8];
+        let mut hashed = [false; FieldName::TEXT.len()];
         for r in &rules {
             for f in r.key.field.iter().chain(r.distinct.iter()) {
                 if let Some(i) = FieldName::TEXT.iter().position(|x| x == f) {

@@ -278,10 +278,14 @@ pub enum FieldName {
     UserAgent,
     Referer,
     Protocol,
+    /// An error log's message.
+    Message,
+    /// An error log's level.
+    Level,
 }
 
 impl FieldName {
-    pub const TEXT: [FieldName; 8] = [
+    pub const TEXT: [FieldName; 10] = [
         FieldName::Path,
         FieldName::Query,
         FieldName::Target,
@@ -290,6 +294,8 @@ impl FieldName {
         FieldName::UserAgent,
         FieldName::Referer,
         FieldName::Protocol,
+        FieldName::Message,
+        FieldName::Level,
     ];
 
     pub fn name(self) -> &'static str {
@@ -303,6 +309,8 @@ impl FieldName {
             FieldName::UserAgent => "user_agent",
             FieldName::Referer => "referer",
             FieldName::Protocol => "protocol",
+            FieldName::Message => "message",
+            FieldName::Level => "level",
         }
     }
 
@@ -349,6 +357,10 @@ pub struct RawMatch {
     pub user_agent: Option<RawText>,
     pub referer: Option<RawText>,
     pub protocol: Option<RawText>,
+    /// Error logs: the message (`"password mismatch"`, `"AH01618"`…).
+    pub message: Option<RawText>,
+    /// Error logs: the level (`error`, `warn`…).
+    pub level: Option<RawText>,
     /// Statuses: 404, "4xx", "500-599".
     pub status: Option<Vec<Sp<StatusText>>>,
     /// Client addresses or CIDRs.
@@ -359,7 +371,7 @@ pub struct RawMatch {
 }
 
 impl RawMatch {
-    pub fn text_fields(&self) -> [(FieldName, Option<&RawText>); 8] {
+    pub fn text_fields(&self) -> [(FieldName, Option<&RawText>); 10] {
         [
             (FieldName::Path, self.path.as_ref()),
             (FieldName::Query, self.query.as_ref()),
@@ -369,6 +381,8 @@ impl RawMatch {
             (FieldName::UserAgent, self.user_agent.as_ref()),
             (FieldName::Referer, self.referer.as_ref()),
             (FieldName::Protocol, self.protocol.as_ref()),
+            (FieldName::Message, self.message.as_ref()),
+            (FieldName::Level, self.level.as_ref()),
         ]
     }
 }

@@ -189,7 +189,7 @@ pub struct RuleSet {
     pub(super) matchers: Vec<(FieldName, FieldMatcher)>,
     pub(super) conds: usize,
     /// Fields whose hash some rule keys on or counts.
-    pub(super) hashed: [bool; 8],
+    pub(super) hashed: [bool; FieldName::TEXT.len()],
     pub(super) hasher: RandomState,
 }
 
@@ -207,7 +207,7 @@ pub struct Event {
     pub hits: u128,
     /// Seeded hashes of the text fields, in `FieldName::TEXT` order; only
     /// those some rule needs are computed.
-    pub fields: [u64; 8],
+    pub fields: [u64; FieldName::TEXT.len()],
     /// The line within its chunk, for samples.
     pub line_start: u32,
     pub line_len: u32,
@@ -237,6 +237,8 @@ pub fn field_text<'a>(r: &Request<'a>, f: FieldName, target: &'a [u8]) -> &'a [u
         FieldName::UserAgent => r.user_agent,
         FieldName::Referer => r.referer,
         FieldName::Protocol => r.protocol,
+        FieldName::Message => r.message,
+        FieldName::Level => r.level,
     }
 }
 
@@ -339,7 +341,7 @@ impl RuleSet {
             }
             hits |= 1 << i;
         }
-        let mut fields = [0u64; 8];
+        let mut fields = [0u64; FieldName::TEXT.len()];
         if hits != 0 {
             for (i, f) in FieldName::TEXT.iter().enumerate() {
                 if self.hashed[i] {

@@ -128,10 +128,16 @@ pub enum Preset {
     Combined,
     /// NCSA common.
     Common,
+    /// nginx's error log.
+    #[value(name = "nginx_error")]
+    NginxError,
+    /// Apache's error log (2.2 and 2.4).
+    #[value(name = "apache_error")]
+    ApacheError,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 7] = [
+    pub const ALL: [Preset; 9] = [
         Preset::Json,
         Preset::VhostCombined,
         Preset::HostMain,
@@ -139,6 +145,8 @@ impl Preset {
         Preset::Main,
         Preset::Combined,
         Preset::Common,
+        Preset::NginxError,
+        Preset::ApacheError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -150,13 +158,15 @@ impl Preset {
             Preset::Main => "main",
             Preset::Combined => "combined",
             Preset::Common => "common",
+            Preset::NginxError => "nginx_error",
+            Preset::ApacheError => "apache_error",
         }
     }
 
     /// The text format behind a preset; `None` for JSON.
     pub fn text_format(self) -> Option<TextFormat> {
         let (dialect, spec) = match self {
-            Preset::Json => return None,
+            Preset::Json | Preset::NginxError | Preset::ApacheError => return None,
             Preset::VhostCombined => (
                 Dialect::Apache,
                 r#"%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i""#,
@@ -616,7 +626,8 @@ mod tests {
     #[test]
     fn presets_compile() {
         for p in Preset::ALL {
-            if p != Preset::Json {
+            let text = !matches!(p, Preset::Json | Preset::NginxError | Preset::ApacheError);
+            if text {
                 let f = p.text_format().expect("preset compiles");
                 assert_eq!(f.name, p.name());
             }

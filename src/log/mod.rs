@@ -1,6 +1,7 @@
 //! Parse stage: log formats, the line parser and timestamps. Turns a line of
 //! bytes into a [`Request`] that borrows from it.
 
+pub mod errorlog;
 pub mod format;
 pub mod json;
 pub mod parse;

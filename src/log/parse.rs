@@ -31,6 +31,7 @@ pub enum Reason<'f> {
     Missing(Field),
     NotJson,
     NoSyslogPrefix,
+    NoClient,
 }
 
 impl Malformed<'_> {
@@ -76,6 +77,7 @@ impl Malformed<'_> {
             ),
             Reason::Missing(f) => format!("no {} field", f.describe()),
             Reason::NotJson => format!("not a JSON object (error at column {col})"),
+            Reason::NoClient => "a server message that names no client (not a request)".to_string(),
             Reason::NoSyslogPrefix => {
                 "no syslog prefix (such as 'Sep 15 10:00:01 web1 nginx[2869]: ')".to_string()
             }
@@ -129,6 +131,8 @@ pub fn escape_for_display(b: &[u8]) -> String {
 enum Kind {
     Text(TextFormat),
     Json(Box<JsonFields>),
+    /// An error log, with the zone its local times are in.
+    Error(super::errorlog::ErrorDialect, Box<jiff::tz::TimeZone>),
 }
 
 /// Parses lines of one format into [`Request`]s.
@@ -172,10 +176,30 @@ impl Parser {
     }
 
     pub fn preset(preset: Preset, proxies: TrustedProxies) -> Self {
+        use super::errorlog::ErrorDialect;
+        let error = |dialect| Parser {
+            name: preset.name().to_string(),
+            kind: Kind::Error(
+                dialect,
+                Box::new(jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC)),
+            ),
+            proxies: proxies.clone(),
+            syslog: false,
+        };
+        match preset {
+            Preset::NginxError => return error(ErrorDialect::Nginx),
+            Preset::ApacheError => return error(ErrorDialect::Apache),
+            _ => {}
+        }
         match preset.text_format() {
             Some(f) => Parser::text(f, proxies),
             None => Parser::json(JsonFields::default(), proxies),
         }
+    }
+
+    /// Whether this parser reads an error log.
+    pub fn is_error_log(&self) -> bool {
+        matches!(self.kind, Kind::Error(..))
     }
 
     pub fn name(&self) -> &str {
@@ -219,7 +243,43 @@ impl Parser {
         match &self.kind {
             Kind::Text(f) => self.parse_text(f, line, scratch),
             Kind::Json(f) => self.parse_json(f, line, scratch),
+            Kind::Error(dialect, zone) => self.parse_error(*dialect, zone, line),
         }
+    }
+
+    fn parse_error<'a>(
+        &'a self,
+        dialect: super::errorlog::ErrorDialect,
+        zone: &jiff::tz::TimeZone,
+        line: &'a [u8],
+    ) -> Result<Request<'a>, Malformed<'a>> {
+        use super::errorlog::ErrorLineFault as F;
+        let e = super::errorlog::parse(dialect, line, zone).map_err(|f| match f {
+            F::Time => Malformed::new(Reason::Invalid(Field::Time), 0, line.len().min(32)),
+            F::Level => Malformed::new(Reason::Expected(b"[level]"), 0, 0),
+            F::NoClient => Malformed::new(Reason::NoClient, 0, 0),
+            F::Client(s, e) => Malformed::new(Reason::Invalid(Field::Client), s, e),
+        })?;
+        let r = split_request_line(e.request);
+        Ok(Request {
+            client: self.proxies.resolve(e.peer, b""),
+            peer: e.peer,
+            time: e.time,
+            request: e.request,
+            method: r.method,
+            path: r.path,
+            query: r.query,
+            protocol: r.protocol,
+            status: NO_RESPONSE,
+            bytes: 0,
+            referer: e.referer,
+            user_agent: b"",
+            host: e.host,
+            forwarded_for: b"",
+            request_time_us: None,
+            level: e.level,
+            message: e.message,
+        })
     }
 
     fn parse_text<'a>(
@@ -410,6 +470,8 @@ impl Parser {
             host: get(Field::Host).unwrap_or_default(),
             forwarded_for,
             request_time_us,
+            level: b"",
+            message: b"",
         })
     }
 
@@ -487,6 +549,8 @@ impl Parser {
             host: json::text(json::lookup(doc, &f.host)),
             forwarded_for,
             request_time_us: json::lookup(doc, &f.request_time).and_then(json::seconds_as_us),
+            level: b"",
+            message: b"",
         })
     }
 }

@@ -36,6 +36,12 @@ pub struct Request<'a> {
     /// X-Forwarded-For as logged.
     pub forwarded_for: &'a [u8],
     pub request_time_us: Option<u64>,
+    /// Error logs: the level (`error`, `warn`, `crit`…), empty for access
+    /// logs.
+    pub level: &'a [u8],
+    /// Error logs: what the server said, with the client, request and host
+    /// parts it names taken out into their own fields.
+    pub message: &'a [u8],
 }
 
 /// The parts of an HTTP request line.

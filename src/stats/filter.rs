@@ -173,6 +173,8 @@ mod tests {
             host,
             forwarded_for: b"",
             request_time_us: None,
+            level: b"",
+            message: b"",
         }
     }
 
