@@ -597,9 +597,19 @@ pub fn replay(
 /// A [`FieldText`] for the engine: re-parses a line (only when a decision
 /// needs words for its reason) and returns a field for display.
 pub fn field_text(parser: Parser) -> detect::engine::FieldText {
+    field_text_of(vec![parser])
+}
+
+/// `field_text` over several formats (access and error logs followed
+/// together): the first parser that reads the line gives the text.
+pub fn field_text_of(parsers: Vec<Parser>) -> detect::engine::FieldText {
     let mut scratch = Scratch::default();
     Box::new(move |line, field| {
-        let r = parser.parse(line, &mut scratch).ok()?;
+        // Reasons are rare: parsing the line twice costs nothing that shows.
+        let i = parsers
+            .iter()
+            .position(|p| p.parse(line, &mut scratch).is_ok())?;
+        let r = parsers[i].parse(line, &mut scratch).ok()?;
         let target = detect::rules::target_of(&r);
         let text = detect::rules::field_text(&r, field, target);
         Some(log::parse::escape_for_display(&text[..text.len().min(200)]))
@@ -608,30 +618,37 @@ pub fn field_text(parser: Parser) -> detect::engine::FieldText {
 
 /// What [`LiveParser`] hands out, in order.
 pub enum LiveEvent<'a> {
-    /// The format was chosen (from the first lines); comes before any request.
-    Format(&'a Parser),
+    /// A file's format was chosen (from its first lines); comes before its
+    /// requests. Every format chosen so far, one parser each.
+    Format(&'a [Parser]),
     /// A parsed request, its line and that line's number in this run.
     Request(&'a log::Request<'a>, &'a [u8], u64),
     /// A line that did not fit: the file, the line's number, why.
     Malformed(&'a std::path::Path, u64, String),
 }
 
-/// Parses log bytes as they are appended (`top`, `run`). With `--format
-/// auto` the parser is chosen from a sample of the first lines, so they are
-/// held until there are enough.
+/// Parses log bytes as they are appended (`top`, `run`). Each file has a
+/// format of its own, so access and error logs are followed side by side.
+/// With `--format auto` a file's parser is chosen from a sample of its
+/// first lines, held until there are enough (or a second has passed).
 pub struct LiveParser {
     job: Job,
-    parser: Option<Parser>,
+    files: Vec<LiveFile>,
     scratch: Scratch,
-    pending: Vec<u8>,
-    pending_path: std::path::PathBuf,
     pub lines: u64,
     pub malformed: u64,
     /// Format detection notes and errors, for the caller to show.
     pub notes: Vec<String>,
-    /// Why no format could be chosen, while none could: lines are not
-    /// being decided on.
+    /// Why no format could be chosen for a file, while none could: its
+    /// lines are not being decided on.
     pub format_error: Option<String>,
+}
+
+/// One followed file's format, or the lines waiting for it.
+struct LiveFile {
+    path: std::path::PathBuf,
+    parser: Option<Parser>,
+    pending: Vec<u8>,
     /// When the oldest line waiting for the format arrived.
     pending_since: Option<std::time::Instant>,
 }
@@ -645,30 +662,52 @@ impl LiveParser {
     pub fn new(job: Job) -> LiveParser {
         LiveParser {
             job,
-            parser: None,
+            files: Vec::new(),
             scratch: Scratch::default(),
-            pending: Vec::new(),
-            pending_path: Default::default(),
             lines: 0,
             malformed: 0,
             notes: Vec::new(),
             format_error: None,
-            pending_since: None,
         }
     }
 
-    /// How long lines have waited for the format to be chosen.
+    /// How long the longest-waiting lines have waited for a format.
     pub fn waiting_for(&self) -> Option<std::time::Duration> {
-        self.pending_since.map(|t| t.elapsed())
+        self.files
+            .iter()
+            .filter_map(|f| f.pending_since.map(|t| t.elapsed()))
+            .max()
     }
 
+    /// Whether some file's format is known.
     pub fn format_known(&self) -> bool {
-        self.parser.is_some()
+        self.files.iter().any(|f| f.parser.is_some())
     }
 
-    /// The parser, once the format is known.
-    pub fn parser(&self) -> Option<&Parser> {
-        self.parser.as_ref()
+    /// The parsers chosen so far, one per format.
+    pub fn parsers(&self) -> Vec<Parser> {
+        let mut out: Vec<Parser> = Vec::new();
+        for p in self.files.iter().filter_map(|f| f.parser.as_ref()) {
+            if !out.iter().any(|o| o.name() == p.name()) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+
+    fn file(&mut self, path: &std::path::Path) -> usize {
+        match self.files.iter().position(|f| f.path == path) {
+            Some(i) => i,
+            None => {
+                self.files.push(LiveFile {
+                    path: path.to_path_buf(),
+                    parser: None,
+                    pending: Vec::new(),
+                    pending_since: None,
+                });
+                self.files.len() - 1
+            }
+        }
     }
 
     /// Feeds complete lines read from `path`.
@@ -678,68 +717,75 @@ impl LiveParser {
         bytes: &[u8],
         on: &mut dyn FnMut(LiveEvent<'_>),
     ) {
-        if self.parser.is_none() {
-            if bytes.is_empty() {
-                return;
-            }
-            self.pending.extend_from_slice(bytes);
-            self.pending_path = path.to_path_buf();
-            self.pending_since
-                .get_or_insert_with(std::time::Instant::now);
-            // Only auto-detection needs a sample; a named format starts at
-            // once, and so does auto-detection when every line so far fits
-            // one format (the most specific that fits wins): a daemon's
-            // first decision must not wait for twenty lines.
-            let auto = matches!(self.job.format, FormatSpec::Auto);
-            if auto && self.pending.len() < SAMPLE_BYTES {
-                let sample_lines = lines(&self.pending).filter(|l| !l.is_empty()).count();
-                let all_fit =
-                    crate::log::detect(lines(&self.pending)).is_some_and(|d| d.parsed == d.sampled);
-                if sample_lines < SAMPLE_LINES && !all_fit {
-                    return;
-                }
-            }
-            self.choose(on);
+        if bytes.is_empty() {
             return;
         }
-        self.parse(path, bytes, on);
+        let i = self.file(path);
+        if self.files[i].parser.is_some() {
+            self.parse(i, bytes, on);
+            return;
+        }
+        let f = &mut self.files[i];
+        f.pending.extend_from_slice(bytes);
+        f.pending_since.get_or_insert_with(std::time::Instant::now);
+        // Only auto-detection needs a sample; a named format starts at
+        // once, and so does auto-detection when every line so far fits one
+        // format (the most specific that fits wins): a daemon's first
+        // decision must not wait for twenty lines.
+        let auto = matches!(self.job.format, FormatSpec::Auto);
+        if auto && f.pending.len() < SAMPLE_BYTES {
+            let sample_lines = lines(&f.pending).filter(|l| !l.is_empty()).count();
+            let all_fit =
+                crate::log::detect(lines(&f.pending)).is_some_and(|d| d.parsed == d.sampled);
+            if sample_lines < SAMPLE_LINES && !all_fit {
+                return;
+            }
+        }
+        self.choose(i, on);
     }
 
-    /// Chooses the format from what has come so far, however little:
-    /// called when the logs go quiet before a full sample arrived.
+    /// Chooses the formats of the files waiting, from what has come so
+    /// far, however little: called when lines have waited long enough.
     pub fn flush_sample(&mut self, on: &mut dyn FnMut(LiveEvent<'_>)) {
-        if self.parser.is_none() && !self.pending.is_empty() {
-            self.choose(on);
+        for i in 0..self.files.len() {
+            if self.files[i].parser.is_none() && !self.files[i].pending.is_empty() {
+                self.choose(i, on);
+            }
         }
     }
 
-    fn choose(&mut self, on: &mut dyn FnMut(LiveEvent<'_>)) {
-        let name = self.pending_path.display().to_string();
-        match parser_for_sample(&self.job, &self.pending, &name) {
+    fn choose(&mut self, i: usize, on: &mut dyn FnMut(LiveEvent<'_>)) {
+        let f = &mut self.files[i];
+        let name = f.path.display().to_string();
+        match parser_for_sample(&self.job, &f.pending, &name) {
             Ok((p, d)) => {
                 if let Some(d) = d {
-                    self.notes
-                        .push(format!("detected log format '{}'", d.name()));
+                    self.notes.push(if self.files.len() > 1 {
+                        format!("detected log format '{}' for {name}", d.name())
+                    } else {
+                        format!("detected log format '{}'", d.name())
+                    });
                 }
-                on(LiveEvent::Format(&p));
-                self.parser = Some(p);
+                let f = &mut self.files[i];
+                f.parser = Some(p);
+                f.pending_since = None;
+                let pending = std::mem::take(&mut f.pending);
                 self.format_error = None;
-                self.pending_since = None;
-                let pending = std::mem::take(&mut self.pending);
-                let path = std::mem::take(&mut self.pending_path);
-                self.parse(&path, &pending, on);
+                on(LiveEvent::Format(&self.parsers()));
+                self.parse(i, &pending, on);
             }
             Err(e) => {
                 self.notes.push(e.to_string());
                 self.format_error = Some(e.to_string());
-                self.pending.clear();
-                self.pending_since = None;
+                f.pending.clear();
+                f.pending_since = None;
             }
         }
     }
 
-    fn parse(&mut self, path: &std::path::Path, bytes: &[u8], on: &mut dyn FnMut(LiveEvent<'_>)) {
-        let Some(parser) = &self.parser else { return };
+    fn parse(&mut self, i: usize, bytes: &[u8], on: &mut dyn FnMut(LiveEvent<'_>)) {
+        let f = &self.files[i];
+        let Some(parser) = &f.parser else { return };
         for line in lines(bytes) {
             if line.is_empty() {
                 continue;
@@ -749,7 +795,7 @@ impl LiveParser {
                 Ok(r) => on(LiveEvent::Request(&r, line, self.lines)),
                 Err(m) => {
                     self.malformed += 1;
-                    on(LiveEvent::Malformed(path, self.lines, m.describe(line)));
+                    on(LiveEvent::Malformed(&f.path, self.lines, m.describe(line)));
                 }
             }
         }

@@ -1252,3 +1252,62 @@ fn the_debian_package_installs_into_a_clean_root() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// A daemon follows an access log and an nginx error log side by side,
+/// each in its own format: both kinds of abuse are banned.
+#[test]
+fn access_and_error_logs_are_followed_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let access = d.join("access.log");
+    let error = d.join("error.log");
+    std::fs::write(&access, "").unwrap();
+    std::fs::write(&error, "").unwrap();
+    let cfg = write(
+        d,
+        "both.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{a}\", \"{e}\"]\nformat = \"auto\"\nbackend = \"none\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\n\
+             [rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n",
+            a = access.display(),
+            e = error.display(),
+            d = d.display()
+        ),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_log(d, "webfence run started");
+    append(&access, &lines(&["198.18.5.1"], "/trigger"));
+    let now = jiff::Zoned::now().strftime("%Y/%m/%d %H:%M:%S").to_string();
+    let auth: String = (0..6)
+        .map(|i| {
+            format!("{now} [error] 7#7: *{i} user \"admin\": password mismatch, client: 198.18.5.2, server: _, request: \"GET /admin HTTP/1.1\", host: \"h\"\n")
+        })
+        .collect();
+    append(&error, &auth);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let b = banned(d, &[]);
+        if b.contains(&"\"198.18.5.1\"".to_string()) && b.contains(&"\"198.18.5.2\"".to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "banned {b:?}\n{}",
+            std::fs::read_to_string(d.join("daemon.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("detected log format 'nginx_error' for"),
+        "{log}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

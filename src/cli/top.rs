@@ -43,7 +43,9 @@ const RECENT_DECISIONS: usize = 200;
 impl Rules {
     fn on(&mut self, stats: &mut LiveStats, event: LiveEvent<'_>) {
         match event {
-            LiveEvent::Format(p) => self.engine.set_field_text(pipeline::field_text(p.clone())),
+            LiveEvent::Format(parsers) => self
+                .engine
+                .set_field_text(pipeline::field_text_of(parsers.to_vec())),
             LiveEvent::Request(r, line, number) => {
                 stats.record(r);
                 let allowed = self.allow.contains(r.client);

@@ -104,9 +104,9 @@ const MALFORMED_SHOWN: u64 = 20;
 impl Live {
     fn on(&mut self, event: LiveEvent<'_>) {
         match event {
-            LiveEvent::Format(p) => {
+            LiveEvent::Format(parsers) => {
                 self.engine
-                    .set_field_text(crate::pipeline::field_text(p.clone()));
+                    .set_field_text(crate::pipeline::field_text_of(parsers.to_vec()));
             }
             LiveEvent::Request(r, line, number) => {
                 let allowed = self.allow.contains(r.client);
@@ -356,14 +356,20 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         if parser.waiting_for().is_some_and(|w| w >= FORMAT_WAIT) {
             parser.flush_sample(&mut |e| live.on(e));
         }
+        let detected_any = parser
+            .notes
+            .iter()
+            .any(|n| n.starts_with("detected log format"));
         for n in parser.notes.drain(..) {
             tracing::info!("{n}");
-            if n.starts_with("detected log format") {
-                let name = n
-                    .trim_start_matches("detected log format ")
-                    .trim_matches('\'');
-                live.format = Some(format!("{name} (detected)"));
-            }
+        }
+        if detected_any {
+            let names: Vec<String> = parser
+                .parsers()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect();
+            live.format = Some(format!("{} (detected)", names.join(", ")));
         }
         let decisions = live.engine.take_decisions();
         if !decisions.is_empty() {
@@ -634,10 +640,10 @@ fn reload(
         );
         *run.parser = LiveParser::new(live_job(&new));
         run.live.format = named_format(&new.format);
-    } else if let Some(p) = run.parser.parser() {
+    } else if run.parser.format_known() {
         run.live
             .engine
-            .set_field_text(crate::pipeline::field_text(p.clone()));
+            .set_field_text(crate::pipeline::field_text_of(run.parser.parsers()));
     }
     run.live.set = set.clone();
     run.live.allow = allow;
