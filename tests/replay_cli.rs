@@ -1432,6 +1432,35 @@ fn error_logs_are_read_and_their_rules_fire() {
     assert_eq!(doc["summary"]["format"], "nginx_error");
     assert_eq!(doc["summary"]["requests"], 39);
     assert_eq!(doc["summary"]["malformed"], 1, "the notice names no client");
+    assert_eq!(doc["levels"][0]["level"], "error");
+    assert_eq!(doc["levels"][0]["hits"], 39);
+    // Message kinds: the 21 throttle lines differ only in numbers, the 12
+    // missing files only in their paths.
+    let kinds: Vec<(String, u64)> = doc["error_messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["message"].as_str().unwrap().to_string(),
+                m["hits"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&(
+            "limiting requests, excess: N.N by zone \"…\"".to_string(),
+            21
+        )),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(
+            "open() \"…\" failed (N: No such file or directory)".to_string(),
+            12
+        )),
+        "{kinds:?}"
+    );
     let d = decisions(&[p.to_str().unwrap()]);
     let rule_of = |ip: &str| {
         d.iter()

@@ -21,6 +21,11 @@ pub enum CsvTable {
     Referrers,
     Methods,
     Timeline,
+    /// Error logs: levels.
+    Levels,
+    /// Error logs: message kinds.
+    #[value(name = "error_messages")]
+    ErrorMessages,
 }
 
 /// A spreadsheet runs a cell that starts with `=`, `+`, `-`, `@` (or a
@@ -119,6 +124,8 @@ pub fn write<W: Write>(out: W, r: &Report, table: CsvTable) -> csv::Result<()> {
         CsvTable::Hosts => keyed(&mut w, &r.hosts)?,
         CsvTable::Referrers => keyed(&mut w, &r.referrers)?,
         CsvTable::Methods => keyed(&mut w, &r.methods)?,
+        CsvTable::Levels => keyed(&mut w, &r.levels)?,
+        CsvTable::ErrorMessages => keyed(&mut w, &r.error_messages)?,
     }
     w.flush()?;
     Ok(())

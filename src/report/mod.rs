@@ -135,6 +135,9 @@ pub struct Report {
     pub hosts: Table,
     pub referrers: Table,
     pub methods: Table,
+    /// Error logs: levels and message kinds (empty for access logs).
+    pub levels: Table,
+    pub error_messages: Table,
     pub timeline_bucket_s: u64,
     pub timeline: Vec<Bucket>,
     pub malformed_samples: Vec<MalformedSample>,
@@ -290,6 +293,8 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
         hosts: table(&s.hosts, "host", |_| true, total, o),
         referrers: table(&s.referrers, "referrer", |_| true, total, o),
         methods: table(&s.methods, "method", |_| true, total, o),
+        levels: table(&s.levels, "level", |_| true, total, o),
+        error_messages: table(&s.messages, "message", |_| true, total, o),
         timeline_bucket_s,
         timeline,
         malformed_samples: a.samples.clone(),

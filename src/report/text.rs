@@ -451,6 +451,16 @@ pub fn render(r: &Report, style: Style, by_bytes: bool) -> String {
     }
     keyed(&mut out, style, "Referrers", "Referrer", &r.referrers);
     keyed(&mut out, style, "Methods", "Method", &r.methods);
+    if !r.levels.rows.is_empty() {
+        keyed(&mut out, style, "Error levels", "Level", &r.levels);
+        keyed(
+            &mut out,
+            style,
+            "Error messages (variable parts folded)",
+            "Message",
+            &r.error_messages,
+        );
+    }
 
     let max = r.timeline.iter().map(|b| b.hits).max().unwrap_or(0).max(1);
     let bucket = duration(r.timeline_bucket_s as f64);

@@ -137,6 +137,10 @@ pub struct Stats {
     pub hosts: Tally,
     pub referrers: Tally,
     pub methods: Tally,
+    /// Error logs: records per level.
+    pub levels: Tally,
+    /// Error logs: records per kind of message (variable parts folded).
+    pub messages: Tally,
     /// Counts per minute since the epoch.
     pub minutes: Map<i64, Counter>,
 }
@@ -157,6 +161,8 @@ impl Default for Stats {
             hosts: Tally::default(),
             referrers: Tally::default(),
             methods: Tally::default(),
+            levels: Tally::default(),
+            messages: Tally::default(),
             minutes: new_map(),
         }
     }
@@ -200,6 +206,12 @@ impl Stats {
             self.referrers.add(r.referer, bytes);
         }
         self.methods.add(r.method, bytes);
+        if !r.level.is_empty() {
+            self.levels.add(r.level, bytes);
+            // Error lines only, a small share of any log: the folded copy
+            // is allocated per line.
+            self.messages.add(&fold_message(r.message), bytes);
+        }
         self.minutes
             .entry(r.time.div_euclid(60_000))
             .or_default()
@@ -220,8 +232,44 @@ impl Stats {
         self.hosts.merge(o.hosts);
         self.referrers.merge(o.referrers);
         self.methods.merge(o.methods);
+        self.levels.merge(o.levels);
+        self.messages.merge(o.messages);
         merge_maps(&mut self.minutes, o.minutes, Counter::merge);
     }
+}
+
+/// An error message with its variable parts folded, so that one kind of
+/// message counts as one: quoted text becomes `"…"`, paths `/…`, numbers
+/// `N` (`open() "/var/www/a.php" failed (2: No such file or directory)`
+/// and the same for `/b.php` are one kind).
+pub fn fold_message(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len().min(120));
+    let mut i = 0;
+    while i < message.len() && out.len() < 200 {
+        let b = message[i];
+        if b == b'"' {
+            let end =
+                memchr::memchr(b'"', &message[i + 1..]).map_or(message.len(), |k| i + 1 + k + 1);
+            out.extend_from_slice("\"…\"".as_bytes());
+            i = end;
+        } else if b == b'/' && (i == 0 || message[i - 1] == b' ') {
+            let end = message[i..]
+                .iter()
+                .position(|&c| c == b' ' || c == b',')
+                .map_or(message.len(), |k| i + k);
+            out.extend_from_slice("/…".as_bytes());
+            i = end;
+        } else if b.is_ascii_digit() {
+            while i < message.len() && message[i].is_ascii_digit() {
+                i += 1;
+            }
+            out.push(b'N');
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn pick_opt(a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64) -> Option<i64> {
@@ -244,6 +292,21 @@ mod tests {
             st.record(&p.parse(l.as_bytes(), &mut s).unwrap());
         }
         st
+    }
+
+    #[test]
+    fn error_messages_fold_into_kinds() {
+        let a = fold_message(br#"open() "/var/www/a.php" failed (2: No such file or directory)"#);
+        let b = fold_message(br#"open() "/var/www/b/c.php" failed (2: No such file or directory)"#);
+        assert_eq!(a, b);
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            "open() \"…\" failed (N: No such file or directory)"
+        );
+        assert_eq!(
+            fold_message(b"AH01618: user bob not found: /private"),
+            "AHN: user bob not found: /…".as_bytes()
+        );
     }
 
     const A: &str =
