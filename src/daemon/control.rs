@@ -386,8 +386,8 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
             let reason = reason.unwrap_or_else(|| "banned by hand".into());
             let mut e = lock(&shared.enforcer);
             let now = e.now();
-            let in_force: std::collections::HashMap<Subject, i64> = match e.ledger.active(now) {
-                Ok(active) => active.iter().map(|b| (b.subject, b.expires_ms)).collect(),
+            let in_force = match e.ledger.open_expiries(&subjects, now) {
+                Ok(m) => m,
                 Err(err) => return failure(err.to_string()),
             };
             let mut kept = Vec::new();

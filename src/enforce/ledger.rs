@@ -394,6 +394,38 @@ impl Ledger {
         res.map_err(|e| self.err(e))
     }
 
+    /// The expiry of the open ban of each subject that has one and has not
+    /// run out by `now_ms`. A few subjects are looked up one by one (an
+    /// index probe each); many read the open bans once, and the map then
+    /// holds every open ban, asked for or not.
+    pub fn open_expiries(
+        &self,
+        subjects: &[Subject],
+        now_ms: i64,
+    ) -> Result<crate::stats::Map<Subject, i64>, LedgerError> {
+        if subjects.len() >= LOOKUPS_UP_TO {
+            return Ok(self
+                .active(now_ms)?
+                .into_iter()
+                .map(|b| (b.subject, b.expires_ms))
+                .collect());
+        }
+        let res = (|| {
+            let mut st = self.conn.prepare_cached(
+                "SELECT expires FROM bans WHERE subject = ?1 AND ended IS NULL AND expires > ?2",
+            )?;
+            let mut out = crate::stats::Map::default();
+            for s in subjects {
+                let mut rows = st.query(params![s.to_string(), now_ms])?;
+                if let Some(row) = rows.next()? {
+                    out.insert(*s, row.get::<_, i64>(0)?);
+                }
+            }
+            Ok(out)
+        })();
+        res.map_err(|e| self.err(e))
+    }
+
     /// Bans in force per rule.
     pub fn active_by_rule(&self, now_ms: i64) -> Result<Vec<(String, u64)>, LedgerError> {
         let res = (|| {
@@ -442,6 +474,33 @@ mod tests {
         let renewed = l.renewals(bans).unwrap();
         l.record(bans, &renewed).unwrap();
         renewed
+    }
+
+    /// Both ways of finding open bans' expiries agree: one probe each for a
+    /// few subjects, one read of all open bans for many.
+    #[test]
+    fn open_expiries_by_lookup_and_by_scan_agree() {
+        let mut l = Ledger::open(Path::new(":memory:")).unwrap();
+        record(
+            &mut l,
+            &[ban("192.0.2.1", "r", 0, 100), ban("192.0.2.2", "r", 0, 10)],
+        );
+        let few: Vec<Subject> = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let found = l.open_expiries(&few, 50).unwrap();
+        assert_eq!(found.len(), 1, "the short ban ran out, the third has none");
+        assert_eq!(found.get(&few[0]), Some(&100));
+        let many: Vec<Subject> = (0..LOOKUPS_UP_TO as u32)
+            .map(|i| {
+                Subject::host(crate::detect::addr::to_bits(
+                    std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                ))
+            })
+            .chain(few.iter().copied())
+            .collect();
+        assert_eq!(l.open_expiries(&many, 50).unwrap(), found);
     }
 
     /// With automatic checkpoints off, only the checkpointer thread moves
