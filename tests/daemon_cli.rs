@@ -636,6 +636,10 @@ fn a_refused_client_reads_the_permission_message() {
     use std::os::unix::process::CommandExt;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "the refused-client test needs root to run a client as another user"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{BanArgs, BansArgs, SocketArgs, StatusArgs, UnbanArgs, emit};
 use super::{FlushArgs, ReloadArgs};
 use crate::daemon::control::{Request, request};
-use crate::daemon::runtime::socket_path;
+use crate::daemon::runtime::{load_settings, socket_path};
 use crate::detect::addr::Subject;
 use crate::detect::engine::{human_duration, human_span};
 use crate::log::time::format_rfc3339;
@@ -67,12 +67,7 @@ fn ask_if_running(socket: &SocketArgs, req: &Request) -> Result<Option<Value>> {
 /// With the daemon down, bans come from the ledger itself, as cscli reads
 /// its database: the admin can still see what is in force and why.
 fn bans_from_ledger(socket: &SocketArgs, q: &crate::enforce::ledger::Query) -> Result<Value> {
-    let config = crate::detect::Config::load_default_or(&socket.config.config).map_err(|e| {
-        anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
-    })?;
-    let settings = crate::daemon::Settings::compile(&config).map_err(|e| {
-        anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
-    })?;
+    let settings = load_settings(&socket.config.config)?;
     let path = settings.state_dir.join("ledger.db");
     if !path.exists() {
         bail!(
@@ -439,10 +434,7 @@ fn status_offline(args: &StatusArgs) -> Result<ExitCode> {
         "webfence run is NOT RUNNING (nothing answers on {}): no log is followed and no new ban is made; bans already in the kernel stay until they expire\n",
         path.display()
     );
-    let settings = crate::detect::Config::load_default_or(&args.socket.config.config)
-        .ok()
-        .and_then(|c| crate::daemon::Settings::compile(&c).ok());
-    if let Some(s) = settings {
+    if let Ok(s) = load_settings(&args.socket.config.config) {
         let ledger = s.state_dir.join("ledger.db");
         match crate::enforce::ledger::Ledger::open_read_only(&ledger)
             .and_then(|l| l.counts(crate::daemon::enforcer::wall_ms()))
@@ -783,13 +775,7 @@ pub(super) fn flush(args: FlushArgs) -> Result<ExitCode> {
             path.display()
         );
     }
-    let config =
-        crate::detect::Config::load_default_or(&args.socket.config.config).map_err(|e| {
-            anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
-        })?;
-    let settings = crate::daemon::Settings::compile(&config).map_err(|e| {
-        anyhow::anyhow!("invalid configuration:\n{}", super::indent(&e.to_string()))
-    })?;
+    let settings = load_settings(&args.socket.config.config)?;
     let name = args.backend.unwrap_or(settings.backend);
     let mut backend =
         crate::enforce::backend(&name, &settings.table, Vec::new()).ok_or_else(|| {

@@ -277,18 +277,11 @@ struct ConfigArgs {
 
 impl ConfigArgs {
     fn load(&self) -> Result<crate::detect::RuleSet> {
-        let config = crate::detect::Config::load_default_or(&self.config)
-            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))?;
-        crate::detect::RuleSet::compile(&config)
-            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))
+        use crate::daemon::runtime::invalid_configuration;
+        let config =
+            crate::detect::Config::load_default_or(&self.config).map_err(invalid_configuration)?;
+        crate::detect::RuleSet::compile(&config).map_err(invalid_configuration)
     }
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[derive(Debug, Args)]

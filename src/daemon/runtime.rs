@@ -47,11 +47,19 @@ pub struct RunOptions {
     pub wait_for_logs: bool,
 }
 
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// A configuration that does not compile, as every command reports it:
+/// each error on its own indented line.
+pub fn invalid_configuration(e: crate::detect::ConfigErrors) -> anyhow::Error {
+    let lines: Vec<String> = e.to_string().lines().map(|l| format!("  {l}")).collect();
+    anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
+}
+
+/// The daemon's settings from these configuration files (none: the
+/// default one), as `run` and the commands that find its socket, ledger
+/// or backend read them.
+pub fn load_settings(config: &[PathBuf]) -> Result<Settings> {
+    let config = Config::load_default_or(config).map_err(invalid_configuration)?;
+    Settings::compile(&config).map_err(invalid_configuration)
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -125,9 +133,7 @@ impl Live {
 }
 
 fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
-    let invalid = |e: crate::detect::ConfigErrors| {
-        anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string()))
-    };
+    let invalid = invalid_configuration;
     let config = Config::load_default_or(&args.config).map_err(invalid)?;
     let set = RuleSet::compile(&config).map_err(invalid)?;
     let mut settings = Settings::compile(&config).map_err(invalid)?;
@@ -841,9 +847,5 @@ pub fn socket_path(socket: &Option<PathBuf>, config: &[PathBuf]) -> Result<PathB
     if let Some(s) = socket {
         return Ok(s.clone());
     }
-    let config = Config::load_default_or(config)
-        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))?;
-    let settings = Settings::compile(&config)
-        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", indent(&e.to_string())))?;
-    Ok(settings.socket)
+    Ok(load_settings(config)?.socket)
 }
