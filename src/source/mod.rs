@@ -2,7 +2,9 @@
 //! into chunks that hold only complete lines, each chunk knowing the number
 //! of its first line.
 
+pub mod conns;
 pub mod follow;
+pub mod system;
 pub mod wake;
 
 use std::fs::File;

@@ -1,6 +1,7 @@
 //! Analyze stage: aggregate requests into counts. Each worker thread owns a
 //! [`Stats`] and they are merged at the end, so the hot path takes no lock.
 
+pub mod conns;
 pub mod filter;
 pub mod live;
 
