@@ -275,16 +275,17 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
                     .iter()
                     .take_while(|x| x.is_ascii_alphabetic() || **x == b'%')
                     .count();
-                let mult = match text[i..unit_end].to_ascii_lowercase().as_str() {
+                let unit = &text[i..unit_end];
+                let mult = match unit.to_ascii_lowercase().as_str() {
                     "" | "%" => 1.0,
                     "k" | "kb" | "kib" => 1024.0,
                     "m" | "mb" | "mib" => 1024.0 * 1024.0,
                     "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
                     "s" => 1.0,
-                    other => {
+                    _ => {
                         return err(
                             i,
-                            format!("unknown unit '{other}' after {n} (use K, M, G or %)"),
+                            format!("unknown unit '{unit}' after {n} (use K, M, G or %)"),
                         );
                     }
                 };
