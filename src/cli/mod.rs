@@ -2,6 +2,7 @@
 //! pipeline and writes its output.
 
 mod assets;
+mod conns;
 mod control;
 mod dashboard;
 mod replay;
@@ -72,6 +73,9 @@ enum Command {
     /// The daemon's sources and how far behind each is, rules, bans and
     /// backend health.
     Status(StatusArgs),
+    /// Connections to this machine's listening ports per client, busiest
+    /// first (established and half-open), from the kernel's table.
+    Conns(ConnsArgs),
     /// Ask the running daemon to read its configuration again (as SIGHUP
     /// does) and say whether it took it.
     Reload(ReloadArgs),
@@ -88,6 +92,30 @@ enum Command {
     /// Write the man pages and completions under DIR (for packaging).
     #[command(hide = true)]
     Assets { dir: std::path::PathBuf },
+}
+
+#[derive(Debug, Args)]
+struct ConnsArgs {
+    /// The table as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Only these states (established, syn-recv, fin-wait-1, close-wait,
+    /// time-wait..., or all); repeat or separate with commas. Default: every
+    /// state but time-wait.
+    #[arg(long, value_name = "STATE")]
+    state: Vec<String>,
+    /// Only connections to this local port; repeat for more.
+    #[arg(long, value_name = "PORT")]
+    port: Vec<u16>,
+    /// How many clients to show.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    top: usize,
+    /// Count per network: IPv4 /24, IPv6 /64.
+    #[arg(long)]
+    group: bool,
+    /// Read /proc/net/tcp{,6} instead of netlink sock_diag.
+    #[arg(long)]
+    proc: bool,
 }
 
 #[derive(Debug, Args)]
@@ -685,6 +713,7 @@ pub fn main() -> ExitCode {
         Command::Ban(args) => control::ban(args),
         Command::Unban(args) => control::unban(args),
         Command::Status(args) => control::status(args),
+        Command::Conns(args) => conns::conns(args),
         Command::Reload(args) => control::reload(args),
         Command::Flush(args) => control::flush(args),
         Command::Completions { shell } => assets::completions(shell),

@@ -1,6 +1,7 @@
 //! Report stage: turns aggregated [`Stats`] into sorted, bounded tables
 //! (plain data), then renders them as terminal tables, JSON or CSV.
 
+pub mod conns;
 pub mod csv;
 pub mod decisions;
 pub mod text;

@@ -20,7 +20,13 @@ pub struct ClientConns {
     /// Every other state counted (closing, waits).
     pub other: u64,
     /// Connections per local port, busiest first.
-    pub ports: Vec<(u16, u64)>,
+    pub ports: Vec<PortCount>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PortCount {
+    pub port: u16,
+    pub conns: u64,
 }
 
 fn as_text<S: serde::Serializer>(s: &Subject, ser: S) -> Result<S::Ok, S::Error> {
@@ -120,8 +126,12 @@ impl ConnTable {
         t.clients = per
             .into_iter()
             .map(|(bits, a)| {
-                let mut ports: Vec<(u16, u64)> = a.ports.into_iter().collect();
-                ports.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+                let mut ports: Vec<PortCount> = a
+                    .ports
+                    .into_iter()
+                    .map(|(port, conns)| PortCount { port, conns })
+                    .collect();
+                ports.sort_by(|x, y| y.conns.cmp(&x.conns).then(x.port.cmp(&y.port)));
                 ClientConns {
                     client: match filter.group {
                         Some((v4, v6)) => Subject::net(bits, v4, v6),
@@ -189,7 +199,16 @@ mod tests {
         let top = &t.clients[0];
         assert_eq!(top.client.to_string(), "192.0.2.1");
         assert_eq!((top.total, top.established, top.syn_recv), (3, 2, 1));
-        assert_eq!(top.ports, vec![(443, 2), (80, 1)]);
+        assert_eq!(
+            top.ports,
+            vec![
+                PortCount {
+                    port: 443,
+                    conns: 2
+                },
+                PortCount { port: 80, conns: 1 }
+            ]
+        );
         assert_eq!(t.max_per_client(), 3);
         assert_eq!(t.clients[2].other, 1);
 
