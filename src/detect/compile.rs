@@ -243,6 +243,82 @@ impl Compiler<'_> {
     }
 }
 
+/// `kind = "connections"`: limit, key (ip or net), states, ports, and an
+/// action; no score (there is no request to score).
+fn connection_rule(
+    c: &mut Compiler,
+    name: &str,
+    at: Origin,
+    raw: &super::config::RawRule,
+) -> Option<super::connrules::ConnRule> {
+    use super::connrules::{ConnRule, parse_state};
+    let limit = match &raw.limit {
+        Some(l) if (1..=10_000_000).contains(&l.value) => l.value as u64,
+        Some(l) => {
+            c.err(l.at, format!("invalid limit {}: expected 1 to 10000000", l.value));
+            return None;
+        }
+        None => {
+            c.err(at, format!("rule '{name}' (connections) needs a limit: the most connections allowed per client"));
+            return None;
+        }
+    };
+    let mut group = None;
+    if let Some(k) = &raw.key {
+        match k.value.as_str() {
+            "ip" => {}
+            "net" => {
+                let v4 = prefix(c, raw.ipv4_prefix.as_ref(), 24, 32, "IPv4");
+                let v6 = prefix(c, raw.ipv6_prefix.as_ref(), 64, 128, "IPv6");
+                group = Some((v4, v6));
+            }
+            other => c.err(k.at, format!("invalid key '{other}' for a connection rule (expected ip or net)")),
+        }
+    }
+    for (v, what) in [
+        (raw.window.as_ref().map(|x| x.at), "window"),
+        (raw.distinct.as_ref().map(|x| x.at), "distinct"),
+        (raw.score.as_ref().map(|x| x.at), "score"),
+        (raw.matches.as_ref().map(|_| at), "match"),
+        (raw.unless.as_ref().map(|_| at), "unless"),
+    ] {
+        if let Some(at) = v {
+            c.err(at, format!("'{what}' does not apply to connection rules (they count connections in the kernel's table, not requests)"));
+        }
+    }
+    let mut states = Vec::new();
+    for s in raw.states.iter().flatten() {
+        match parse_state(&s.value) {
+            Ok(st) => states.push(st),
+            Err(e) => c.err(s.at, e),
+        }
+    }
+    let mut ports = Vec::new();
+    for p in raw.ports.iter().flatten() {
+        match u16::try_from(p.value) {
+            Ok(port) if port > 0 => ports.push(port),
+            _ => c.err(p.at, format!("invalid port {}: expected 1 to 65535", p.value)),
+        }
+    }
+    let action = c.action(raw.action.as_ref());
+    let duration_s = match &raw.duration {
+        Some(d) => c.duration(d, "duration").unwrap_or(DEFAULT_BAN_S),
+        None => DEFAULT_BAN_S,
+    };
+    Some(ConnRule {
+        name: name.to_string(),
+        description: raw.description.clone().unwrap_or_default(),
+        limit,
+        filter: crate::stats::conns::ConnFilter {
+            states: (!states.is_empty()).then_some(states),
+            ports,
+            group,
+        },
+        action,
+        duration_s,
+    })
+}
+
 fn parse_status(s: &str) -> Option<(u16, u16)> {
     let s = s.trim();
     if let Some((a, b)) = s.split_once('-') {
@@ -338,6 +414,7 @@ impl RuleSet {
         }
 
         let mut rules = Vec::new();
+        let mut conn_rules = Vec::new();
         for (name, raw) in &config.rules {
             if raw.enabled == Some(false) {
                 continue;
@@ -345,9 +422,26 @@ impl RuleSet {
             let rname = name.value.clone();
             c.name(name.at, "rule", &rname);
             let Some(kind) = raw.kind.as_ref().map(|k| k.value) else {
-                c.err(name.at, format!("rule '{rname}' has no kind (expected rate, distinct, match or unexpected_host)"));
+                c.err(name.at, format!("rule '{rname}' has no kind (expected rate, distinct, match, unexpected_host or connections)"));
                 continue;
             };
+            if kind == RuleKind::Connections {
+                if let Some(r) = connection_rule(&mut c, &name.value, name.at, raw) {
+                    conn_rules.push(r);
+                }
+                continue;
+            }
+            for (v, what) in [
+                (raw.states.as_ref().map(|x| x.first().map_or(name.at, |f| f.at))),
+                (raw.ports.as_ref().map(|x| x.first().map_or(name.at, |f| f.at))),
+            ]
+            .into_iter()
+            .zip(["states", "ports"])
+            {
+                if let Some(at) = v {
+                    c.err(at, format!("'{what}' applies to connection rules, not to {} rules", kind.name()));
+                }
+            }
             let counting = matches!(kind, RuleKind::Rate | RuleKind::Distinct);
             let mut key = KeySpec {
                 ip: IpPart::Ip,
@@ -621,6 +715,7 @@ impl RuleSet {
         }
         Ok(RuleSet {
             rules,
+            conn_rules,
             scores,
             actions,
             escalation: Escalation {

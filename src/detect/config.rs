@@ -251,6 +251,9 @@ pub enum RuleKind {
     Match,
     /// Every request whose Host is not one of `[sites] names`.
     UnexpectedHost,
+    /// More than `limit` concurrent connections per key (ip or net) in the
+    /// kernel's table, optionally only in `states` and to `ports`.
+    Connections,
 }
 
 impl RuleKind {
@@ -260,6 +263,7 @@ impl RuleKind {
             RuleKind::Distinct => "distinct",
             RuleKind::Match => "match",
             RuleKind::UnexpectedHost => "unexpected_host",
+            RuleKind::Connections => "connections",
         }
     }
 }
@@ -424,6 +428,12 @@ pub struct RawRule {
     pub score: Option<Sp<f64>>,
     /// Which score the points go to (default "default").
     pub score_name: Option<Sp<String>>,
+    /// Connection rules: only connections in these TCP states (default:
+    /// every state but time-wait), such as ["established"].
+    pub states: Option<Vec<Sp<String>>>,
+    /// Connection rules: only connections to these local ports (default:
+    /// every listening port).
+    pub ports: Option<Vec<Sp<i64>>>,
 }
 
 impl RawRule {
@@ -446,7 +456,9 @@ impl RawRule {
             action,
             duration,
             score,
-            score_name
+            score_name,
+            states,
+            ports
         );
     }
 }
@@ -594,6 +606,64 @@ impl RawDaemon {
     }
 }
 
+/// `[guards.NAME]`: a condition over the machine's state, an action when
+/// it becomes true, and a recovery when it is over.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    /// false turns the guard off without deleting it.
+    pub enabled: Option<bool>,
+    /// Free text shown by `status`.
+    pub description: Option<String>,
+    /// The condition, such as "la1 >= 10 or la5 >= 6" (sysfence's names).
+    pub when: Option<Sp<String>>,
+    /// Consecutive true checks before it fires (default 1).
+    #[serde(rename = "for")]
+    pub for_checks: Option<Sp<i64>>,
+    /// What "over" means (default: `when` is false).
+    pub until: Option<Sp<String>>,
+    /// The program to run when it fires: an argument vector, no shell.
+    pub run: Option<Vec<Sp<String>>>,
+    /// The program to run once when it is over.
+    pub then: Option<Vec<Sp<String>>>,
+    /// Run again this often while `when` holds (default: once per episode).
+    pub repeat: Option<Sp<String>>,
+    /// How long `run` or `then` may take before it is killed (default 60s).
+    pub timeout: Option<Sp<String>>,
+    /// How often the condition is checked (default 1s).
+    pub check_every: Option<Sp<String>>,
+    /// "run" (the default with `run`), "log" (the default without), or
+    /// "ban": ban the clients with the most connections.
+    pub action: Option<Sp<String>>,
+    /// With action = "ban": at most this many clients (default 10).
+    pub ban_top: Option<Sp<i64>>,
+    /// With action = "ban": only clients with at least this many
+    /// connections (default 20).
+    pub ban_min_conns: Option<Sp<i64>>,
+    /// With action = "ban": how long (default 1h).
+    pub duration: Option<Sp<String>>,
+}
+
+/// `[limits]`: per-client connection limits the kernel enforces in
+/// webfence's own nftables table, before any log line exists.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Concurrent connections per client address; past it a new
+    /// connection is refused with a TCP reset.
+    pub max_conns: Option<Sp<i64>>,
+    /// New connections per second per client address; past it (and the
+    /// burst) new connections are dropped.
+    pub new_per_second: Option<Sp<i64>>,
+    /// New connections allowed at once above the rate (default: the rate).
+    pub burst: Option<Sp<i64>>,
+    /// Local TCP ports limited (default 80 and 443).
+    pub ports: Option<Vec<Sp<i64>>>,
+    /// Addresses and networks never limited, besides `[allowlist]
+    /// addresses`.
+    pub exempt: Option<Vec<Sp<String>>>,
+}
+
 /// Every file, layered.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -607,6 +677,9 @@ pub struct Config {
     pub daemon: RawDaemon,
     pub scores: BTreeMap<String, (Origin, RawScore)>,
     pub actions: BTreeMap<String, (Origin, RawAction)>,
+    /// In the order first defined; a later file replaces a guard whole.
+    pub guards: Vec<(Sp<String>, RawGuard)>,
+    pub limits: Option<(Origin, RawLimits)>,
     /// In the order first defined.
     pub rules: Vec<(Sp<String>, RawRule)>,
     /// The files read, for `webfence check` and `status`.
@@ -614,7 +687,7 @@ pub struct Config {
 }
 
 const SECTIONS: &str =
-    "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules";
+    "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits";
 
 fn de_error(
     sources: &SourceFiles,
@@ -847,6 +920,19 @@ impl Config {
                 "actions" => {
                     for (name, a) in named::<RawAction>(value, &sources, file, errors) {
                         self.actions.insert(name.value, (name.at, a));
+                    }
+                }
+                "guards" => {
+                    for (name, g) in named::<RawGuard>(value, &sources, file, errors) {
+                        match self.guards.iter_mut().find(|(n, _)| n.value == name.value) {
+                            Some(cur) => *cur = (name, g),
+                            None => self.guards.push((name, g)),
+                        }
+                    }
+                }
+                "limits" => {
+                    if let Some(l) = section::<RawLimits>(value, &sources, file, errors) {
+                        self.limits = Some((at, l));
                     }
                 }
                 "rules" => {

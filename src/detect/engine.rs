@@ -520,6 +520,8 @@ impl Engine {
                 let host = (self.field_text)(line, FieldName::Host).unwrap_or_default();
                 format!("unexpected Host {host:?}")
             }
+            // Connection rules decide in `connrules`, never from a request.
+            RuleKind::Connections => format!("{count} connections (limit {})", rule.limit),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod addr;
 pub mod allow;
 pub mod compile;
 pub mod config;
+pub mod connrules;
 pub mod engine;
 pub mod guard;
 pub mod matcher;

@@ -179,6 +179,9 @@ pub enum SiteName {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// `kind = "connections"`: run by the daemon over the kernel's
+    /// connection table, not over requests.
+    pub conn_rules: Vec<super::connrules::ConnRule>,
     pub scores: Vec<Score>,
     pub actions: Vec<NamedAction>,
     pub escalation: Escalation,

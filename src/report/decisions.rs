@@ -277,6 +277,7 @@ fn test_text(rules: &RuleSet, i: usize) -> String {
         ),
         RuleKind::Match => "each matching request".to_string(),
         RuleKind::UnexpectedHost => "each request for a Host not in [sites]".to_string(),
+        RuleKind::Connections => format!("> {} connections per {}", r.limit, r.key.describe()),
     }
 }
 

@@ -47,7 +47,7 @@ pub struct ConnTable {
 }
 
 /// Which connections count.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConnFilter {
     /// Only these states (default: every state but TIME_WAIT).
     pub states: Option<Vec<TcpState>>,
