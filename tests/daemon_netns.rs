@@ -878,3 +878,179 @@ fn flush_removes_the_table_after_a_stop() {
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("webfence"));
     assert!(d.join("state/ledger.db").exists());
 }
+
+/// `n` plain TCP connections from inside namespace `ns` (no request sent),
+/// each the connect's result: refused by a reset, timed out when the SYN
+/// is dropped, or open.
+fn connect_from(ns: &str, to: SocketAddr, n: usize, timeout: Duration) -> Vec<std::io::Result<TcpStream>> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = File::open(path).unwrap();
+        // SAFETY: setns on this thread only, with an open namespace fd.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        (0..n)
+            .map(|_| TcpStream::connect_timeout(&to, timeout))
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+/// `n` connections from inside namespace `ns` all at once (threads made
+/// in the namespace stay in it): how many were accepted.
+fn connect_burst(ns: &str, to: SocketAddr, n: usize, timeout: Duration) -> usize {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = File::open(path).unwrap();
+        // SAFETY: setns on this thread only, with an open namespace fd.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let tries: Vec<_> = (0..n)
+            .map(|_| std::thread::spawn(move || TcpStream::connect_timeout(&to, timeout).is_ok()))
+            .collect();
+        tries.into_iter().filter_map(|t| t.join().ok()).filter(|ok| *ok).count()
+    })
+    .join()
+    .unwrap()
+}
+
+/// `webfence conns` run in the server's namespace, as JSON.
+fn conns_json(net: &Net, extra: &[&str]) -> Value {
+    let mut argv = vec![BIN, "conns", "--json"];
+    argv.extend_from_slice(extra);
+    let out = net.exec(&argv).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Real connections to a real nginx: `conns` counts them per client (the
+/// same through netlink and /proc), and a connection rule bans the client
+/// holding too many, with the counts as evidence, and not the other.
+#[test]
+fn conns_and_connection_rules_see_real_connections_to_nginx() {
+    if !available(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = Net::new("g");
+    let _nginx = nginx(&net, d);
+    wait_for("nginx", Duration::from_secs(10), || {
+        get(&net.clients[1], addr("10.232.2.1:80")) == Some(200)
+    });
+    let many = connect_from(&net.clients[0], addr("10.232.1.1:80"), 12, Duration::from_secs(2));
+    let few = connect_from(&net.clients[1], addr("[fd00:232:2::1]:80"), 2, Duration::from_secs(2));
+    assert!(many.iter().chain(&few).all(|c| c.is_ok()));
+    wait_for("12 + 2 established", Duration::from_secs(5), || {
+        conns_json(&net, &[])["total"] == 14
+    });
+    for extra in [&[][..], &["--proc"][..]] {
+        let t = conns_json(&net, extra);
+        assert_eq!(t["listening"], serde_json::json!([80]), "{t}");
+        assert_eq!(t["clients"][0]["client"], "10.232.1.2", "{t}");
+        assert_eq!(t["clients"][0]["established"], 12, "{t}");
+        assert_eq!(t["clients"][0]["ports"][0]["port"], 80, "{t}");
+        assert_eq!(t["clients"][1]["client"], "fd00:232:2::2", "{t}");
+        assert_eq!(t["clients"][1]["total"], 2, "{t}");
+    }
+    let grouped = conns_json(&net, &["--group", "--top", "1"]);
+    assert_eq!(grouped["clients"][0]["client"], "10.232.1.0/24");
+    assert_eq!(grouped["clients"].as_array().unwrap().len(), 1);
+    let text = net.exec(&[BIN, "conns"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("14 connections to listening ports 80: 14 established"), "{text}");
+
+    let cfg = config(
+        d,
+        "\n[rules.too-many-conns]\nkind = \"connections\"\nlimit = 8\nstates = [\"established\"]\nports = [80]\nduration = \"1m\"\n",
+    );
+    let socket = d.join("state/ctl.sock");
+    let _daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[]);
+    daemon_ready(&socket);
+    wait_for("the connection rule's ban", Duration::from_secs(5), || {
+        bans_json(&socket, &[])
+            .iter()
+            .any(|b| subject(b) == "10.232.1.2" && b["rule"] == "too-many-conns")
+    });
+    let bans = bans_json(&socket, &[]);
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    let reason = bans[0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("12 connections (established 12) on ports 80×12, more than 8"),
+        "{reason}"
+    );
+    let status = ctl(&socket, &["status", "too-many-conns"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("10.232.1.2"));
+    drop(many);
+    drop(few);
+}
+
+/// `[limits]` in the kernel: the connection over `max_conns` is reset
+/// while the client's first ones and another client stay served; after a
+/// reload to a rate limit, a burst of new connections is cut to the
+/// rate; status counts what each refused.
+#[test]
+fn kernel_limits_refuse_the_connection_over_the_limit_and_rate_limit_new_ones() {
+    if !available(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = Net::new("l");
+    let _nginx = nginx(&net, d);
+    let limits = "\n[limits]\nmax_conns = 5\nports = [80]\n";
+    let cfg = config(d, limits);
+    let socket = d.join("state/ctl.sock");
+    let _daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[]);
+    daemon_ready(&socket);
+    let server = addr("10.232.1.1:80");
+    wait_for("nginx and the limits", Duration::from_secs(10), || {
+        get(&net.clients[1], addr("10.232.2.1:80")) == Some(200)
+            && net
+                .exec(&["nft", "list", "table", "inet", "webfence_limits"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+    });
+    let held = connect_from(&net.clients[0], server, 5, Duration::from_secs(2));
+    assert!(held.iter().all(|c| c.is_ok()), "{held:?}");
+    let over = connect_from(&net.clients[0], server, 1, Duration::from_secs(2));
+    let err = over[0].as_ref().expect_err("the 6th connection was accepted");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    // Another client is not limited by the first one's connections.
+    let other = connect_from(&net.clients[1], addr("10.232.2.1:80"), 5, Duration::from_secs(2));
+    assert!(other.iter().all(|c| c.is_ok()));
+    wait_for("the refusal counted in status", Duration::from_secs(5), || {
+        let out = ctl(&socket, &["status", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|v| v["loop"]["limits"]["refused_conns"].as_u64().unwrap_or(0) >= 1)
+    });
+    let text = String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).into_owned();
+    assert!(text.contains("limits    5 connections per client on ports 80 in force"), "{text}");
+    drop(held);
+    drop(other);
+
+    // Rate: 3 new connections a second, a burst of 3; 20 at once get
+    // about 3 through (the rest of the SYNs are dropped).
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("max_conns = 5", "new_per_second = 3\nburst = 3"),
+    )
+    .unwrap();
+    let out = ctl(&socket, &["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the rate limit in the kernel", Duration::from_secs(5), || {
+        net.exec(&["nft", "list", "table", "inet", "webfence_limits"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("limit rate over 3/second"))
+    });
+    let through = connect_burst(&net.clients[0], server, 20, Duration::from_millis(500));
+    assert!((3..=6).contains(&through), "{through} of 20 got through");
+    wait_for("the rate refusals counted", Duration::from_secs(5), || {
+        let out = ctl(&socket, &["status", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|v| v["loop"]["limits"]["refused_rate"].as_u64().unwrap_or(0) >= 10)
+    });
+    // The other client has its own allowance.
+    assert_eq!(get(&net.clients[1], addr("10.232.2.1:80")), Some(200));
+}

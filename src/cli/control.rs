@@ -76,7 +76,7 @@ fn bans_from_ledger(socket: &SocketArgs, q: &crate::enforce::ledger::Query) -> R
         );
     }
     let ledger = crate::enforce::ledger::Ledger::open_read_only(&path)?;
-    let now = crate::daemon::enforcer::wall_ms();
+    let now = crate::daemon::actions::enforcer::wall_ms();
     let bans = ledger.query(q, now)?;
     eprintln!(
         "webfence: the daemon is not running; read from the ledger {}",
@@ -437,7 +437,7 @@ fn status_offline(args: &StatusArgs) -> Result<ExitCode> {
     if let Ok(s) = load_settings(&args.socket.config.config) {
         let ledger = s.state_dir.join("ledger.db");
         match crate::enforce::ledger::Ledger::open_read_only(&ledger)
-            .and_then(|l| l.counts(crate::daemon::enforcer::wall_ms()))
+            .and_then(|l| l.counts(crate::daemon::actions::enforcer::wall_ms()))
         {
             Ok((active, recorded)) => {
                 out.push_str(&format!(
@@ -632,6 +632,20 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
             crate::log::parse::escape_for_display(p.as_str().unwrap_or("").as_bytes())
         );
     }
+    let watch_problems = lp
+        .get("watch_problems")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for p in &watch_problems {
+        let _ = writeln!(
+            out,
+            "machine   {} {}",
+            style.paint("1;31", "NOT PROTECTING"),
+            crate::log::parse::escape_for_display(p.as_str().unwrap_or("").as_bytes())
+        );
+    }
+    let problems: Vec<Value> = problems.into_iter().chain(watch_problems).collect();
     let bans = answer.get("bans").cloned().unwrap_or_default();
     let dry_run = lp.get("dry_run").and_then(Value::as_bool) == Some(true);
     let _ = writeln!(
@@ -690,6 +704,7 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
             per_rule.len() - 10
         );
     }
+    guards_text(&mut out, &lp, now, &style);
     let _ = writeln!(
         out,
         "lines     {} read, {} malformed; format {}",
@@ -738,6 +753,103 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(3)
     })
+}
+
+/// The guards' lines of `status`: state, the values they read, the last
+/// action and how it ended; then the kernel limits and what they refused.
+fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
+    let guards = lp
+        .get("guards")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !guards.is_empty() {
+        let _ = writeln!(out, "guards    {} configured", guards.len());
+    }
+    for g in &guards {
+        let ago = |ms: i64| human_span(((now - ms).max(0) / 1000) as u64);
+        let state = match g.get("state").and_then(Value::as_str) {
+            Some("pending") => format!(
+                "pending {}/{}",
+                num(g, "checks"),
+                num(g, "for_checks")
+            ),
+            Some("firing") => style.paint(
+                "1;33",
+                &format!("FIRING for {}", ago(num(g, "since_ms"))),
+            ),
+            _ if g.get("recovering").and_then(Value::as_bool) == Some(true) => {
+                "recovering".to_string()
+            }
+            _ => style.paint("32", "ok"),
+        };
+        let values: Vec<String> = g
+            .get("values")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|pair| {
+                let name = pair.get(0)?.as_str()?;
+                Some(match pair.get(1).and_then(Value::as_f64) {
+                    Some(v) => format!("{name}={}", crate::daemon::actions::guard::show_named(name, v)),
+                    None => format!("{name}=unknown"),
+                })
+            })
+            .collect();
+        let last = g
+            .get("last_action")
+            .filter(|a| !a.is_null())
+            .map(|a| {
+                format!(
+                    "  last {} {} ago: {}",
+                    text(a, "what"),
+                    ago(num(a, "at_ms")),
+                    a.get("outcome")
+                        .and_then(Value::as_str)
+                        .unwrap_or("running")
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<24} {}  {}  ({}){last}",
+            truncate(&text(g, "name"), 24),
+            state,
+            values.join(" "),
+            text(g, "when"),
+        );
+    }
+    if let Some(l) = lp.get("limits").filter(|l| !l.is_null()) {
+        let mut what = Vec::new();
+        if let Some(n) = l.get("max_conns").and_then(Value::as_u64) {
+            what.push(format!("{n} connections"));
+        }
+        if let Some(n) = l.get("new_per_second").and_then(Value::as_u64) {
+            what.push(format!("{n} new/s"));
+        }
+        let ports: Vec<String> = l
+            .get("ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "limits    {} per client on ports {} {}; refused {} over the connection limit, {} over the rate",
+            what.join(", "),
+            if ports.is_empty() { "(all)".to_string() } else { ports.join(", ") },
+            if l.get("in_force").and_then(Value::as_bool) == Some(true) {
+                style.paint("32", "in force")
+            } else {
+                style.paint("1;31", "NOT IN FORCE")
+            },
+            thousands(num(l, "refused_conns") as u64),
+            thousands(num(l, "refused_rate") as u64),
+        );
+    }
 }
 
 pub(super) fn reload(args: ReloadArgs) -> Result<ExitCode> {
@@ -791,5 +903,13 @@ pub(super) fn flush(args: FlushArgs) -> Result<ExitCode> {
         thousands(held as u64),
         settings.state_dir.display()
     );
+    // The kernel limits live in a table of their own, whatever the backend.
+    let limits_table = crate::enforce::limits::table_name(&settings.table);
+    let nft = vec!["nft".to_string()];
+    let present = crate::enforce::limits::refused(&nft, &settings.table).is_ok();
+    if present {
+        crate::enforce::limits::remove(&nft, &settings.table)?;
+        println!("removed the kernel connection limits (nftables table inet {limits_table})");
+    }
     Ok(ExitCode::SUCCESS)
 }

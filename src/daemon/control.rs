@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::enforcer::{Enforcer, EngineUpdate};
+use super::actions::enforcer::{Enforcer, EngineUpdate};
 use super::lock;
 use crate::detect::addr::Subject;
 use crate::enforce::hooks::Facts;
@@ -73,6 +73,50 @@ pub struct LoopStatus {
     pub last_reload: Option<ReloadOutcome>,
     /// What each rule decided since the start (across reloads).
     pub per_rule: Vec<RuleStatus>,
+    /// Each guard's state, values and last action.
+    pub guards: Vec<super::detectors::guards::GuardStatus>,
+    /// The kernel connection limits, when configured.
+    pub limits: Option<LimitsStatus>,
+    /// What keeps guards, connection rules or limits from working.
+    pub watch_problems: Vec<String>,
+    /// How long the last round of the machine loop took.
+    pub watch_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LimitsStatus {
+    pub max_conns: Option<u32>,
+    pub new_per_second: Option<u32>,
+    pub ports: Vec<u16>,
+    /// Packets refused: connections over max_conns (reset), and new
+    /// connections over the rate (dropped).
+    pub refused_conns: u64,
+    pub refused_rate: u64,
+    pub in_force: bool,
+}
+
+impl LoopStatus {
+    /// Counts decisions per rule (across reloads, which rebuild engines).
+    pub fn count(&mut self, decisions: &[crate::detect::Decision]) {
+        let now = super::actions::enforcer::wall_ms();
+        self.decisions += decisions.len() as u64;
+        for d in decisions {
+            let i = match self.per_rule.iter().position(|r| r.rule == d.rule) {
+                Some(i) => i,
+                None => {
+                    self.per_rule.push(RuleStatus {
+                        rule: d.rule.clone(),
+                        ..Default::default()
+                    });
+                    self.per_rule.len() - 1
+                }
+            };
+            let r = &mut self.per_rule[i];
+            r.decisions += 1;
+            r.bans += u64::from(matches!(d.action, crate::detect::rules::Action::Ban));
+            r.last_ms = Some(now);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -493,7 +537,7 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
 
 fn status(shared: &Shared) -> Value {
     let st = lock(&shared.status).clone();
-    let protecting = st.problems.is_empty();
+    let protecting = st.problems.is_empty() && st.watch_problems.is_empty();
     let e = lock(&shared.enforcer);
     let now = e.now();
     let (active, recorded) = e.ledger.counts(now).unwrap_or((0, 0));

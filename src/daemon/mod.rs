@@ -1,12 +1,27 @@
-//! The guard daemon (`webfence run`): its settings, the enforcer (ledger +
-//! backend + hooks behind one lock), the control socket, and the runtime
-//! (`runtime.rs`: the follow loop, the enforcer thread, reloads) that
-//! drives them. `cli/run.rs` only turns arguments into `RunOptions`.
+//! The guard daemon (`webfence run`) as components with plain data
+//! between them:
+//!
+//! - [`sources`]: the logs (follower + parser) and the machine (load,
+//!   memory, pressure, processes, the connection table);
+//! - [`detectors`]: the rule engine over requests, the guards over the
+//!   machine's sample, the connection rules over the kernel's table;
+//! - [`actions`]: the enforcer (ledger + backend + hooks behind one lock)
+//!   and its batches, the guards' programs, the kernel connection limits.
+//!
+//! [`runtime`] wires them: the follow loop, the enforcer thread, the
+//! machine loop ([`watch`]) and the control socket ([`control`]), each on
+//! a thread of its own; [`settings`] compiles `[daemon]`, `[guards]` and
+//! `[limits]`. A new source, detector or action is a module in its folder
+//! and a line in the loop that feeds it. `cli/run.rs` only turns
+//! arguments into `RunOptions`.
 
+pub mod actions;
 pub mod control;
-pub mod enforcer;
+pub mod detectors;
 pub mod runtime;
 pub mod settings;
+pub mod sources;
+pub mod watch;
 
 pub use settings::Settings;
 

@@ -1,8 +1,10 @@
-//! The guard daemon's runtime (`webfence run`): one loop follows the logs,
-//! feeds the rule engine in real time and hands ban decisions to the
-//! enforcer in one batch per wake-up; the control socket runs on a thread
-//! of its own. The command line only builds [`RunOptions`] and calls
-//! [`run`].
+//! The guard daemon's runtime (`webfence run`): it wires the components
+//! together. The follow loop (this thread) reads the log source, feeds the
+//! rule detector and hands its decisions to the enforcer thread
+//! (`actions::bans`) in one batch per wake-up; the machine loop
+//! (`watch.rs`) runs guards, connection rules and kernel limits on a
+//! thread of its own; the control socket has its own. The command line
+//! only builds [`RunOptions`] and calls [`run`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,20 +15,22 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::Settings;
+use super::actions::bans::{ENFORCER_QUEUE, ToEnforcer, enforcer_loop};
+use super::actions::enforcer::{Enforcer, EngineUpdate, Hooks, take_updates, wall_ms};
+use super::actions::limits::KernelLimits;
 use super::control::{self, LoopStatus, ReloadOutcome, Shared, SourceStatus};
-use super::enforcer::{Enforcer, EngineUpdate, Hooks, take_updates, wall_ms};
+use super::detectors::rules::{RuleDetector, seeded_engine};
 use super::lock;
+use super::sources::logs::{LogSource, named_format, refuse_special};
+use super::sources::machine::{Machine, SharedLogFigures};
+use super::watch::{Watch, WatchConfig};
 use crate::detect::allow::{Allowlist, SystemHost};
-use crate::detect::rules::{Action, ClassifyScratch};
-use crate::detect::{Config, Decision, Engine, RuleSet};
-use crate::enforce::hooks::{Facts, HookRunner};
-use crate::enforce::ledger::{Ledger, NewBan};
-use crate::log::json::JsonFields;
-use crate::pipeline::{Job, LiveEvent, LiveParser};
-use crate::report::decisions::{Context as DecisionContext, decision_json};
-use crate::source::follow::{self, FollowOptions, Follower};
-use crate::source::wake::Waker;
-use crate::stats::Filter;
+use crate::detect::{Config, RuleSet};
+use crate::enforce::hooks::HookRunner;
+use crate::enforce::ledger::Ledger;
+use crate::source::conns::KernelConns;
+use crate::source::follow;
+use crate::source::system::ProcProbe;
 
 /// What `webfence run` was asked on its command line; each `Option`
 /// overrides the configuration's setting.
@@ -87,50 +91,8 @@ fn install_signal_handlers() {
 const DEFAULT_MANUAL_BAN_S: u64 = 3600;
 /// How often checkpoints are saved and `status` refreshed.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// The longest a line waits while `format = "auto"` has not chosen yet.
-const FORMAT_WAIT: Duration = Duration::from_secs(1);
 /// The longest sleep when nothing happens; inotify wakes the loop sooner.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
-
-struct Live {
-    set: RuleSet,
-    allow: Allowlist,
-    engine: Engine,
-    scratch: ClassifyScratch,
-    format: Option<String>,
-    malformed_shown: u64,
-}
-
-/// Bans logged one by one in a batch; a flood of thousands gets one line
-/// for the rest (journald would rate-limit them anyway, and the ledger has
-/// every one with its evidence).
-const BANS_LOGGED_PER_BATCH: usize = 50;
-
-/// Malformed lines logged one by one; the rest are counted in `status`.
-const MALFORMED_SHOWN: u64 = 20;
-
-impl Live {
-    fn on(&mut self, event: LiveEvent<'_>) {
-        match event {
-            LiveEvent::Format(parsers) => {
-                self.engine
-                    .set_field_text(crate::pipeline::field_text_of(parsers.to_vec()));
-            }
-            LiveEvent::Request(r, line, number) => {
-                let allowed = self.allow.contains(r.client);
-                let mut ev = self.set.classify(r, allowed, &mut self.scratch);
-                ev.loc = crate::detect::rules::loc(0, number);
-                self.engine.feed(&ev, line);
-            }
-            LiveEvent::Malformed(path, number, reason) => {
-                self.malformed_shown += 1;
-                if self.malformed_shown <= MALFORMED_SHOWN {
-                    tracing::warn!(file = %path.display(), line = number, "malformed log line: {reason}");
-                }
-            }
-        }
-    }
-}
 
 fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
     let invalid = invalid_configuration;
@@ -149,16 +111,14 @@ fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
     if let Some(s) = &args.socket {
         settings.socket = s.clone();
     }
-    if settings.logs.is_empty() {
+    let watches_machine =
+        !settings.guards.is_empty() || !set.conn_rules.is_empty() || settings.limits.is_some();
+    if settings.logs.is_empty() && !watches_machine {
         anyhow::bail!(
             "no log to follow: set [daemon] logs in the configuration, or name files or globs, such as 'webfence run /var/log/nginx/access.log'"
         );
     }
-    for log in &settings.logs {
-        if let Some(kind) = follow::not_a_file(Path::new(log)) {
-            anyhow::bail!("cannot follow {log}: it is {kind}; webfence follows regular files");
-        }
-    }
+    refuse_special(&settings.logs).map_err(anyhow::Error::msg)?;
     Ok((config, set, settings))
 }
 
@@ -166,7 +126,10 @@ fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
 pub fn run(args: RunOptions) -> Result<ExitCode> {
     let (_config, set, settings) = load(&args)?;
     let dry_run = args.dry_run;
-    if !args.wait_for_logs && !settings.logs.iter().any(|l| follow::exists(l)) {
+    if !args.wait_for_logs
+        && !settings.logs.is_empty()
+        && !settings.logs.iter().any(|l| follow::exists(l))
+    {
         anyhow::bail!(
             "none of the logs to follow exists: {} (a typo? the server not started yet? --wait-for-logs starts anyway and waits for them)",
             settings.logs.join(", ")
@@ -232,7 +195,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     }
     let enforcer = Arc::new(Mutex::new(enforcer));
     let status = Arc::new(Mutex::new(LoopStatus {
-        rules: set.rules.len(),
+        rules: set.rules.len() + set.conn_rules.len(),
         started_ms: now,
         dry_run,
         ..LoopStatus::default()
@@ -255,44 +218,49 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     }
 
-    let options = follow_options(&args);
     let checkpoints = match follow::load_checkpoints(&checkpoint_path) {
         Ok(cps) if !dry_run && !cps.is_empty() => cps,
         _ => Vec::new(),
     };
-    let mut follower = if checkpoints.is_empty() {
-        Follower::new(settings.logs.clone(), options)
-    } else {
+    if !checkpoints.is_empty() {
         tracing::info!(
             checkpoints = checkpoints.len(),
             "resuming where the logs were left"
         );
-        Follower::resume(settings.logs.clone(), options, &checkpoints, Instant::now())
-    };
+    }
+    let mut logs = LogSource::new(&settings, args.from_start, &checkpoints);
     if !dry_run && checkpoints.is_empty() {
         // Where a first start begins (the end of each log) is saved at
         // once: a crash before the first periodic save then resumes here,
         // rather than at the end again, skipping what came in between.
-        if let Err(e) = follow::save_checkpoints(&checkpoint_path, &follower.checkpoints()) {
+        if let Err(e) = follow::save_checkpoints(&checkpoint_path, &logs.follower.checkpoints()) {
             tracing::error!(file = %checkpoint_path.display(), error = %e, "cannot save checkpoints");
         }
     }
-    let mut waker = Waker::new(&follower.directories());
-    let mut parser = LiveParser::new(live_job(&settings));
     let names = vec![settings.logs.join(", ")];
-    let mut live = Live {
-        set: set.clone(),
-        allow,
+    let mut rules = RuleDetector::new(
+        set.clone(),
+        allow.clone(),
         engine,
-        scratch: ClassifyScratch::default(),
-        format: named_format(&settings.format),
-        malformed_shown: 0,
-    };
-    warm_up(&checkpoints, &mut parser, &mut live);
+        named_format(&settings.format),
+    );
+    let started = Instant::now();
+    let replayed = logs.warm_up(&checkpoints, &mut |e| rules.on(e));
+    if replayed > 0 {
+        tracing::info!(
+            lines = replayed,
+            dropped_decisions = rules.engine.take_decisions().len(),
+            ms = started.elapsed().as_millis() as u64,
+            "counting windows rebuilt from the lines before the checkpoints"
+        );
+    }
+    rules.figures = Default::default();
     install_signal_handlers();
     tracing::info!(
         logs = %settings.logs.join(", "),
-        rules = set.rules.len(),
+        rules = set.rules.len() + set.conn_rules.len(),
+        guards = settings.guards.len(),
+        limits = settings.limits.is_some(),
         dry_run,
         "webfence run started"
     );
@@ -305,6 +273,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     let worker = {
         let enforcer = enforcer.clone();
         let set = set.clone();
+        let names = names.clone();
         let checkpoint_path = (!dry_run).then(|| checkpoint_path.clone());
         std::thread::Builder::new()
             .name("enforcer".into())
@@ -313,25 +282,56 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             })?
     };
 
-    let mut decisions_total = 0u64;
+    // The machine loop: guards, connection rules and kernel limits.
+    let log_figures = SharedLogFigures::default();
+    let (to_watch, watch_inbox) = std::sync::mpsc::channel::<WatchConfig>();
+    let watcher = {
+        let watch = Watch {
+            machine: Machine::new(
+                Box::new(ProcProbe::default()),
+                Box::new(KernelConns::default()),
+                log_figures.clone(),
+            ),
+            enforcer: enforcer.clone(),
+            status: status.clone(),
+            names: names.clone(),
+            dry_run,
+            limits: KernelLimits::new(&settings.table),
+            check_every_ms: settings.check_every_s as i64 * 1000,
+        };
+        let first = WatchConfig {
+            guards: settings.guards.clone(),
+            set: set.clone(),
+            limits: settings.limits.clone(),
+            allow: allow.clone(),
+        };
+        std::thread::Builder::new()
+            .name("watch".into())
+            .spawn(move || watch.run(first, watch_inbox))?
+    };
+
     let mut nagger = Nagger::default();
     let mut settings = settings;
-    publish(&status, &follower, &parser, &live, 0);
+    publish(&status, &logs, &rules);
     let mut last_save = Instant::now();
     let mut last_resolve = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
-            let mut parts = Running {
-                live: &mut live,
-                follower: &mut follower,
-                parser: &mut parser,
-                settings: &mut settings,
-            };
-            let outcome = match reload(&args, &mut parts, &enforcer, dry_run) {
+            let outcome = match reload(&args, &mut rules, &mut logs, &mut settings, &enforcer, dry_run) {
                 Ok(set) => {
-                    let message = format!("{} rules loaded", set.rules.len());
-                    lock(&status).rules = set.rules.len();
-                    waker.watch(&follower.directories());
+                    let n = set.rules.len() + set.conn_rules.len();
+                    let message = format!(
+                        "{n} rules, {} guards loaded{}",
+                        settings.guards.len(),
+                        if settings.limits.is_some() { ", kernel limits" } else { "" }
+                    );
+                    lock(&status).rules = n;
+                    let _ = to_watch.send(WatchConfig {
+                        guards: settings.guards.clone(),
+                        set: set.clone(),
+                        limits: settings.limits.clone(),
+                        allow: rules.allow.clone(),
+                    });
                     let _ = to_enforcer.send(ToEnforcer::Rules(Box::new(set)));
                     ReloadOutcome {
                         at_ms: wall_ms(),
@@ -350,37 +350,13 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             };
             lock(&status).last_reload = Some(outcome);
         }
-        let mut read_any = false;
-        follower.poll(Instant::now(), &mut |path, bytes| {
-            read_any = true;
-            parser.feed(path, bytes, &mut |e| live.on(e));
-        });
-        for w in follower.warnings.drain(..) {
-            tracing::warn!("{w}");
+        let read_any = logs.poll(&mut |e| rules.on(e));
+        if let Some(f) = logs.detected_format() {
+            rules.format = Some(f);
         }
-        // No line waits more than a second for the format to be known.
-        if parser.waiting_for().is_some_and(|w| w >= FORMAT_WAIT) {
-            parser.flush_sample(&mut |e| live.on(e));
-        }
-        let detected_any = parser
-            .notes
-            .iter()
-            .any(|n| n.starts_with("detected log format"));
-        for n in parser.notes.drain(..) {
-            tracing::info!("{n}");
-        }
-        if detected_any {
-            let names: Vec<String> = parser
-                .parsers()
-                .iter()
-                .map(|p| p.name().to_string())
-                .collect();
-            live.format = Some(format!("{} (detected)", names.join(", ")));
-        }
-        let decisions = live.engine.take_decisions();
+        let decisions = rules.engine.take_decisions();
         if !decisions.is_empty() {
-            decisions_total += decisions.len() as u64;
-            count_by_rule(&mut lock(&status).per_rule, &decisions);
+            lock(&status).count(&decisions);
             // Blocks while the queue is full: reading ahead of enforcement
             // by more than a few batches only grows memory.
             if to_enforcer.send(ToEnforcer::Decisions(decisions)).is_err() {
@@ -389,213 +365,64 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         }
         for u in take_updates(&updates) {
             match u {
-                EngineUpdate::Banned(s, until) => live.engine.restore_ban(s, until),
-                EngineUpdate::Lifted(s) => live.engine.lift_ban(s),
+                EngineUpdate::Banned(s, until) => rules.engine.restore_ban(s, until),
+                EngineUpdate::Lifted(s) => rules.engine.lift_ban(s),
             }
+        }
+        if read_any {
+            let mut f = rules.figures;
+            f.behind_bytes = logs.behind_bytes();
+            *lock(&log_figures) = f;
         }
         if last_save.elapsed() >= SAVE_EVERY {
             last_save = Instant::now();
             // Saved by the enforcer once the decisions sent before them
             // are applied: a crash never skips a line whose bans are not
             // in the ledger.
-            let _ = to_enforcer.send(ToEnforcer::Checkpoints(follower.checkpoints()));
-            publish(&status, &follower, &parser, &live, decisions_total);
-            nagger.say(&lock(&status).problems);
-            waker.watch(&follower.directories());
+            let _ = to_enforcer.send(ToEnforcer::Checkpoints(logs.follower.checkpoints()));
+            publish(&status, &logs, &rules);
+            if watcher.is_finished() {
+                lock(&status)
+                    .problems
+                    .push("the machine loop stopped: guards, connection rules and limits are not checked".into());
+            }
+            let problems = {
+                let st = lock(&status);
+                let mut p = st.problems.clone();
+                p.extend(st.watch_problems.iter().cloned());
+                p
+            };
+            nagger.say(&problems);
+            logs.waker.watch(&logs.follower.directories());
+            let mut f = rules.figures;
+            f.behind_bytes = logs.behind_bytes();
+            *lock(&log_figures) = f;
         }
-        if live.allow.resolve_every_s > 0
-            && !live.allow.hosts.is_empty()
-            && last_resolve.elapsed().as_secs() >= live.allow.resolve_every_s
+        if rules.allow.resolve_every_s > 0
+            && !rules.allow.hosts.is_empty()
+            && last_resolve.elapsed().as_secs() >= rules.allow.resolve_every_s
         {
             last_resolve = Instant::now();
-            for w in live.allow.refresh(&SystemHost) {
+            for w in rules.allow.refresh(&SystemHost) {
                 tracing::warn!("{w}");
             }
         }
         if !read_any {
-            waker.wait(IDLE_WAIT);
+            logs.waker.wait(IDLE_WAIT);
         }
     }
-    let _ = to_enforcer.send(ToEnforcer::Checkpoints(follower.checkpoints()));
+    let _ = to_enforcer.send(ToEnforcer::Checkpoints(logs.follower.checkpoints()));
     drop(to_enforcer);
+    drop(to_watch);
     if worker.join().is_err() {
         tracing::error!("the enforcer thread panicked");
+    }
+    if watcher.join().is_err() {
+        tracing::error!("the machine loop panicked");
     }
     let _ = std::fs::remove_file(&settings.socket);
     tracing::info!("stopped; bans stay in the kernel until they expire");
     Ok(ExitCode::SUCCESS)
-}
-
-/// What the follow loop hands the enforcer thread, in order.
-enum ToEnforcer {
-    Decisions(Vec<Decision>),
-    /// A reloaded ruleset (its named actions).
-    Rules(Box<RuleSet>),
-    /// Where the logs were read to when the decisions before this were
-    /// sent.
-    Checkpoints(Vec<follow::Checkpoint>),
-}
-
-/// Batches waiting for the enforcer before the follow loop waits.
-const ENFORCER_QUEUE: usize = 4;
-/// How often the enforcer expires bans and checks the backend when no
-/// batch arrives.
-const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
-
-/// The enforcer thread: applies each batch (everything queued at once, as
-/// one transaction, when it fell behind), saves checkpoints after the
-/// decisions before them, and keeps the backend maintained.
-fn enforcer_loop(
-    enforcer: &Mutex<Enforcer>,
-    inbox: &std::sync::mpsc::Receiver<ToEnforcer>,
-    mut set: RuleSet,
-    names: &[String],
-    dry_run: bool,
-    checkpoint_path: Option<PathBuf>,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let save = |cps: &[follow::Checkpoint]| {
-        if let Some(path) = &checkpoint_path {
-            if let Err(e) = follow::save_checkpoints(path, cps) {
-                tracing::error!(file = %path.display(), error = %e, "cannot save checkpoints");
-            }
-        }
-    };
-    loop {
-        let first = match inbox.recv_timeout(MAINTAIN_EVERY) {
-            Ok(m) => Some(m),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let mut decisions = Vec::new();
-        let mut checkpoints = None;
-        let mut next = first;
-        while let Some(m) = next.take() {
-            match m {
-                ToEnforcer::Decisions(mut d) => decisions.append(&mut d),
-                ToEnforcer::Rules(r) => {
-                    // Decisions made under the old rules go out with the
-                    // old actions first.
-                    {
-                        let mut e = lock(enforcer);
-                        enforce(&mut e, &decisions, &set, names, dry_run);
-                    }
-                    decisions.clear();
-                    set = *r;
-                }
-                ToEnforcer::Checkpoints(c) => {
-                    // Later decisions wait for the next round, so these
-                    // checkpoints are saved after exactly what preceded them.
-                    checkpoints = Some(c);
-                    break;
-                }
-            }
-            next = inbox.try_recv().ok();
-        }
-        let unrecorded = {
-            let mut e = lock(enforcer);
-            enforce(&mut e, &decisions, &set, names, dry_run);
-            e.maintain();
-            e.pending()
-        };
-        // While bans wait in memory for the ledger, the logs are not marked
-        // read past them: a crash then re-reads and decides them again.
-        if let Some(c) = checkpoints.filter(|_| unrecorded == 0) {
-            save(&c);
-        }
-    }
-}
-
-/// How much of each log before its checkpoint a restart reads again: its
-/// lines rebuild the rules' counting windows (a burst that straddled a
-/// SIGKILL is still one burst), and the decisions they make are dropped,
-/// as they were made before the restart. 16 MiB is about 80,000 lines of
-/// combined format, a minute at 1,300 lines/s; state is not persisted.
-const WARM_UP_BYTES: u64 = 16 << 20;
-
-/// Rebuilds counting windows from the lines just before the checkpoints.
-fn warm_up(checkpoints: &[follow::Checkpoint], parser: &mut LiveParser, live: &mut Live) {
-    let started = Instant::now();
-    for cp in checkpoints {
-        if let Some(lines) = follow::lookback(cp, WARM_UP_BYTES) {
-            parser.feed(&cp.path, &lines, &mut |e| {
-                if !matches!(e, LiveEvent::Malformed(..)) {
-                    live.on(e)
-                }
-            });
-        }
-    }
-    parser.flush_sample(&mut |e| {
-        if !matches!(e, LiveEvent::Malformed(..)) {
-            live.on(e)
-        }
-    });
-    let replayed = parser.lines;
-    let redecided = live.engine.take_decisions().len();
-    (parser.lines, parser.malformed) = (0, 0);
-    if replayed > 0 {
-        tracing::info!(
-            lines = replayed,
-            dropped_decisions = redecided,
-            ms = started.elapsed().as_millis() as u64,
-            "counting windows rebuilt from the lines before the checkpoints"
-        );
-    }
-}
-
-/// How the daemon follows its logs.
-fn follow_options(args: &RunOptions) -> FollowOptions {
-    FollowOptions {
-        from_start: args.from_start,
-        // A backlog is decided and enforced in slices of about ten
-        // thousand lines, so the first bans of a flood land while the
-        // rest is still being read.
-        max_read: 1 << 20,
-        ..FollowOptions::default()
-    }
-}
-
-/// What the live parser needs of the settings.
-fn live_job(settings: &Settings) -> Job {
-    Job {
-        inputs: Vec::new(),
-        format: settings.format.clone(),
-        json_fields: JsonFields::default(),
-        proxies: settings.proxies.clone(),
-        filter: Filter::default(),
-        threads: 1,
-    }
-}
-
-/// A named format is known from the start; "auto" says which it found
-/// once it has seen enough lines.
-fn named_format(format: &crate::log::FormatSpec) -> Option<String> {
-    match format {
-        crate::log::FormatSpec::Auto => None,
-        crate::log::FormatSpec::Preset(p) => Some(p.name().to_string()),
-        crate::log::FormatSpec::Custom { format, .. } => Some(format!("custom '{format}'")),
-    }
-}
-
-/// A rule engine that knows the ledger: bans in force are not decided
-/// again, and past bans count for escalation (after a restart or reload).
-fn seeded_engine(set: &RuleSet, ledger: &Ledger, now: i64) -> Result<Engine> {
-    let mut engine = Engine::new(set.clone());
-    for b in ledger.active(now)? {
-        engine.restore_ban(b.subject, b.expires_ms);
-    }
-    for (subject, count, last) in ledger.history(now.saturating_sub(set.escalation.remember_ms))? {
-        engine.remember_bans(subject, count, last);
-    }
-    Ok(engine)
-}
-
-/// The follow loop's state a reload replaces.
-struct Running<'a> {
-    live: &'a mut Live,
-    follower: &'a mut Follower,
-    parser: &'a mut LiveParser,
-    settings: &'a mut Settings,
 }
 
 /// SIGHUP: reads the configuration again. A bad one changes nothing. New
@@ -605,12 +432,14 @@ struct Running<'a> {
 /// directory and the socket need a restart. Returns the new ruleset.
 fn reload(
     args: &RunOptions,
-    run: &mut Running<'_>,
+    rules: &mut RuleDetector,
+    logs: &mut LogSource,
+    settings: &mut Settings,
     enforcer: &Mutex<Enforcer>,
     dry_run: bool,
 ) -> Result<RuleSet> {
     let (_config, set, new) = load(args)?;
-    let old = run.settings.clone();
+    let old = settings.clone();
     for (what, changed) in [
         ("backend", new.backend != old.backend),
         ("table", new.table != old.table),
@@ -629,33 +458,26 @@ fn reload(
         let mut e = lock(enforcer);
         let mut engine = seeded_engine(&set, &e.ledger, e.now())?;
         // Decisions still queued for the enforcer are not in the ledger yet.
-        engine.carry_over(&run.live.engine);
-        run.live.engine = engine;
+        engine.carry_over(&rules.engine);
+        rules.engine = engine;
         e.allow = allow.clone();
         e.hooks.on_ban = new.on_ban.clone();
         e.hooks.on_unban = new.on_unban.clone();
         e.hooks.kill_connections = new.kill_connections && !dry_run;
     }
     if new.logs != old.logs || new.format != old.format || new.proxies != old.proxies {
-        let options = follow_options(args);
-        *run.follower = Follower::resume(
-            new.logs.clone(),
-            options,
-            &run.follower.checkpoints(),
-            Instant::now(),
-        );
-        *run.parser = LiveParser::new(live_job(&new));
-        run.live.format = named_format(&new.format);
-    } else if run.parser.format_known() {
-        run.live
+        logs.reopen(&new, args.from_start);
+        rules.format = named_format(&new.format);
+    } else if logs.parser.format_known() {
+        rules
             .engine
-            .set_field_text(crate::pipeline::field_text_of(run.parser.parsers()));
+            .set_field_text(crate::pipeline::field_text_of(logs.parser.parsers()));
     }
-    run.live.set = set.clone();
-    run.live.allow = allow;
+    rules.set = set.clone();
+    rules.allow = allow;
     // What needs a restart stays as it runs, so the next reload compares
     // against the truth.
-    *run.settings = Settings {
+    *settings = Settings {
         backend: old.backend,
         table: old.table,
         state_dir: old.state_dir,
@@ -663,22 +485,18 @@ fn reload(
         ..new
     };
     tracing::info!(
-        rules = set.rules.len(),
-        logs = %run.settings.logs.join(", "),
+        rules = set.rules.len() + set.conn_rules.len(),
+        guards = settings.guards.len(),
+        logs = %settings.logs.join(", "),
         "configuration reloaded; counting windows start afresh"
     );
     Ok(set)
 }
 
-fn publish(
-    status: &Mutex<LoopStatus>,
-    follower: &Follower,
-    parser: &LiveParser,
-    live: &Live,
-    decisions: u64,
-) {
+fn publish(status: &Mutex<LoopStatus>, logs: &LogSource, rules: &RuleDetector) {
     let mut st = lock(status);
-    st.sources = follower
+    st.sources = logs
+        .follower
         .progress()
         .into_iter()
         .map(|(path, offset, size)| SourceStatus {
@@ -688,46 +506,10 @@ fn publish(
             behind_bytes: size.saturating_sub(offset),
         })
         .collect();
-    st.lines = parser.lines;
-    st.malformed = parser.malformed;
-    st.decisions = decisions;
-    st.format = live.format.clone();
-    st.problems = problems(follower, parser);
-}
-
-/// Per-rule figures for `status`, kept by the loop so a reload (which
-/// rebuilds the engine) does not reset them.
-fn count_by_rule(per_rule: &mut Vec<control::RuleStatus>, decisions: &[Decision]) {
-    let now = wall_ms();
-    for d in decisions {
-        let i = match per_rule.iter().position(|r| r.rule == d.rule) {
-            Some(i) => i,
-            None => {
-                per_rule.push(control::RuleStatus {
-                    rule: d.rule.clone(),
-                    ..Default::default()
-                });
-                per_rule.len() - 1
-            }
-        };
-        let r = &mut per_rule[i];
-        r.decisions += 1;
-        r.bans += u64::from(matches!(d.action, Action::Ban));
-        r.last_ms = Some(now);
-    }
-}
-
-/// What keeps the daemon from protecting, in the words status shows.
-fn problems(follower: &Follower, parser: &LiveParser) -> Vec<String> {
-    let mut out: Vec<String> = follower
-        .unmatched()
-        .into_iter()
-        .map(|(p, why)| format!("{p} {why}: nothing is read from it"))
-        .collect();
-    if let Some(e) = &parser.format_error {
-        out.push(format!("lines are not decided on: {e}"));
-    }
-    out
+    st.lines = logs.parser.lines;
+    st.malformed = logs.parser.malformed;
+    st.format = rules.format.clone();
+    st.problems = logs.problems();
 }
 
 /// How often a problem that lasts is logged again.
@@ -756,90 +538,6 @@ impl Nagger {
             }
         }
     }
-}
-
-/// One batch: every ban decided since the last wake-up goes to the ledger
-/// and the kernel together; named actions run as hooks.
-fn enforce(
-    e: &mut Enforcer,
-    decisions: &[Decision],
-    set: &RuleSet,
-    names: &[String],
-    dry_run: bool,
-) {
-    if decisions.is_empty() {
-        return;
-    }
-    let now = e.now();
-    let cx = DecisionContext { names, zone: None };
-    let mut bans = Vec::new();
-    let mut facts = Vec::new();
-    for d in decisions {
-        let sample = d.evidence.samples.last().cloned();
-        let what = if dry_run { "would " } else { "" };
-        match &d.action {
-            Action::Ban => {
-                let secs = d.duration_s.unwrap_or(3600);
-                if bans.len() < BANS_LOGGED_PER_BATCH {
-                    tracing::info!(ip = %d.subject, rule = %d.rule, duration_s = secs, repeat = d.repeat,
-                        "{what}ban: {}", d.reason);
-                }
-                bans.push(NewBan {
-                    subject: d.subject,
-                    rule: d.rule.clone(),
-                    reason: d.reason.clone(),
-                    evidence: Some(decision_json(d, &cx)),
-                    origin: "rule".into(),
-                    started_ms: now,
-                    expires_ms: now.saturating_add(secs as i64 * 1000),
-                });
-                if e.hooks.on_ban.is_some() {
-                    facts.push(Facts {
-                        event: "ban".into(),
-                        subject: d.subject,
-                        rule: d.rule.clone(),
-                        action: "ban".into(),
-                        duration_s: Some(secs),
-                        reason: d.reason.clone(),
-                        sample,
-                    });
-                }
-            }
-            Action::Log => {
-                tracing::info!(ip = %d.subject, rule = %d.rule, "log: {}", d.reason);
-            }
-            Action::Named(name) => {
-                tracing::info!(ip = %d.subject, rule = %d.rule, action = %name, "{what}run action: {}", d.reason);
-                let command = set
-                    .actions
-                    .iter()
-                    .find(|a| &a.name == name)
-                    .map(|a| a.command.clone());
-                if let (Some(argv), Some(runner)) = (command, &e.hooks.runner) {
-                    let f = Facts {
-                        event: name.clone(),
-                        subject: d.subject,
-                        rule: d.rule.clone(),
-                        action: name.clone(),
-                        duration_s: d.duration_s,
-                        reason: d.reason.clone(),
-                        sample,
-                    };
-                    runner.submit(f.invocation(&argv));
-                }
-            }
-        }
-    }
-    if bans.len() > BANS_LOGGED_PER_BATCH {
-        tracing::info!(
-            bans = bans.len(),
-            "{}ban: {} more in this batch ('webfence bans' lists every one)",
-            if dry_run { "would " } else { "" },
-            bans.len() - BANS_LOGGED_PER_BATCH
-        );
-    }
-    // A ledger failure is the enforcer's to report (once) and retry.
-    let _ = e.ban(&bans, facts);
 }
 
 /// Where the control socket is: `--socket`, else the configuration's.

@@ -24,6 +24,10 @@ pub struct Settings {
     pub on_unban: Option<Vec<String>>,
     pub retry_s: u64,
     pub check_every_s: u64,
+    /// `[guards.NAME]`, enabled ones.
+    pub guards: Vec<crate::detect::guard::Guard>,
+    /// `[limits]`, when it sets one.
+    pub limits: Option<crate::enforce::limits::Limits>,
 }
 
 impl Settings {
@@ -139,6 +143,8 @@ impl Settings {
         let on_ban = hook(&d.on_ban);
         let on_unban = hook(&d.on_unban);
 
+        let guards = super::detectors::guards::compile(config, &mut errors);
+        let limits = super::actions::limits::compile(config, &mut errors);
         let path = |v: &Option<Sp<String>>, default: &str| match v {
             Some(p) => config.relative_path(p.at, &p.value),
             None => PathBuf::from(default),
@@ -156,6 +162,8 @@ impl Settings {
             on_unban,
             retry_s,
             check_every_s,
+            guards,
+            limits,
         };
         if errors.is_empty() {
             Ok(settings)

@@ -118,6 +118,12 @@ impl Allowlist {
         })
     }
 
+    /// Every allowlisted address and network (fixed and resolved), for
+    /// exemptions the kernel applies itself.
+    pub fn subjects(&self) -> Vec<Subject> {
+        self.fixed.iter().chain(self.resolved.iter()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.fixed.len() + self.resolved.len()
     }

@@ -6,6 +6,7 @@
 pub mod hooks;
 pub mod ipset;
 pub mod ledger;
+pub mod limits;
 pub mod netlink;
 pub mod nft;
 pub mod route;

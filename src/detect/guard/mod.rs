@@ -46,6 +46,8 @@ pub struct Guard {
     pub repeat_ms: Option<i64>,
     /// The longest an action may run before it is killed.
     pub timeout_ms: i64,
+    /// How often the condition is checked.
+    pub check_every_ms: i64,
 }
 
 impl Guard {
@@ -179,6 +181,7 @@ mod tests {
             then: None,
             repeat_ms,
             timeout_ms: 60_000,
+            check_every_ms: 1000,
         }
     }
 

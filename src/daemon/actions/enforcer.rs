@@ -62,7 +62,7 @@ pub type Updates = std::sync::Arc<std::sync::Mutex<Vec<EngineUpdate>>>;
 
 /// The updates waiting, taken.
 pub fn take_updates(updates: &Updates) -> Vec<EngineUpdate> {
-    std::mem::take(&mut *super::lock(updates))
+    std::mem::take(&mut *crate::daemon::lock(updates))
 }
 
 /// What reconciliation changed.
@@ -183,7 +183,7 @@ impl Enforcer {
 
     /// Tells the rule engine about a change it did not decide.
     pub fn notify(&self, update: EngineUpdate) {
-        super::lock(&self.updates).push(update);
+        crate::daemon::lock(&self.updates).push(update);
     }
 
     /// Where the engine finds its updates.
@@ -618,7 +618,7 @@ impl Enforcer {
                 self.degrade(&e);
             }
         }
-        super::lock(&self.updates).extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
+        crate::daemon::lock(&self.updates).extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
         if let Some(argv) = self.hooks.on_unban.clone() {
             for b in ended {
                 let f = Facts {

@@ -1,0 +1,11 @@
+//! Actions: what the daemon does about a decision. `enforcer` holds the
+//! ledger, the kernel backend and the hooks behind one lock; `bans` turns
+//! decisions into one batch for it; `commands` runs the guards' programs
+//! without blocking; `guard` carries out what a guard's check decided;
+//! `limits` installs the kernel's per-client connection limits.
+
+pub mod bans;
+pub mod commands;
+pub mod enforcer;
+pub mod guard;
+pub mod limits;
