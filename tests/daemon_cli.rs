@@ -1319,3 +1319,202 @@ fn access_and_error_logs_are_followed_side_by_side() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn mem_available() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+fn wait_file(path: &Path, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = std::fs::read_to_string(path).unwrap_or_default();
+        if got.contains(text) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{text}' in {}:\n{got}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real condition: the test takes 2.5 GiB so `memavail` falls below the
+/// guard's threshold, then gives it back. The action runs once, with the
+/// value in its environment, and the recovery runs once when `until`
+/// holds; nothing runs again while the machine stays calm.
+#[test]
+fn a_guard_acts_on_real_memory_pressure_and_recovers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let before = mem_available();
+    if before < 6 << 30 {
+        eprintln!("skipped: needs 6 GiB available");
+        return;
+    }
+    let out = d.join("guard.out");
+    let rules = format!(
+        "[guards.memory]\nwhen = \"memavail < {low}\"\nuntil = \"memavail > {high}\"\n\
+         run = [\"sh\", \"-c\", \"echo run $WEBFENCE_EVENT $WEBFENCE_GUARD $WEBFENCE_MEMAVAIL >> {o}\"]\n\
+         then = [\"sh\", \"-c\", \"echo then $WEBFENCE_EVENT >> {o}\"]\n",
+        low = before - (3 << 29),
+        high = before - (3 << 28),
+        o = out.display()
+    );
+    let daemon = start_with(d, &rules, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!out.exists(), "the guard fired on a calm machine");
+    let hog = vec![1u8; 5 << 29];
+    let got = wait_file(&out, "run fire memory ");
+    let value: u64 = got.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(value < before - (3 << 29), "{got}");
+    let status = status_json(d);
+    let g = &status["loop"]["guards"][0];
+    assert_eq!(g["name"], "memory");
+    assert_eq!(g["state"], "firing", "{g}");
+    drop(hog);
+    let got = wait_file(&out, "then recover");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().lines().count(),
+        2,
+        "{got}"
+    );
+    let text = String::from_utf8(
+        webfence()
+            .args(["status", "--socket"])
+            .arg(d.join("ctl.sock"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(text.contains("guards    1 configured"), "{text}");
+    assert!(text.contains("last then"), "{text}");
+    terminate(daemon);
+}
+
+/// `for N` with a real process count: two processes named like the
+/// guard's must exist for two checks; the log says when it holds and
+/// when it is over, with the values.
+#[test]
+fn a_guard_counts_processes_by_name_for_n_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let probe = d.join("wfprobe");
+    std::fs::copy("/bin/sleep", &probe).unwrap();
+    let rules = "[guards.probes]\nwhen = \"procs(\\\"wfprobe\\\") >= 2\"\nfor = 2\n";
+    let daemon = start_with(d, rules, &[]);
+    let mut kids: Vec<Child> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&probe)
+                .arg("30")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let log = wait_log(d, "guard: procs(\"wfprobe\") >= 2 holds");
+    assert!(log.contains("procs(\"wfprobe\")=2"), "{log}");
+    for k in &mut kids {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+    wait_log(d, "guard: over");
+    terminate(daemon);
+}
+
+#[test]
+fn guards_and_limits_errors_are_located_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "w.toml",
+        "[guards.load]\nwhen = \"la1 >= 10 or la5 >= six\"\nrun = [\"systemctl\", \"stop\", \"apache2\"]\n\n[limits]\nmax_conns = -1\n\n[rules.conns]\nkind = \"connections\"\nlimit = 10\nstates = [\"listen\"]\n",
+    );
+    webfence()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "w.toml:2:29: unknown quantity 'six'",
+        ))
+        .stderr(predicate::str::contains(
+            "w.toml:6:13: invalid max_conns -1",
+        ))
+        .stderr(predicate::str::contains(
+            "w.toml:11:11: unknown state 'listen'",
+        ));
+}
+
+#[test]
+fn a_daemon_with_only_guards_needs_no_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = write(
+        d,
+        "w.toml",
+        &format!(
+            "default_rules = false\n[daemon]\nbackend = \"none\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\n[guards.load]\nwhen = \"la1 > 1000\"\n",
+            d = d.display()
+        ),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = webfence()
+            .args(["status", "--json", "--socket"])
+            .arg(d.join("ctl.sock"))
+            .output()
+            .unwrap();
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            if v["loop"]["guards"][0]["state"] == "ok" {
+                assert!(out.status.success(), "{v}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no guard in status");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate(daemon);
+}
+
+#[test]
+fn conns_errors_name_the_option_and_the_choices() {
+    webfence()
+        .args(["conns", "--state", "estab"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "unknown state 'estab' for --state (expected all or one of established, syn-sent, syn-recv",
+        ));
+    webfence()
+        .args(["conns", "--state", "listen"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "listening sockets are not connections",
+        ));
+    let out = webfence().args(["conns", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["clients"].is_array() && v["total"].is_u64(), "{v}");
+}

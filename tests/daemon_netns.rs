@@ -882,7 +882,12 @@ fn flush_removes_the_table_after_a_stop() {
 /// `n` plain TCP connections from inside namespace `ns` (no request sent),
 /// each the connect's result: refused by a reset, timed out when the SYN
 /// is dropped, or open.
-fn connect_from(ns: &str, to: SocketAddr, n: usize, timeout: Duration) -> Vec<std::io::Result<TcpStream>> {
+fn connect_from(
+    ns: &str,
+    to: SocketAddr,
+    n: usize,
+    timeout: Duration,
+) -> Vec<std::io::Result<TcpStream>> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let f = File::open(path).unwrap();
@@ -907,7 +912,11 @@ fn connect_burst(ns: &str, to: SocketAddr, n: usize, timeout: Duration) -> usize
         let tries: Vec<_> = (0..n)
             .map(|_| std::thread::spawn(move || TcpStream::connect_timeout(&to, timeout).is_ok()))
             .collect();
-        tries.into_iter().filter_map(|t| t.join().ok()).filter(|ok| *ok).count()
+        tries
+            .into_iter()
+            .filter_map(|t| t.join().ok())
+            .filter(|ok| *ok)
+            .count()
     })
     .join()
     .unwrap()
@@ -918,7 +927,11 @@ fn conns_json(net: &Net, extra: &[&str]) -> Value {
     let mut argv = vec![BIN, "conns", "--json"];
     argv.extend_from_slice(extra);
     let out = net.exec(&argv).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -937,8 +950,18 @@ fn conns_and_connection_rules_see_real_connections_to_nginx() {
     wait_for("nginx", Duration::from_secs(10), || {
         get(&net.clients[1], addr("10.232.2.1:80")) == Some(200)
     });
-    let many = connect_from(&net.clients[0], addr("10.232.1.1:80"), 12, Duration::from_secs(2));
-    let few = connect_from(&net.clients[1], addr("[fd00:232:2::1]:80"), 2, Duration::from_secs(2));
+    let many = connect_from(
+        &net.clients[0],
+        addr("10.232.1.1:80"),
+        12,
+        Duration::from_secs(2),
+    );
+    let few = connect_from(
+        &net.clients[1],
+        addr("[fd00:232:2::1]:80"),
+        2,
+        Duration::from_secs(2),
+    );
     assert!(many.iter().chain(&few).all(|c| c.is_ok()));
     wait_for("12 + 2 established", Duration::from_secs(5), || {
         conns_json(&net, &[])["total"] == 14
@@ -957,7 +980,10 @@ fn conns_and_connection_rules_see_real_connections_to_nginx() {
     assert_eq!(grouped["clients"].as_array().unwrap().len(), 1);
     let text = net.exec(&[BIN, "conns"]).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.starts_with("14 connections to listening ports 80: 14 established"), "{text}");
+    assert!(
+        text.starts_with("14 connections to listening ports 80: 14 established"),
+        "{text}"
+    );
 
     let cfg = config(
         d,
@@ -1013,18 +1039,32 @@ fn kernel_limits_refuse_the_connection_over_the_limit_and_rate_limit_new_ones() 
     let held = connect_from(&net.clients[0], server, 5, Duration::from_secs(2));
     assert!(held.iter().all(|c| c.is_ok()), "{held:?}");
     let over = connect_from(&net.clients[0], server, 1, Duration::from_secs(2));
-    let err = over[0].as_ref().expect_err("the 6th connection was accepted");
+    let err = over[0]
+        .as_ref()
+        .expect_err("the 6th connection was accepted");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     // Another client is not limited by the first one's connections.
-    let other = connect_from(&net.clients[1], addr("10.232.2.1:80"), 5, Duration::from_secs(2));
+    let other = connect_from(
+        &net.clients[1],
+        addr("10.232.2.1:80"),
+        5,
+        Duration::from_secs(2),
+    );
     assert!(other.iter().all(|c| c.is_ok()));
-    wait_for("the refusal counted in status", Duration::from_secs(5), || {
-        let out = ctl(&socket, &["status", "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout)
-            .is_ok_and(|v| v["loop"]["limits"]["refused_conns"].as_u64().unwrap_or(0) >= 1)
-    });
+    wait_for(
+        "the refusal counted in status",
+        Duration::from_secs(5),
+        || {
+            let out = ctl(&socket, &["status", "--json"]);
+            serde_json::from_slice::<Value>(&out.stdout)
+                .is_ok_and(|v| v["loop"]["limits"]["refused_conns"].as_u64().unwrap_or(0) >= 1)
+        },
+    );
     let text = String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).into_owned();
-    assert!(text.contains("limits    5 connections per client on ports 80 in force"), "{text}");
+    assert!(
+        text.contains("limits    5 connections per client on ports 80 in force"),
+        "{text}"
+    );
     drop(held);
     drop(other);
 
@@ -1038,12 +1078,22 @@ fn kernel_limits_refuse_the_connection_over_the_limit_and_rate_limit_new_ones() 
     )
     .unwrap();
     let out = ctl(&socket, &["reload"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the rate limit in the kernel", Duration::from_secs(5), || {
-        net.exec(&["nft", "list", "table", "inet", "webfence_limits"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("limit rate over 3/second"))
-    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the rate limit in the kernel",
+        Duration::from_secs(5),
+        || {
+            net.exec(&["nft", "list", "table", "inet", "webfence_limits"])
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).contains("limit rate over 3/second")
+                })
+        },
+    );
     let through = connect_burst(&net.clients[0], server, 20, Duration::from_millis(500));
     assert!((3..=6).contains(&through), "{through} of 20 got through");
     wait_for("the rate refusals counted", Duration::from_secs(5), || {

@@ -17,7 +17,9 @@ pub fn conns(args: ConnsArgs) -> Result<ExitCode> {
             continue;
         }
         match TcpState::from_name(s) {
-            Some(TcpState::Listen) => bail!("--state listen: listening sockets are not connections; 'ss -ltn' lists them"),
+            Some(TcpState::Listen) => {
+                bail!("--state listen: listening sockets are not connections; 'ss -ltn' lists them")
+            }
             Some(st) => states.push(st),
             None => bail!(
                 "unknown state '{s}' for --state (expected all or one of {})",
@@ -38,8 +40,9 @@ pub fn conns(args: ConnsArgs) -> Result<ExitCode> {
     let mut source = KernelConns {
         proc_only: args.proc,
     };
-    let table = ConnTable::read(&mut source, &filter)
-        .context("cannot read the kernel's connection table (netlink sock_diag and /proc/net/tcp)")?;
+    let table = ConnTable::read(&mut source, &filter).context(
+        "cannot read the kernel's connection table (netlink sock_diag and /proc/net/tcp)",
+    )?;
     if args.json {
         let mut doc = serde_json::to_vec_pretty(&serde_json::json!({
             "via": table.via,

@@ -769,15 +769,10 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
     for g in &guards {
         let ago = |ms: i64| human_span(((now - ms).max(0) / 1000) as u64);
         let state = match g.get("state").and_then(Value::as_str) {
-            Some("pending") => format!(
-                "pending {}/{}",
-                num(g, "checks"),
-                num(g, "for_checks")
-            ),
-            Some("firing") => style.paint(
-                "1;33",
-                &format!("FIRING for {}", ago(num(g, "since_ms"))),
-            ),
+            Some("pending") => format!("pending {}/{}", num(g, "checks"), num(g, "for_checks")),
+            Some("firing") => {
+                style.paint("1;33", &format!("FIRING for {}", ago(num(g, "since_ms"))))
+            }
             _ if g.get("recovering").and_then(Value::as_bool) == Some(true) => {
                 "recovering".to_string()
             }
@@ -792,7 +787,10 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
             .filter_map(|pair| {
                 let name = pair.get(0)?.as_str()?;
                 Some(match pair.get(1).and_then(Value::as_f64) {
-                    Some(v) => format!("{name}={}", crate::daemon::actions::guard::show_named(name, v)),
+                    Some(v) => format!(
+                        "{name}={}",
+                        crate::daemon::actions::guard::show_named(name, v)
+                    ),
                     None => format!("{name}=unknown"),
                 })
             })
@@ -840,7 +838,11 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
             out,
             "limits    {} per client on ports {} {}; refused {} over the connection limit, {} over the rate",
             what.join(", "),
-            if ports.is_empty() { "(all)".to_string() } else { ports.join(", ") },
+            if ports.is_empty() {
+                "(all)".to_string()
+            } else {
+                ports.join(", ")
+            },
             if l.get("in_force").and_then(Value::as_bool) == Some(true) {
                 style.paint("32", "in force")
             } else {

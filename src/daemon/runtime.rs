@@ -317,13 +317,24 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     let mut last_resolve = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
-            let outcome = match reload(&args, &mut rules, &mut logs, &mut settings, &enforcer, dry_run) {
+            let outcome = match reload(
+                &args,
+                &mut rules,
+                &mut logs,
+                &mut settings,
+                &enforcer,
+                dry_run,
+            ) {
                 Ok(set) => {
                     let n = set.rules.len() + set.conn_rules.len();
                     let message = format!(
                         "{n} rules, {} guards loaded{}",
                         settings.guards.len(),
-                        if settings.limits.is_some() { ", kernel limits" } else { "" }
+                        if settings.limits.is_some() {
+                            ", kernel limits"
+                        } else {
+                            ""
+                        }
                     );
                     lock(&status).rules = n;
                     let _ = to_watch.send(WatchConfig {
@@ -382,9 +393,10 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             let _ = to_enforcer.send(ToEnforcer::Checkpoints(logs.follower.checkpoints()));
             publish(&status, &logs, &rules);
             if watcher.is_finished() {
-                lock(&status)
-                    .problems
-                    .push("the machine loop stopped: guards, connection rules and limits are not checked".into());
+                lock(&status).problems.push(
+                    "the machine loop stopped: guards, connection rules and limits are not checked"
+                        .into(),
+                );
             }
             let problems = {
                 let st = lock(&status);

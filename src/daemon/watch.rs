@@ -37,6 +37,9 @@ pub struct WatchConfig {
     pub allow: Allowlist,
 }
 
+/// The values one guard read at a check, by name.
+type GuardValues = Vec<(String, Option<f64>)>;
+
 /// What the machine loop keeps between rounds.
 struct State {
     guards: Guards,
@@ -63,7 +66,12 @@ pub struct Watch {
 
 /// Keeps the state of guards that did not change across a reload, so a
 /// reload in the middle of an episode does not run the action again.
-fn carry(old: &Guards, old_actions: GuardActions, new: Vec<Guard>, dry_run: bool) -> (Guards, GuardActions) {
+fn carry(
+    old: &Guards,
+    old_actions: GuardActions,
+    new: Vec<Guard>,
+    dry_run: bool,
+) -> (Guards, GuardActions) {
     let mut guards = Guards::new(new);
     let mut actions = GuardActions::new(guards.list.len(), dry_run);
     let mut old_slots: Vec<Option<_>> = old_actions.slots.into_iter().map(Some).collect();
@@ -101,7 +109,8 @@ impl Watch {
         loop {
             match inbox.recv_timeout(TICK) {
                 Ok(c) => {
-                    let actions = std::mem::replace(&mut st.actions, GuardActions::new(0, self.dry_run));
+                    let actions =
+                        std::mem::replace(&mut st.actions, GuardActions::new(0, self.dry_run));
                     (st.guards, st.actions) = carry(&st.guards, actions, c.guards, self.dry_run);
                     st.conns = ConnDetector::new(c.set.conn_rules.clone());
                     st.set = c.set;
@@ -113,14 +122,17 @@ impl Watch {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round(&mut st)));
+            let round =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round(&mut st)));
             if let Err(panic) = round {
                 let why = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                tracing::error!("a round of the machine loop failed (a bug, please report it): {why}");
+                tracing::error!(
+                    "a round of the machine loop failed (a bug, please report it): {why}"
+                );
                 st.failed_round = Some((
                     format!("a round of guards and connection rules failed: {why}"),
                     wall_ms(),
@@ -150,7 +162,7 @@ impl Watch {
                     decisions.extend(st.actions.carry_out(i, g, step, &sample, &allowed, now));
                 }
             }
-            let values: Vec<Vec<(String, Option<f64>)>> = st
+            let values: Vec<GuardValues> = st
                 .guards
                 .list
                 .iter()
@@ -173,8 +185,22 @@ impl Watch {
         }
         if !decisions.is_empty() || !rule_decisions.is_empty() {
             let mut e = lock(&self.enforcer);
-            enforce(&mut e, &decisions, &st.set, &self.names, self.dry_run, "guard");
-            enforce(&mut e, &rule_decisions, &st.set, &self.names, self.dry_run, "rule");
+            enforce(
+                &mut e,
+                &decisions,
+                &st.set,
+                &self.names,
+                self.dry_run,
+                "guard",
+            );
+            enforce(
+                &mut e,
+                &rule_decisions,
+                &st.set,
+                &self.names,
+                self.dry_run,
+                "rule",
+            );
             for d in decisions.iter().chain(&rule_decisions) {
                 if let (Some(s), crate::detect::rules::Action::Ban) = (d.duration_s, &d.action) {
                     e.notify(EngineUpdate::Banned(d.subject, now + s as i64 * 1000));
@@ -197,14 +223,18 @@ impl Watch {
         status.count(&decisions);
         status.count(&rule_decisions);
         status.watch_problems = problems;
-        status.limits = self.limits.limits.as_ref().map(|l| super::control::LimitsStatus {
-            max_conns: l.max_conns,
-            new_per_second: l.new_per_second,
-            ports: l.ports.clone(),
-            refused_conns: self.limits.refused.conns,
-            refused_rate: self.limits.refused.rate,
-            in_force: self.limits.problem.is_none(),
-        });
+        status.limits = self
+            .limits
+            .limits
+            .as_ref()
+            .map(|l| super::control::LimitsStatus {
+                max_conns: l.max_conns,
+                new_per_second: l.new_per_second,
+                ports: l.ports.clone(),
+                refused_conns: self.limits.refused.conns,
+                refused_rate: self.limits.refused.rate,
+                in_force: self.limits.problem.is_none(),
+            });
         status.watch_ms = started.elapsed().as_micros() as u64 / 1000;
     }
 
@@ -212,7 +242,7 @@ impl Watch {
         &self,
         guards: &Guards,
         actions: &GuardActions,
-        values: Option<Vec<Vec<(String, Option<f64>)>>>,
+        values: Option<Vec<GuardValues>>,
     ) {
         let mut st = lock(&self.status);
         let old = std::mem::take(&mut st.guards);
@@ -228,7 +258,11 @@ impl Watch {
                 values: values
                     .as_ref()
                     .and_then(|v| v.get(i).cloned())
-                    .or_else(|| old.iter().find(|o| o.name == g.name).map(|o| o.values.clone()))
+                    .or_else(|| {
+                        old.iter()
+                            .find(|o| o.name == g.name)
+                            .map(|o| o.values.clone())
+                    })
                     .unwrap_or_default(),
                 last_check_ms: *last,
                 last_action: actions.slots.get(i).and_then(|s| s.last.clone()),

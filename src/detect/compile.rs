@@ -255,7 +255,10 @@ fn connection_rule(
     let limit = match &raw.limit {
         Some(l) if (1..=10_000_000).contains(&l.value) => l.value as u64,
         Some(l) => {
-            c.err(l.at, format!("invalid limit {}: expected 1 to 10000000", l.value));
+            c.err(
+                l.at,
+                format!("invalid limit {}: expected 1 to 10000000", l.value),
+            );
             return None;
         }
         None => {
@@ -272,7 +275,10 @@ fn connection_rule(
                 let v6 = prefix(c, raw.ipv6_prefix.as_ref(), 64, 128, "IPv6");
                 group = Some((v4, v6));
             }
-            other => c.err(k.at, format!("invalid key '{other}' for a connection rule (expected ip or net)")),
+            other => c.err(
+                k.at,
+                format!("invalid key '{other}' for a connection rule (expected ip or net)"),
+            ),
         }
     }
     for (v, what) in [
@@ -297,7 +303,10 @@ fn connection_rule(
     for p in raw.ports.iter().flatten() {
         match u16::try_from(p.value) {
             Ok(port) if port > 0 => ports.push(port),
-            _ => c.err(p.at, format!("invalid port {}: expected 1 to 65535", p.value)),
+            _ => c.err(
+                p.at,
+                format!("invalid port {}: expected 1 to 65535", p.value),
+            ),
         }
     }
     let action = c.action(raw.action.as_ref());
@@ -432,14 +441,24 @@ impl RuleSet {
                 continue;
             }
             for (v, what) in [
-                (raw.states.as_ref().map(|x| x.first().map_or(name.at, |f| f.at))),
-                (raw.ports.as_ref().map(|x| x.first().map_or(name.at, |f| f.at))),
+                (raw.states
+                    .as_ref()
+                    .map(|x| x.first().map_or(name.at, |f| f.at))),
+                (raw.ports
+                    .as_ref()
+                    .map(|x| x.first().map_or(name.at, |f| f.at))),
             ]
             .into_iter()
             .zip(["states", "ports"])
             {
                 if let Some(at) = v {
-                    c.err(at, format!("'{what}' applies to connection rules, not to {} rules", kind.name()));
+                    c.err(
+                        at,
+                        format!(
+                            "'{what}' applies to connection rules, not to {} rules",
+                            kind.name()
+                        ),
+                    );
                 }
             }
             let counting = matches!(kind, RuleKind::Rate | RuleKind::Distinct);

@@ -686,8 +686,7 @@ pub struct Config {
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str =
-    "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits";
 
 fn de_error(
     sources: &SourceFiles,

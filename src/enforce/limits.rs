@@ -127,9 +127,16 @@ pub fn remove(nft: &[String], table: &str) -> Result<(), EnforceError> {
 pub fn refused(nft: &[String], table: &str) -> Result<Refused, EnforceError> {
     let mut argv = nft.to_vec();
     argv.extend(
-        ["-j", "list", "counters", "table", "inet", &table_name(table)]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "-j",
+            "list",
+            "counters",
+            "table",
+            "inet",
+            &table_name(table),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     let out = run(&argv, None)?;
     parse_counters(&out).ok_or_else(|| EnforceError::Output {
@@ -168,17 +175,30 @@ mod tests {
             new_per_second: Some(10),
             burst: None,
             ports: vec![80, 443],
-            exempt: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            exempt: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
         };
         let s = script("webfence", &l);
-        assert!(s.starts_with("table inet webfence_limits {}\ndelete table inet webfence_limits\n"));
+        assert!(
+            s.starts_with("table inet webfence_limits {}\ndelete table inet webfence_limits\n")
+        );
         assert!(s.contains("set exempt4 { type ipv4_addr; flags interval; auto-merge; elements = { 10.0.0.0/8 }; }"), "{s}");
         assert!(s.contains("elements = { 2001:db8::/32 }"));
-        let rate = s.find("limit rate over 10/second burst 10 packets").unwrap();
+        let rate = s
+            .find("limit rate over 10/second burst 10 packets")
+            .unwrap();
         let count = s.find("ct count over 20").unwrap();
         assert!(rate < count);
         assert!(s.contains("tcp dport { 80, 443 } ct state new add @conn6 { ip6 saddr ct count over 20 } counter name conns_refused reject with tcp reset"));
-        let only_rate = script("t", &Limits { new_per_second: Some(5), ..Limits::default() });
+        let only_rate = script(
+            "t",
+            &Limits {
+                new_per_second: Some(5),
+                ..Limits::default()
+            },
+        );
         assert!(only_rate.contains("meta l4proto tcp ct state new add @rate4"));
         assert!(!only_rate.contains("ct count"));
     }

@@ -81,11 +81,7 @@ pub fn render(t: &ConnTable, top: usize, grouped: bool) -> String {
         );
     }
     if t.clients.len() > top {
-        let _ = writeln!(
-            out,
-            "… {} more (--top N shows more)",
-            t.clients.len() - top
-        );
+        let _ = writeln!(out, "… {} more (--top N shows more)", t.clients.len() - top);
     }
     out
 }

@@ -179,7 +179,12 @@ mod tests {
             "some avg10=12.50 avg60=1.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
         )
         .unwrap();
-        for (pid, comm) in [("1", "systemd"), ("20", "nginx"), ("21", "nginx"), ("30", "php-fpm")] {
+        for (pid, comm) in [
+            ("1", "systemd"),
+            ("20", "nginx"),
+            ("21", "nginx"),
+            ("30", "php-fpm"),
+        ] {
             std::fs::create_dir(root.join(pid)).unwrap();
             std::fs::write(root.join(pid).join("comm"), format!("{comm}\n")).unwrap();
         }

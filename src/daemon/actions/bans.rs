@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use super::enforcer::Enforcer;
 use crate::daemon::lock;
-use crate::source::follow;
 use crate::detect::rules::Action;
 use crate::detect::{Decision, RuleSet};
 use crate::enforce::hooks::Facts;
 use crate::enforce::ledger::NewBan;
 use crate::report::decisions::{Context as DecisionContext, decision_json};
+use crate::source::follow;
 
 /// Bans logged one by one in a batch; a flood of thousands gets one line
 /// for the rest (journald would rate-limit them anyway, and the ledger has
@@ -105,7 +105,6 @@ pub fn enforce(
     let _ = e.ban(&bans, facts);
 }
 
-
 /// What the follow loop hands the enforcer thread, in order.
 pub enum ToEnforcer {
     Decisions(Vec<Decision>),
@@ -185,4 +184,3 @@ pub fn enforcer_loop(
         }
     }
 }
-

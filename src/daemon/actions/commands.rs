@@ -144,19 +144,30 @@ mod tests {
 
     #[test]
     fn exit_codes_stderr_and_time_limits() {
-        let ok = Running::spawn(&inv(&["sh", "-c", "test \"$WEBFENCE_GUARD\" = g"]), Duration::from_secs(5))
-            .unwrap()
-            .wait();
+        let ok = Running::spawn(
+            &inv(&["sh", "-c", "test \"$WEBFENCE_GUARD\" = g"]),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .wait();
         assert!(ok.success(), "{ok:?}");
-        let bad = Running::spawn(&inv(&["sh", "-c", "echo nope >&2; exit 3"]), Duration::from_secs(5))
-            .unwrap()
-            .wait();
+        let bad = Running::spawn(
+            &inv(&["sh", "-c", "echo nope >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .wait();
         assert_eq!(bad.describe(), "exit 3: nope");
         let slow = Running::spawn(&inv(&["sleep", "5"]), Duration::from_millis(100))
             .unwrap()
             .wait();
         assert!(slow.timed_out && slow.ms < 2000, "{slow:?}");
         let missing = Running::spawn(&inv(&["/nonexistent/prog"]), Duration::from_secs(1));
-        assert!(missing.err().unwrap().contains("cannot run /nonexistent/prog"));
+        assert!(
+            missing
+                .err()
+                .unwrap()
+                .contains("cannot run /nonexistent/prog")
+        );
     }
 }

@@ -618,7 +618,8 @@ impl Enforcer {
                 self.degrade(&e);
             }
         }
-        crate::daemon::lock(&self.updates).extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
+        crate::daemon::lock(&self.updates)
+            .extend(subjects.iter().map(|s| EngineUpdate::Lifted(*s)));
         if let Some(argv) = self.hooks.on_unban.clone() {
             for b in ended {
                 let f = Facts {

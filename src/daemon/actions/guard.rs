@@ -8,13 +8,13 @@ use std::time::Duration;
 use super::commands::{Ended, Running};
 use crate::daemon::detectors::guards::LastAction;
 use crate::daemon::sources::machine::Sample;
+use crate::detect::Decision;
 use crate::detect::addr::Subject;
 use crate::detect::connrules::describe;
 use crate::detect::engine::{Evidence, Mark};
 use crate::detect::guard::expr::Vars;
 use crate::detect::guard::{Guard, GuardAction, Step};
 use crate::detect::rules::Action;
-use crate::detect::Decision;
 use crate::enforce::hooks::Invocation;
 
 #[derive(Default)]
@@ -183,7 +183,9 @@ impl GuardActions {
                             .and_then(|s| s.running.as_ref())
                             .map(|(r, _)| r.program.clone());
                         match busy {
-                            Some(p) => tracing::warn!(guard = %g.name, "{p} from the last run is still running: not started again"),
+                            Some(p) => {
+                                tracing::warn!(guard = %g.name, "{p} from the last run is still running: not started again")
+                            }
                             None => {
                                 let env = environment(g, event, sample);
                                 self.start(i, g, "run", argv, env, now_ms);
@@ -196,7 +198,8 @@ impl GuardActions {
                         min_conns,
                         duration_s,
                     } => {
-                        let bans = busiest(g, sample, *top, *min_conns, *duration_s, allowed, now_ms);
+                        let bans =
+                            busiest(g, sample, *top, *min_conns, *duration_s, allowed, now_ms);
                         if let Some(slot) = self.slots.get_mut(i) {
                             slot.last = Some(LastAction {
                                 what: "ban".into(),
@@ -306,8 +309,8 @@ fn busiest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::guard::expr::Cond;
     use crate::detect::guard::GuardState;
+    use crate::detect::guard::expr::Cond;
 
     fn guard(dir: &std::path::Path, action_s: f64) -> Guard {
         let log = dir.join("log");
@@ -349,7 +352,11 @@ mod tests {
     /// Drives checks one "second" apart, polling programs in between
     /// until each is done, and returns what the programs wrote.
     fn drive(g: &Guard, loads: &[f64], wait_between: bool) -> String {
-        let dir = g.then.as_ref().unwrap()[2].split(">> ").nth(1).unwrap().to_string();
+        let dir = g.then.as_ref().unwrap()[2]
+            .split(">> ")
+            .nth(1)
+            .unwrap()
+            .to_string();
         let mut a = GuardActions::new(1, false);
         let mut st = GuardState::default();
         for (t, la) in loads.iter().enumerate() {

@@ -20,7 +20,10 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<Limits>
         match u32::try_from(v.value) {
             Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
             _ => {
-                err(v.at, format!("invalid {what} {}: expected 1 to 1000000", v.value));
+                err(
+                    v.at,
+                    format!("invalid {what} {}: expected 1 to 1000000", v.value),
+                );
                 None
             }
         }
@@ -32,7 +35,10 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<Limits>
     for p in raw.ports.iter().flatten() {
         match u16::try_from(p.value) {
             Ok(port) if port > 0 => ports.push(port),
-            _ => err(p.at, format!("invalid port {}: expected 1 to 65535", p.value)),
+            _ => err(
+                p.at,
+                format!("invalid port {}: expected 1 to 65535", p.value),
+            ),
         }
     }
     if raw.ports.is_none() {
@@ -63,8 +69,7 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<Limits>
 }
 
 fn to_net(s: &crate::detect::addr::Subject) -> ipnet::IpNet {
-    ipnet::IpNet::new(s.addr(), s.family_prefix())
-        .unwrap_or_else(|_| ipnet::IpNet::from(s.addr()))
+    ipnet::IpNet::new(s.addr(), s.family_prefix()).unwrap_or_else(|_| ipnet::IpNet::from(s.addr()))
 }
 
 /// The limits in force and their health.
@@ -171,7 +176,8 @@ mod tests {
 
     #[test]
     fn bad_limits_are_located() {
-        let (_, e) = compile_text("[limits]\nmax_conns = 0\nports = [70000]\nexempt = [\"nope\"]\n");
+        let (_, e) =
+            compile_text("[limits]\nmax_conns = 0\nports = [70000]\nexempt = [\"nope\"]\n");
         for want in [
             "l.toml:2:13: invalid max_conns 0",
             "l.toml:3:10: invalid port 70000",

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use crate::daemon::sources::machine::Machine;
+use crate::detect::Decision;
 use crate::detect::addr::Subject;
 use crate::detect::connrules::ConnRule;
-use crate::detect::Decision;
 use crate::detect::rules::Action;
 use crate::stats::conns::ConnTable;
 

@@ -191,7 +191,11 @@ fn compile_one(
         name: n.clone(),
         description: raw.description.clone().unwrap_or_default(),
         when: when?,
-        when_text: raw.when.as_ref().map(|w| w.value.clone()).unwrap_or_default(),
+        when_text: raw
+            .when
+            .as_ref()
+            .map(|w| w.value.clone())
+            .unwrap_or_default(),
         for_checks,
         until,
         action,

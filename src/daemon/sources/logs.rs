@@ -124,7 +124,11 @@ impl LogSource {
 
     /// Rebuilds counting windows from the lines just before the
     /// checkpoints; what it decides is dropped by the caller.
-    pub fn warm_up(&mut self, checkpoints: &[Checkpoint], on: &mut dyn FnMut(LiveEvent<'_>)) -> u64 {
+    pub fn warm_up(
+        &mut self,
+        checkpoints: &[Checkpoint],
+        on: &mut dyn FnMut(LiveEvent<'_>),
+    ) -> u64 {
         let mut quiet = |e: LiveEvent<'_>| {
             if !matches!(e, LiveEvent::Malformed(..)) {
                 on(e)

@@ -618,7 +618,11 @@ mod tests {
     fn errors_name_the_column_and_the_known_names() {
         let e = Cond::parse("la1 >= 10 or la6 >= 6").unwrap_err();
         assert_eq!(e.column, 13);
-        assert!(e.message.contains("unknown quantity 'la6'"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown quantity 'la6'"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("did you mean 'la"), "{}", e.message);
         let e = Cond::parse("la1 >= ").unwrap_err();
         assert_eq!(e.column, 7);

@@ -77,9 +77,14 @@ impl Guard {
 pub enum Phase {
     Ok,
     /// `when` held for `checks` consecutive checks, fewer than `for`.
-    Pending { checks: u32 },
+    Pending {
+        checks: u32,
+    },
     /// Fired at `since_ms`, not over yet.
-    Firing { since_ms: i64, last_fired_ms: i64 },
+    Firing {
+        since_ms: i64,
+        last_fired_ms: i64,
+    },
 }
 
 /// What a check asks of the daemon.
@@ -228,7 +233,10 @@ mod tests {
                 (true, false),
             ],
         );
-        assert_eq!(steps, vec![Nothing, Nothing, Nothing, Nothing, Nothing, Fire]);
+        assert_eq!(
+            steps,
+            vec![Nothing, Nothing, Nothing, Nothing, Nothing, Fire]
+        );
     }
 
     #[test]
@@ -246,7 +254,10 @@ mod tests {
                 (false, true),
             ],
         );
-        assert_eq!(steps, vec![Fire, Nothing, Nothing, Recover, Nothing, Nothing]);
+        assert_eq!(
+            steps,
+            vec![Fire, Nothing, Nothing, Recover, Nothing, Nothing]
+        );
     }
 
     #[test]
@@ -269,7 +280,9 @@ mod tests {
         // repeat; the recovery comes once at t=7s.
         assert_eq!(
             steps,
-            vec![Fire, Nothing, Repeat, Nothing, Nothing, Nothing, Nothing, Recover]
+            vec![
+                Fire, Nothing, Repeat, Nothing, Nothing, Nothing, Nothing, Recover
+            ]
         );
     }
 
