@@ -1518,3 +1518,45 @@ fn conns_errors_name_the_option_and_the_choices() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["clients"].is_array() && v["total"].is_u64(), "{v}");
 }
+
+/// A sysfence user's file: `import` prints the guards, and `check` (like
+/// every command taking `-c`) reads it as it is.
+#[test]
+fn sysfence_configuration_is_imported_and_read_as_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "sysfence.conf",
+        "rule \"ApacheStop\" {\nla1 >= 10.00 or la5 >= 6.0\n} run '/etc/init.d/apache2 stop;'\n\nrule \"ApacheStart\" {\nla1 <=2 } run once '/etc/init.d/apache2 start;'\n",
+    );
+    webfence()
+        .args(["import", "sysfence"])
+        .arg(&conf)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "[guards.ApacheStop]\nwhen = \"la1 >= 10.00 or la5 >= 6.0\"\nrun = [\"/etc/init.d/apache2\", \"stop\"]",
+        ))
+        .stdout(predicate::str::contains("[guards.ApacheStart]"));
+    webfence()
+        .args(["check", "-c"])
+        .arg(&conf)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 guards"));
+    let broken = write(
+        dir.path(),
+        "broken.conf",
+        "rule \"ApacheStop\" {\nla1 >= 10.00 or la5 >= 6.0\nrun '/etc/init.d/apache2 stop;'\n",
+    );
+    for args in [&["import", "sysfence"][..], &["check", "-c"][..]] {
+        webfence()
+            .args(args)
+            .arg(&broken)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(
+                "broken.conf:3:1: 'run' inside the condition: a '}' is missing before it",
+            ));
+    }
+}

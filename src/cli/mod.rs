@@ -5,6 +5,7 @@ mod assets;
 mod conns;
 mod control;
 mod dashboard;
+mod import;
 mod replay;
 mod run;
 mod top;
@@ -76,6 +77,10 @@ enum Command {
     /// Connections to this machine's listening ports per client, busiest
     /// first (established and half-open), from the kernel's table.
     Conns(ConnsArgs),
+    /// Print another tool's configuration as webfence TOML: `webfence
+    /// import sysfence /etc/sysfence.conf` (each sysfence rule as a guard).
+    /// `-c` reads sysfence files as they are, too.
+    Import(ImportArgs),
     /// Ask the running daemon to read its configuration again (as SIGHUP
     /// does) and say whether it took it.
     Reload(ReloadArgs),
@@ -116,6 +121,22 @@ struct ConnsArgs {
     /// Read /proc/net/tcp{,6} instead of netlink sock_diag.
     #[arg(long)]
     proc: bool,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The tool whose configuration it is.
+    #[arg(value_enum)]
+    from: ImportFrom,
+    /// Its configuration files.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ImportFrom {
+    /// sysfence's rules (`rule "name" { la1 >= 10 } run '...'`), as guards.
+    Sysfence,
 }
 
 #[derive(Debug, Args)]
@@ -714,6 +735,7 @@ pub fn main() -> ExitCode {
         Command::Unban(args) => control::unban(args),
         Command::Status(args) => control::status(args),
         Command::Conns(args) => conns::conns(args),
+        Command::Import(args) => import::import(args),
         Command::Reload(args) => control::reload(args),
         Command::Flush(args) => control::flush(args),
         Command::Completions { shell } => assets::completions(shell),

@@ -171,9 +171,21 @@ pub(super) fn check(args: CheckArgs) -> Result<ExitCode> {
                 config.files.join(", ")
             };
             let inactive = rules.rules.iter().filter(|r| r.inactive.is_some()).count();
+            let machine = match &daemon {
+                Ok(s) => format!(
+                    ", {} guards{}",
+                    s.guards.len(),
+                    if s.limits.is_some() {
+                        ", kernel limits"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(_) => String::new(),
+            };
             println!(
-                "{files}: ok: {} rules enabled{}, {} scores, {} actions",
-                rules.rules.len(),
+                "{files}: ok: {} rules enabled{}, {} scores, {} actions{machine}",
+                rules.rules.len() + rules.conn_rules.len(),
                 if inactive > 0 {
                     format!(" ({inactive} inactive)")
                 } else {

@@ -822,6 +822,25 @@ fn named<T: for<'de> Deserialize<'de>>(
 impl Config {
     /// Reads one file's text and layers it on top.
     fn layer_text(&mut self, name: String, text: String, errors: &mut Vec<ConfigError>) {
+        // A sysfence configuration is read as the guards it means.
+        let (name, text) = if super::guard::sysfence::looks_like_sysfence(&text) {
+            match super::guard::sysfence::to_toml(&name, &text) {
+                Ok(toml) => (format!("{name} (read as sysfence rules)"), toml),
+                Err(es) => {
+                    for e in es {
+                        errors.push(ConfigError {
+                            file: name.clone(),
+                            line: e.line,
+                            column: e.column,
+                            message: e.message,
+                        });
+                    }
+                    return;
+                }
+            }
+        } else {
+            (name, text)
+        };
         let file = self.sources.add(name.clone(), text);
         self.files.push(name);
         CURRENT_FILE.with(|c| c.set(file));

@@ -290,7 +290,7 @@ pub fn rules_text(rules: &RuleSet, style: Style) -> String {
         rules.files.join(", ")
     };
     let _ = writeln!(out, "{} {files}", style.paint("1", "Configuration:"));
-    let rows: Vec<Vec<Cell>> = rules
+    let mut rows: Vec<Vec<Cell>> = rules
         .rules
         .iter()
         .enumerate()
@@ -308,6 +308,30 @@ pub fn rules_text(rules: &RuleSet, style: Style) -> String {
             ]
         })
         .collect();
+    for r in &rules.conn_rules {
+        let per = match r.filter.group {
+            Some((v4, v6)) => format!("/{v4} or /{v6}"),
+            None => "client".to_string(),
+        };
+        let ports = if r.filter.ports.is_empty() {
+            "any listening port".to_string()
+        } else {
+            let p: Vec<String> = r.filter.ports.iter().map(u16::to_string).collect();
+            format!("ports {}", p.join(", "))
+        };
+        rows.push(vec![
+            r.name.clone().into(),
+            "connections".to_string().into(),
+            format!(
+                "> {} connections per {per} ({}) to {ports}",
+                r.limit,
+                r.states_text()
+            )
+            .into(),
+            action_dur(&r.action, r.duration_s).into(),
+            r.description.clone().into(),
+        ]);
+    }
     if let Some(width) = style.width.filter(|w| *w < 2 * NARROW) {
         // A block per rule: five columns of prose do not fit side by side.
         let _ = writeln!(out, "\n{}", style.paint("1;36", "Rules"));

@@ -7,6 +7,7 @@
 //! check, so every edge is unit-tested without a clock or a process.
 
 pub mod expr;
+pub mod sysfence;
 
 use expr::{Cond, Var, Vars};
 
