@@ -11,6 +11,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, T
 
 use crate::report::human_bytes;
 use crate::report::text::thousands;
+use crate::stats::conns::ConnTable;
 use crate::stats::live::{Snapshot, SortBy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,15 +23,17 @@ pub enum Panel {
     Hosts,
     Agents,
     Decisions,
+    Connections,
 }
 
-const PANELS: [Panel; 6] = [
+const PANELS: [Panel; 7] = [
     Panel::Clients,
     Panel::Paths,
     Panel::Statuses,
     Panel::Hosts,
     Panel::Agents,
     Panel::Decisions,
+    Panel::Connections,
 ];
 
 /// A decision of the rules, ready to show.
@@ -73,6 +76,7 @@ impl Panel {
             Panel::Hosts => "Hosts",
             Panel::Agents => "User agents",
             Panel::Decisions => "Decisions",
+            Panel::Connections => "Connections",
         }
     }
 
@@ -97,13 +101,31 @@ pub struct Dash {
     pub decision_order: DecisionOrder,
 }
 
-/// The machine's load and memory, from /proc.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The machine's load and memory, from /proc, and its connection table.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Machine {
     pub load: [f64; 3],
     pub mem_total_kib: u64,
     pub mem_available_kib: u64,
     pub swap_used_kib: u64,
+    /// None when the table could not be read.
+    pub conns: Option<ConnTable>,
+}
+
+impl Machine {
+    /// A client's connections (as the clients panel names it), when the
+    /// table was read and the client is an address.
+    fn conns_of(&self, client: &str) -> Option<u64> {
+        let t = self.conns.as_ref()?;
+        let subject: crate::detect::addr::Subject = client.parse().ok()?;
+        Some(
+            t.clients
+                .iter()
+                .filter(|c| subject.contains(c.client.bits))
+                .map(|c| c.total)
+                .sum(),
+        )
+    }
 }
 
 impl Machine {
@@ -167,7 +189,7 @@ pub fn handle_key(d: &mut Dash, key: KeyEvent) -> bool {
         KeyCode::BackTab | KeyCode::Left => {
             d.panel = PANELS[(d.panel.index() + PANELS.len() - 1) % PANELS.len()]
         }
-        KeyCode::Char(c @ '1'..='6') => d.panel = PANELS[(c as u8 - b'1') as usize],
+        KeyCode::Char(c @ '1'..='7') => d.panel = PANELS[(c as u8 - b'1') as usize],
         KeyCode::Char('s') => {
             d.sort = match d.sort {
                 SortBy::Now => SortBy::Last1m,
@@ -214,7 +236,7 @@ fn sort_name(s: SortBy) -> &'static str {
 }
 
 const HELP: &[(&str, &str)] = &[
-    ("Tab ← →  1-6", "switch panel"),
+    ("Tab ← →  1-7", "switch panel"),
     ("s", "sort clients: now, 1, 5, 15 min"),
     ("/", "filter clients, paths, agents (Enter, Esc)"),
     ("g", "group clients by /24 and /64"),
@@ -262,11 +284,11 @@ pub fn draw(
             .direction(Direction::Horizontal)
             .constraints([Constraint::Percentage(65), Constraint::Percentage(35)])
             .split(rows[2]);
-        draw_clients(f, cols[0], s, d);
+        draw_clients(f, cols[0], s, d, m);
         draw_counts(f, cols[1], "Paths (5 min)", "Path", &s.paths, s.last_5m);
     } else {
         match d.panel {
-            Panel::Clients => draw_clients(f, rows[2], s, d),
+            Panel::Clients => draw_clients(f, rows[2], s, d, m),
             Panel::Paths => draw_counts(f, rows[2], "Paths (5 min)", "Path", &s.paths, s.last_5m),
             Panel::Statuses => {
                 let v: Vec<(String, u64)> = s
@@ -286,6 +308,7 @@ pub fn draw(
                 s.last_5m,
             ),
             Panel::Decisions => draw_decisions(f, rows[2], decisions, d),
+            Panel::Connections => draw_connections(f, rows[2], m),
         }
     }
     let status = match &d.editing {
@@ -365,7 +388,7 @@ fn draw_header(f: &mut Frame, area: Rect, s: &Snapshot, m: &Machine) {
             ),
         ]),
         Line::from(format!(
-            "load {:.2} {:.2} {:.2}   mem {} free of {}{}",
+            "load {:.2} {:.2} {:.2}   mem {} free of {}{}{}",
             m.load[0],
             m.load[1],
             m.load[2],
@@ -375,6 +398,16 @@ fn draw_header(f: &mut Frame, area: Rect, s: &Snapshot, m: &Machine) {
                 format!("   swap {}", human_bytes(m.swap_used_kib * 1024))
             } else {
                 String::new()
+            },
+            match &m.conns {
+                // At 80 columns the half-open count may be cut: the
+                // connections panel has it.
+                Some(t) => format!(
+                    "   conns {} ({} syn)",
+                    thousands(t.total),
+                    thousands(t.syn_recv)
+                ),
+                None => String::new(),
             }
         )),
     ];
@@ -399,9 +432,11 @@ fn draw_header(f: &mut Frame, area: Rect, s: &Snapshot, m: &Machine) {
     );
 }
 
-fn draw_clients(f: &mut Frame, area: Rect, s: &Snapshot, d: &Dash) {
+fn draw_clients(f: &mut Frame, area: Rect, s: &Snapshot, d: &Dash, m: &Machine) {
     let wide = area.width >= 110;
-    let mut header = vec!["Client", "Req/s", "1m", "5m", "15m", "%", "Top path"];
+    let mut header = vec![
+        "Client", "Req/s", "1m", "5m", "15m", "%", "Conns", "Top path",
+    ];
     if wide {
         header.push("User agent");
     }
@@ -416,6 +451,7 @@ fn draw_clients(f: &mut Frame, area: Rect, s: &Snapshot, d: &Dash) {
                 Cell::from(thousands(c.last_5m)),
                 Cell::from(thousands(c.last_15m)),
                 Cell::from(format!("{:.1}", c.percent)),
+                Cell::from(m.conns_of(&c.client).map_or("-".to_string(), thousands)),
                 Cell::from(c.top_path.clone()),
             ];
             if wide {
@@ -431,6 +467,7 @@ fn draw_clients(f: &mut Frame, area: Rect, s: &Snapshot, d: &Dash) {
         Constraint::Length(7),
         Constraint::Length(7),
         Constraint::Length(5),
+        Constraint::Length(6),
         Constraint::Min(12),
     ];
     if wide {
@@ -550,6 +587,80 @@ fn draw_decisions(f: &mut Frame, area: Rect, decisions: &[DecisionRow], dash: &D
     );
 }
 
+/// The connection table, busiest client first (what `webfence conns`
+/// prints).
+fn draw_connections(f: &mut Frame, area: Rect, m: &Machine) {
+    let Some(t) = &m.conns else {
+        f.render_widget(
+            Paragraph::new("the connection table cannot be read here").block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" Connections "),
+            ),
+            area,
+        );
+        return;
+    };
+    let rows: Vec<Row> = t
+        .clients
+        .iter()
+        .take(area.height.saturating_sub(3) as usize)
+        .map(|c| {
+            let ports: Vec<String> = c.ports.iter().take(3).map(|p| p.port.to_string()).collect();
+            Row::new(vec![
+                Cell::from(thousands(c.total)),
+                Cell::from(format!(
+                    "{:.1}",
+                    c.total as f64 * 100.0 / t.total.max(1) as f64
+                )),
+                Cell::from(thousands(c.established)),
+                Cell::from(thousands(c.syn_recv)),
+                Cell::from(thousands(c.other)),
+                Cell::from(ports.join(" ")),
+                Cell::from(c.client.to_string()),
+            ])
+        })
+        .collect();
+    let title = format!(
+        " Connections: {} to ports {}, {} clients ",
+        thousands(t.total),
+        t.listening
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        thousands(t.clients.len() as u64)
+    );
+    f.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(7),
+                Constraint::Length(6),
+                Constraint::Length(11),
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Length(16),
+                Constraint::Min(15),
+            ],
+        )
+        .header(
+            Row::new(vec![
+                "Conns",
+                "%",
+                "Established",
+                "Syn-recv",
+                "Other",
+                "Ports",
+                "Client",
+            ])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
+        .block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
+}
+
 fn draw_help(f: &mut Frame, area: Rect) {
     // As wide as its longest line (key column, text, borders), so nothing
     // is cut on an 80-column terminal.
@@ -635,11 +746,27 @@ mod tests {
     }
 
     fn machine() -> Machine {
+        use crate::source::conns::{Conn, TcpState};
+        let conn = |remote: &str, state| Conn {
+            local: "192.0.2.1".parse().unwrap(),
+            local_port: 443,
+            remote: remote.parse().unwrap(),
+            remote_port: 5000,
+            state,
+        };
+        let mut conns = vec![conn("198.51.100.7", TcpState::Established)];
+        conns.extend((0..40).map(|_| conn("203.0.113.66", TcpState::Established)));
+        conns.extend((0..3).map(|_| conn("203.0.113.66", TcpState::SynRecv)));
         Machine {
             load: [3.5, 2.0, 1.25],
             mem_total_kib: 8 << 20,
             mem_available_kib: 2 << 20,
             swap_used_kib: 0,
+            conns: Some(ConnTable::build(
+                &[443].into(),
+                &conns,
+                &crate::stats::conns::ConnFilter::default(),
+            )),
         }
     }
 
@@ -692,10 +819,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[3].starts_with("load 3.50 2.00 1.25   mem 2.0 GiB free of 8.0 GiB"),
+            lines[3].starts_with("load 3.50 2.00 1.25   mem 2.0 GiB free of 8.0 GiB   conns 44"),
             "{text}"
         );
         assert!(lines[5].contains("1 Clients"), "{text}");
+        assert!(lines[7].contains("Conns"), "{text}");
+        assert!(
+            lines[8].contains(" 43 "),
+            "the client's connections: {text}"
+        );
         assert!(
             lines[7].contains("Client") && lines[7].contains("Req/s"),
             "{text}"
@@ -712,11 +844,40 @@ mod tests {
     }
 
     #[test]
+    fn the_connections_panel_lists_the_busiest_clients() {
+        let d = Dash {
+            panel: Panel::Connections,
+            ..Dash::default()
+        };
+        let lines = frame(80, 24, &d);
+        let text = lines.join("\n");
+        assert!(
+            text.contains("Connections: 44 to ports 443, 2 clients"),
+            "{text}"
+        );
+        let row = lines
+            .iter()
+            .find(|l| l.contains("203.0.113.66"))
+            .expect("the busiest client");
+        assert!(
+            row.contains("43") && row.contains("40") && row.contains("443"),
+            "{row}"
+        );
+        let mut none = Dash::default();
+        handle_key(
+            &mut none,
+            KeyEvent::new(KeyCode::Char('7'), KeyModifiers::NONE),
+        );
+        assert_eq!(none.panel, Panel::Connections);
+    }
+
+    #[test]
     fn wide_terminals_show_more() {
         let lines = frame(180, 40, &Dash::default());
         let text = lines.join("\n");
         assert!(lines[8].contains("EvilBot/1.0"), "{text}");
         assert!(text.contains("Paths (5 min)"), "{text}");
+        assert!(lines[3].contains("conns 44 (3 syn)"), "{text}");
     }
 
     #[test]

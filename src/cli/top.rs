@@ -406,7 +406,12 @@ fn dashboard(
                     String::new()
                 }
             );
-            let machine = Machine::read();
+            let mut machine = Machine::read();
+            machine.conns = crate::stats::conns::ConnTable::read(
+                &mut crate::source::conns::KernelConns::default(),
+                &crate::stats::conns::ConnFilter::default(),
+            )
+            .ok();
             let decisions = collector.decision_rows();
             if let Some(s) = &snap {
                 terminal.draw(|f| draw(f, s, dash, &machine, &sources, &decisions))?;

@@ -111,8 +111,10 @@ fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
     if let Some(s) = &args.socket {
         settings.socket = s.clone();
     }
-    let watches_machine =
-        !settings.guards.is_empty() || !set.conn_rules.is_empty() || settings.limits.is_some();
+    // Guards or kernel limits are a reason to run without logs (a
+    // sysfence replacement); the built-in connection rule alone is not,
+    // or a typo in `logs` would start a daemon that reads nothing.
+    let watches_machine = !settings.guards.is_empty() || settings.limits.is_some();
     if settings.logs.is_empty() && !watches_machine {
         anyhow::bail!(
             "no log to follow: set [daemon] logs in the configuration, or name files or globs, such as 'webfence run /var/log/nginx/access.log'"
@@ -328,7 +330,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                 Ok(set) => {
                     let n = set.rules.len() + set.conn_rules.len();
                     let message = format!(
-                        "{n} rules, {} guards loaded{}",
+                        "{n} rules loaded, {} guards{}",
                         settings.guards.len(),
                         if settings.limits.is_some() {
                             ", kernel limits"
