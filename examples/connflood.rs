@@ -2,24 +2,26 @@
 //! `webfence conns` against `ss` and `netstat` on a big connection table
 //! (scripts/bench-machine runs it in a network namespace).
 //!
-//! Clients connect from 127.0.0.2, 127.0.0.3, ... (20,000 connections per
-//! source address, so ephemeral ports never run out) to one listener on
+//! Clients connect from 127.0.1.(2 + INDEX) to one listener on
 //! 127.0.0.1:PORT, accepted as they come. Prints "ready N" when all are
-//! established, then holds them until stdin closes.
+//! established, then holds them until killed. A process may hold only so
+//! many descriptors (two per connection here), so the bench script runs
+//! several, each with its own INDEX and PORT.
 //!
-//! Usage: connflood N PORT
+//! Usage: connflood N PORT INDEX
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 
-fn raise_fd_limit(n: u64) {
-    let lim = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    // SAFETY: setrlimit with a valid struct.
+/// Raises the soft descriptor limit to the hard one.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid struct.
     unsafe {
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 
@@ -67,7 +69,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let port: u16 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8080);
-    raise_fd_limit((2 * n + 1000) as u64);
+    let index: u8 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(0);
+    raise_fd_limit();
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("listen");
     let to: SocketAddr = ([127, 0, 0, 1], port).into();
     let acceptor = std::thread::spawn(move || {
@@ -78,23 +81,20 @@ fn main() {
                 Err(e) => panic!("accept: {e}"),
             }
         }
-        held
+        // The listener stays open: connections count as inbound to a
+        // listening port only while something listens on it.
+        (listener, held)
     });
     let mut clients = Vec::with_capacity(n);
-    for i in 0..n {
-        let src = Ipv4Addr::new(
-            127,
-            0,
-            (2 + i / 20_000 / 250) as u8,
-            (2 + (i / 20_000) % 250) as u8,
-        );
+    let src = Ipv4Addr::new(127, 0, 1, 2u8.saturating_add(index));
+    for _ in 0..n {
         clients.push(connect_from(src, to).expect("connect"));
     }
     let servers = acceptor.join().expect("acceptor");
-    println!("ready {}", servers.len());
+    println!("ready {}", servers.1.len());
     let _ = std::io::stdout().flush();
-    let stdin = std::io::stdin();
-    for _ in stdin.lock().lines() {}
-    drop(clients);
-    drop(servers);
+    // Held until killed.
+    loop {
+        std::thread::park();
+    }
 }

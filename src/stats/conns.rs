@@ -145,11 +145,10 @@ impl ConnTable {
                 }
             })
             .collect();
-        t.clients.sort_by(|a, b| {
-            b.total
-                .cmp(&a.total)
-                .then_with(|| a.client.to_string().cmp(&b.client.to_string()))
-        });
+        // Ties in address order (IPv4 before IPv6): stable output without
+        // formatting addresses in the comparison.
+        t.clients
+            .sort_unstable_by(|a, b| b.total.cmp(&a.total).then(a.client.cmp(&b.client)));
         t
     }
 
