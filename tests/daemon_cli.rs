@@ -137,9 +137,15 @@ fn start_with(dir: &Path, rules: &str, extra: &[&str]) -> Daemon {
             d = dir.display()
         ),
     );
+    start_config(dir, &cfg, extra)
+}
+
+/// Runs the daemon on a written configuration and waits for its socket
+/// (`DIR/ctl.sock`) to answer.
+fn start_config(dir: &Path, cfg: &Path, extra: &[&str]) -> Daemon {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
         .args(["run", "-c"])
-        .arg(&cfg)
+        .arg(cfg)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
@@ -1470,30 +1476,8 @@ fn a_daemon_with_only_guards_needs_no_log() {
             d = d.display()
         ),
     );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = webfence()
-            .args(["status", "--json", "--socket"])
-            .arg(d.join("ctl.sock"))
-            .output()
-            .unwrap();
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-            if v["loop"]["guards"][0]["state"] == "ok" {
-                assert!(out.status.success(), "{v}");
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "no guard in status");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = start_config(d, &cfg, &[]);
+    assert_eq!(status_json(d)["loop"]["guards"][0]["name"], "load");
     terminate(daemon);
 }
 
@@ -1504,7 +1488,7 @@ fn conns_errors_name_the_option_and_the_choices() {
         .assert()
         .failure()
         .stderr(predicate::str::contains(
-            "unknown state 'estab' for --state (expected all or one of established, syn-sent, syn-recv",
+            "--state: unknown state 'estab' (expected one of established, syn-sent, syn-recv",
         ));
     webfence()
         .args(["conns", "--state", "listen"])

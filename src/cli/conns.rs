@@ -16,20 +16,12 @@ pub fn conns(args: ConnsArgs) -> Result<ExitCode> {
             states.extend(TcpState::ALL.into_iter().filter(|s| *s != TcpState::Listen));
             continue;
         }
-        match TcpState::from_name(s) {
-            Some(TcpState::Listen) => {
+        match crate::detect::connrules::parse_state(s) {
+            Ok(st) => states.push(st),
+            Err(_) if s.eq_ignore_ascii_case("listen") => {
                 bail!("--state listen: listening sockets are not connections; 'ss -ltn' lists them")
             }
-            Some(st) => states.push(st),
-            None => bail!(
-                "unknown state '{s}' for --state (expected all or one of {})",
-                TcpState::ALL
-                    .iter()
-                    .filter(|s| **s != TcpState::Listen)
-                    .map(|s| s.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Err(e) => bail!("--state: {e}, or all"),
         }
     }
     let filter = ConnFilter {

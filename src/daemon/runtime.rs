@@ -203,6 +203,35 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         ..LoopStatus::default()
     }));
 
+    // The machine loop: guards, connection rules and kernel limits.
+    let log_figures = SharedLogFigures::default();
+    let (to_watch, watch_inbox) = std::sync::mpsc::channel::<WatchConfig>();
+    let watcher = {
+        let mut watch = Watch {
+            machine: Machine::new(
+                Box::new(ProcProbe::default()),
+                Box::new(KernelConns::default()),
+                log_figures.clone(),
+            ),
+            enforcer: enforcer.clone(),
+            status: status.clone(),
+            names: vec![settings.logs.join(", ")],
+            dry_run,
+            limits: KernelLimits::new(&settings.table),
+            check_every_ms: settings.check_every_s as i64 * 1000,
+        };
+        let first = WatchConfig {
+            guards: settings.guards.clone(),
+            set: set.clone(),
+            limits: settings.limits.clone(),
+            allow: allow.clone(),
+        };
+        let state = watch.prepare(first);
+        std::thread::Builder::new()
+            .name("watch".into())
+            .spawn(move || watch.run(state, watch_inbox))?
+    };
+
     match control::bind(&settings.socket) {
         Ok(listener) => {
             let shared = Shared {
@@ -282,34 +311,6 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             .spawn(move || {
                 enforcer_loop(&enforcer, &inbox, set, &names, dry_run, checkpoint_path)
             })?
-    };
-
-    // The machine loop: guards, connection rules and kernel limits.
-    let log_figures = SharedLogFigures::default();
-    let (to_watch, watch_inbox) = std::sync::mpsc::channel::<WatchConfig>();
-    let watcher = {
-        let watch = Watch {
-            machine: Machine::new(
-                Box::new(ProcProbe::default()),
-                Box::new(KernelConns::default()),
-                log_figures.clone(),
-            ),
-            enforcer: enforcer.clone(),
-            status: status.clone(),
-            names: names.clone(),
-            dry_run,
-            limits: KernelLimits::new(&settings.table),
-            check_every_ms: settings.check_every_s as i64 * 1000,
-        };
-        let first = WatchConfig {
-            guards: settings.guards.clone(),
-            set: set.clone(),
-            limits: settings.limits.clone(),
-            allow: allow.clone(),
-        };
-        std::thread::Builder::new()
-            .name("watch".into())
-            .spawn(move || watch.run(first, watch_inbox))?
     };
 
     let mut nagger = Nagger::default();

@@ -41,7 +41,7 @@ pub struct WatchConfig {
 type GuardValues = Vec<(String, Option<f64>)>;
 
 /// What the machine loop keeps between rounds.
-struct State {
+pub struct State {
     guards: Guards,
     actions: GuardActions,
     conns: ConnDetector,
@@ -88,13 +88,14 @@ fn carry(
 }
 
 impl Watch {
-    /// Runs until `inbox` is closed. A round that panics (a bug: nothing
-    /// read from the machine may panic) is logged and shown in `status`,
-    /// and the next round runs: guards must not stop silently.
-    pub fn run(mut self, first: WatchConfig, inbox: Receiver<WatchConfig>) {
-        let mut st = State {
-            guards: Guards::new(first.guards),
-            actions: GuardActions::new(0, self.dry_run),
+    /// Takes the first configuration: the guards are in `status` and the
+    /// kernel limits in place when this returns, before the loop runs.
+    pub fn prepare(&mut self, first: WatchConfig) -> State {
+        let guards = Guards::new(first.guards);
+        let actions = GuardActions::new(guards.list.len(), self.dry_run);
+        let st = State {
+            guards,
+            actions,
             conns: ConnDetector::new(first.set.conn_rules.clone()),
             set: first.set,
             allow: first.allow,
@@ -102,10 +103,17 @@ impl Watch {
             last_limits: wall_ms(),
             failed_round: None,
         };
-        st.actions = GuardActions::new(st.guards.list.len(), self.dry_run);
+        self.publish_guards(&st.guards, &st.actions, None);
         if !self.dry_run {
             self.limits.set(first.limits, &st.allow);
         }
+        st
+    }
+
+    /// Runs until `inbox` is closed. A round that panics (a bug: nothing
+    /// read from the machine may panic) is logged and shown in `status`,
+    /// and the next round runs: guards must not stop silently.
+    pub fn run(mut self, mut st: State, inbox: Receiver<WatchConfig>) {
         loop {
             match inbox.recv_timeout(TICK) {
                 Ok(c) => {

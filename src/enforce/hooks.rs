@@ -201,19 +201,29 @@ fn run_all(rx: Receiver<Invocation>, failed: &AtomicU64) {
     }
 }
 
-/// Runs one invocation to completion (or its time limit).
-pub fn run_one(inv: &Invocation) -> Result<(), String> {
-    let Some(program) = inv.argv.first() else {
-        return Ok(());
-    };
-    let mut child = Command::new(program)
+/// Starts an invocation: its argument vector and environment, no stdin,
+/// stdout discarded, stderr kept for the error message.
+pub fn spawn(inv: &Invocation) -> Result<std::process::Child, String> {
+    let program = inv
+        .argv
+        .first()
+        .ok_or_else(|| "no program to run".to_string())?;
+    Command::new(program)
         .args(&inv.argv[1..])
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|e| format!("cannot run {program}: {e}"))
+}
+
+/// Runs one invocation to completion (or its time limit).
+pub fn run_one(inv: &Invocation) -> Result<(), String> {
+    let Some(program) = inv.argv.first() else {
+        return Ok(());
+    };
+    let mut child = spawn(inv)?;
     let started = Instant::now();
     loop {
         match child.try_wait() {

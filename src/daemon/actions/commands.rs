@@ -4,7 +4,7 @@
 //! blocking rules did), killed at their time limit.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::enforce::hooks::Invocation;
@@ -52,19 +52,8 @@ pub struct Running {
 impl Running {
     /// Starts a program; the error says which and why.
     pub fn spawn(inv: &Invocation, limit: Duration) -> Result<Running, String> {
-        let program = inv
-            .argv
-            .first()
-            .cloned()
-            .ok_or_else(|| "no program to run".to_string())?;
-        let child = Command::new(&program)
-            .args(&inv.argv[1..])
-            .envs(inv.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        let program = inv.argv.first().cloned().unwrap_or_default();
+        let child = crate::enforce::hooks::spawn(inv)?;
         Ok(Running {
             child,
             started: Instant::now(),
