@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod detect;
 pub mod enforce;
 pub mod log;
+pub mod notify;
 pub mod pipeline;
 pub mod report;
 pub mod source;
