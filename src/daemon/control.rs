@@ -81,6 +81,8 @@ pub struct LoopStatus {
     pub watch_problems: Vec<String>,
     /// How long the last round of the machine loop took.
     pub watch_ms: u64,
+    /// Each notification channel's figures.
+    pub notify: Vec<super::actions::notify::ChannelStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -18,6 +18,7 @@ use super::Settings;
 use super::actions::bans::{ENFORCER_QUEUE, ToEnforcer, enforcer_loop};
 use super::actions::enforcer::{Enforcer, EngineUpdate, Hooks, take_updates, wall_ms};
 use super::actions::limits::KernelLimits;
+use super::actions::notify;
 use super::control::{self, LoopStatus, ReloadOutcome, Shared, SourceStatus};
 use super::detectors::rules::{RuleDetector, seeded_engine};
 use super::lock;
@@ -171,13 +172,21 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         Ledger::spawn_checkpointer(&ledger_path, Duration::from_secs(2))?;
         ledger
     };
+    let now = wall_ms();
+    let status = Arc::new(Mutex::new(LoopStatus {
+        rules: set.rules.len() + set.conn_rules.len(),
+        started_ms: now,
+        dry_run,
+        ..LoopStatus::default()
+    }));
+    let notifier = notify::start(settings.notify.clone(), status.clone());
     let hooks = Hooks {
         runner: (!dry_run).then(HookRunner::start),
         on_ban: settings.on_ban.clone(),
         on_unban: settings.on_unban.clone(),
         kill_connections: settings.kill_connections && !dry_run,
+        notify: Some(notifier.clone()),
     };
-    let now = wall_ms();
     let engine = seeded_engine(&set, &ledger, now)?;
     let mut enforcer = Enforcer::new(
         ledger,
@@ -196,12 +205,6 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             "backend unavailable; running degraded: bans are recorded and applied when it is back");
     }
     let enforcer = Arc::new(Mutex::new(enforcer));
-    let status = Arc::new(Mutex::new(LoopStatus {
-        rules: set.rules.len() + set.conn_rules.len(),
-        started_ms: now,
-        dry_run,
-        ..LoopStatus::default()
-    }));
 
     // The machine loop: guards, connection rules and kernel limits.
     let log_figures = SharedLogFigures::default();
@@ -219,6 +222,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             dry_run,
             limits: KernelLimits::new(&settings.table),
             check_every_ms: settings.check_every_s as i64 * 1000,
+            notify: Some(notifier.clone()),
         };
         let first = WatchConfig {
             guards: settings.guards.clone(),
@@ -313,7 +317,10 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             })?
     };
 
-    let mut nagger = Nagger::default();
+    let mut nagger = Nagger {
+        notify: Some(notifier.clone()),
+        ..Nagger::default()
+    };
     let mut settings = settings;
     publish(&status, &logs, &rules);
     let mut last_save = Instant::now();
@@ -340,6 +347,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                         }
                     );
                     lock(&status).rules = n;
+                    notifier.reconfigure(settings.notify.clone());
                     let _ = to_watch.send(WatchConfig {
                         guards: settings.guards.clone(),
                         set: set.clone(),
@@ -534,10 +542,39 @@ const PROBLEM_REPEAT: Duration = Duration::from_secs(300);
 #[derive(Default)]
 struct Nagger {
     said: Vec<(String, Instant)>,
+    notify: Option<notify::NotifySender>,
 }
 
 impl Nagger {
+    fn tell(
+        &self,
+        kind: crate::notify::Kind,
+        severity: crate::notify::Severity,
+        about: &str,
+        title: &str,
+    ) {
+        if let Some(n) = &self.notify {
+            n.send(crate::notify::Event::new(
+                kind,
+                severity,
+                wall_ms(),
+                about,
+                title,
+                "",
+            ));
+        }
+    }
+
     fn say(&mut self, problems: &[String]) {
+        for (gone, _) in self.said.iter().filter(|(p, _)| !problems.contains(p)) {
+            tracing::info!("protecting again: {gone}");
+            self.tell(
+                crate::notify::Kind::Resumed,
+                crate::notify::Severity::Info,
+                gone,
+                &format!("resolved: {gone}"),
+            );
+        }
         self.said.retain(|(p, _)| problems.contains(p));
         for p in problems {
             match self.said.iter_mut().find(|(q, _)| q == p) {
@@ -549,6 +586,12 @@ impl Nagger {
                 None => {
                     self.said.push((p.clone(), Instant::now()));
                     tracing::warn!("NOT PROTECTING: {p}");
+                    self.tell(
+                        crate::notify::Kind::Stalled,
+                        crate::notify::Severity::Critical,
+                        p,
+                        &format!("NOT PROTECTING: {p}"),
+                    );
                 }
             }
         }

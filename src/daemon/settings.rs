@@ -28,6 +28,10 @@ pub struct Settings {
     pub guards: Vec<crate::detect::guard::Guard>,
     /// `[limits]`, when it sets one.
     pub limits: Option<crate::enforce::limits::Limits>,
+    /// `[notify.NAME]` channels.
+    pub notify: Vec<crate::notify::channel::ChannelSpec>,
+    /// `[metrics] listen`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -145,6 +149,21 @@ impl Settings {
 
         let guards = super::detectors::guards::compile(config, &mut errors);
         let limits = super::actions::limits::compile(config, &mut errors);
+        let notify = super::actions::notify::compile(config, &mut errors);
+        let metrics = config.metrics.as_ref().and_then(|(at, m)| {
+            let l = m.listen.as_ref()?;
+            match l.value.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errors.push(config.sources.error(
+                        l.at,
+                        format!("invalid listen address '{}': expected an address and port such as 127.0.0.1:9736", l.value),
+                    ));
+                    let _ = at;
+                    None
+                }
+            }
+        });
         let path = |v: &Option<Sp<String>>, default: &str| match v {
             Some(p) => config.relative_path(p.at, &p.value),
             None => PathBuf::from(default),
@@ -164,6 +183,8 @@ impl Settings {
             check_every_s,
             guards,
             limits,
+            notify,
+            metrics,
         };
         if errors.is_empty() {
             Ok(settings)

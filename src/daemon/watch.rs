@@ -62,6 +62,7 @@ pub struct Watch {
     pub limits: KernelLimits,
     /// How often the limits are checked (the backend's `check_every`).
     pub check_every_ms: i64,
+    pub notify: Option<super::actions::notify::NotifySender>,
 }
 
 /// Keeps the state of guards that did not change across a reload, so a
@@ -92,7 +93,8 @@ impl Watch {
     /// kernel limits in place when this returns, before the loop runs.
     pub fn prepare(&mut self, first: WatchConfig) -> State {
         let guards = Guards::new(first.guards);
-        let actions = GuardActions::new(guards.list.len(), self.dry_run);
+        let mut actions = GuardActions::new(guards.list.len(), self.dry_run);
+        actions.notify = self.notify.clone();
         let st = State {
             guards,
             actions,
@@ -120,6 +122,7 @@ impl Watch {
                     let actions =
                         std::mem::replace(&mut st.actions, GuardActions::new(0, self.dry_run));
                     (st.guards, st.actions) = carry(&st.guards, actions, c.guards, self.dry_run);
+                    st.actions.notify = self.notify.clone();
                     st.conns = ConnDetector::new(c.set.conn_rules.clone());
                     st.set = c.set;
                     st.allow = c.allow;

@@ -664,6 +664,55 @@ pub struct RawLimits {
     pub exempt: Option<Vec<Sp<String>>>,
 }
 
+/// `[notify.NAME]`: a channel that tells people (mail, webhook, program).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// mail, webhook or command.
+    #[serde(rename = "type")]
+    pub kind: Option<Sp<String>>,
+    /// Mail: the SMTP server, smtp://[user:pass@]host[:port] (STARTTLS when
+    /// offered; ?tls=required to insist) or smtps://host (implicit TLS).
+    pub smtp: Option<Sp<String>>,
+    /// Mail: the sendmail program instead of SMTP.
+    pub sendmail: Option<Sp<String>>,
+    /// Mail: the sender address.
+    pub from: Option<Sp<String>>,
+    /// Mail: the recipients.
+    pub to: Option<Vec<Sp<String>>>,
+    /// Mail: the subject, with {host} and {summary}.
+    pub subject: Option<Sp<String>>,
+    /// Webhook: where to POST.
+    pub url: Option<Sp<String>>,
+    /// Webhook: "json" (the default) or "slack" (also Mattermost).
+    pub format: Option<Sp<String>>,
+    /// Webhook: extra headers, such as Authorization.
+    pub headers: Option<BTreeMap<String, Sp<String>>>,
+    /// Command: the program and its arguments; the message is on stdin.
+    pub command: Option<Vec<Sp<String>>>,
+    /// Which events: ban, guard, degraded, stalled, digest (default: all
+    /// but digest).
+    pub on: Option<Vec<Sp<String>>>,
+    /// Only bans and guard events about these rules or guards.
+    pub rules: Option<Vec<Sp<String>>>,
+    /// info, warning or critical (default info).
+    pub min_severity: Option<Sp<String>>,
+    /// How long events are collected into one message (default 30s).
+    pub group_wait: Option<Sp<String>>,
+    /// Send at once when this many events wait (default 1000).
+    pub group_threshold: Option<Sp<i64>>,
+    /// The same ongoing condition is not sent again within this (default 1h).
+    pub repeat: Option<Sp<String>>,
+}
+
+/// `[metrics]`: Prometheus metrics and a health check over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Address and port, such as "127.0.0.1:9736".
+    pub listen: Option<Sp<String>>,
+}
+
 /// Every file, layered.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -680,13 +729,16 @@ pub struct Config {
     /// In the order first defined; a later file replaces a guard whole.
     pub guards: Vec<(Sp<String>, RawGuard)>,
     pub limits: Option<(Origin, RawLimits)>,
+    /// A later file replaces a channel whole.
+    pub notify: Vec<(Sp<String>, RawNotify)>,
+    pub metrics: Option<(Origin, RawMetrics)>,
     /// In the order first defined.
     pub rules: Vec<(Sp<String>, RawRule)>,
     /// The files read, for `webfence check` and `status`.
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics";
 
 fn de_error(
     sources: &SourceFiles,
@@ -946,6 +998,19 @@ impl Config {
                             Some(cur) => *cur = (name, g),
                             None => self.guards.push((name, g)),
                         }
+                    }
+                }
+                "notify" => {
+                    for (name, n) in named::<RawNotify>(value, &sources, file, errors) {
+                        match self.notify.iter_mut().find(|(x, _)| x.value == name.value) {
+                            Some(cur) => *cur = (name, n),
+                            None => self.notify.push((name, n)),
+                        }
+                    }
+                }
+                "metrics" => {
+                    if let Some(m) = section::<RawMetrics>(value, &sources, file, errors) {
+                        self.metrics = Some((at, m));
                     }
                 }
                 "limits" => {

@@ -15,14 +15,20 @@ use super::render::{Message, slack};
 pub enum Transport {
     /// `smtp://[user:pass@]host[:port][?tls=required|opportunistic]`, or
     /// `smtps://...` for implicit TLS (lettre's URL form).
-    Smtp { url: String },
-    Sendmail { program: String },
+    Smtp {
+        url: String,
+    },
+    Sendmail {
+        program: String,
+    },
     Webhook {
         url: String,
         slack: bool,
         headers: Vec<(String, String)>,
     },
-    Command { argv: Vec<String> },
+    Command {
+        argv: Vec<String>,
+    },
 }
 
 /// A compiled `[notify.NAME]`.
@@ -121,11 +127,9 @@ impl ChannelSpec {
                     .map(|_| ())
                     .map_err(|e| format!("{}: {e}", redact(url)))
             }
-            Transport::Sendmail { program } => {
-                lettre::SendmailTransport::new_with_command(program)
-                    .send(&email)
-                    .map_err(|e| format!("{program}: {e}"))
-            }
+            Transport::Sendmail { program } => lettre::SendmailTransport::new_with_command(program)
+                .send(&email)
+                .map_err(|e| format!("{program}: {e}")),
             _ => Ok(()),
         }
     }
@@ -162,7 +166,10 @@ fn run_with_stdin(argv: &[String], input: &str, timeout: Duration) -> Result<(),
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{program} ran over {} s and was killed", timeout.as_secs()));
+                return Err(format!(
+                    "{program} ran over {} s and was killed",
+                    timeout.as_secs()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(format!("waiting for {program}: {e}")),
@@ -191,7 +198,9 @@ mod tests {
 
     #[test]
     fn filters_by_category_rule_and_severity() {
-        let s = spec(Transport::Command { argv: vec!["true".into()] });
+        let s = spec(Transport::Command {
+            argv: vec!["true".into()],
+        });
         let ev = |kind, about: &str| Event::new(kind, Severity::Warning, 0, about, "t", "");
         assert!(s.wants(&ev(Kind::Ban, "flood-ip")));
         assert!(!s.wants(&ev(Kind::Ban, "scanners")));
@@ -210,16 +219,27 @@ mod tests {
         });
         let m = crate::notify::render::render("h", &[], &Default::default());
         s.deliver(&m, "h", Duration::from_secs(5)).unwrap();
-        let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let got: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(got["host"], "h");
-        let slow = spec(Transport::Command { argv: vec!["sleep".into(), "5".into()] });
-        let e = slow.deliver(&m, "h", Duration::from_millis(100)).unwrap_err();
+        let slow = spec(Transport::Command {
+            argv: vec!["sleep".into(), "5".into()],
+        });
+        let e = slow
+            .deliver(&m, "h", Duration::from_millis(100))
+            .unwrap_err();
         assert!(e.contains("was killed"), "{e}");
     }
 
     #[test]
     fn passwords_stay_out_of_errors() {
-        assert_eq!(redact("smtp://user:secret@mail.example.com:587"), "smtp://…@mail.example.com:587");
-        assert_eq!(redact("https://hooks.example.com/T0"), "https://hooks.example.com/T0");
+        assert_eq!(
+            redact("smtp://user:secret@mail.example.com:587"),
+            "smtp://…@mail.example.com:587"
+        );
+        assert_eq!(
+            redact("https://hooks.example.com/T0"),
+            "https://hooks.example.com/T0"
+        );
     }
 }

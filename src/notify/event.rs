@@ -99,7 +99,14 @@ fn subject_text<S: serde::Serializer>(s: &Option<Subject>, ser: S) -> Result<S::
 
 impl Event {
     /// An event with no subject; `title` and `detail` are escaped here.
-    pub fn new(kind: Kind, severity: Severity, at_ms: i64, about: &str, title: &str, detail: &str) -> Event {
+    pub fn new(
+        kind: Kind,
+        severity: Severity,
+        at_ms: i64,
+        about: &str,
+        title: &str,
+        detail: &str,
+    ) -> Event {
         let clean = |t: &str| crate::log::parse::escape_for_display(t.as_bytes());
         Event {
             kind,

@@ -70,7 +70,10 @@ impl Group {
         if self.pending.len() < KEPT {
             self.pending.push(e);
         } else {
-            *self.overflow.entry(e.kind.category().to_string()).or_default() += 1;
+            *self
+                .overflow
+                .entry(e.kind.category().to_string())
+                .or_default() += 1;
         }
     }
 

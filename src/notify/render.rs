@@ -162,8 +162,16 @@ mod tests {
         events.push(ban("scanners", "198.51.100.1", "GET /.env"));
         let overflow = HashMap::from([("ban".to_string(), 5000u64)]);
         let m = render("web1", &events, &overflow);
-        assert_eq!(m.subject, "[webfence web1] 5,031 bans (flood-ip 30, scanners 1, …)");
-        assert!(m.text.contains("5,031 bans:\n        30  flood-ip\n         1  scanners\n"), "{}", m.text);
+        assert_eq!(
+            m.subject,
+            "[webfence web1] 5,031 bans (flood-ip 30, scanners 1, …)"
+        );
+        assert!(
+            m.text
+                .contains("5,031 bans:\n        30  flood-ip\n         1  scanners\n"),
+            "{}",
+            m.text
+        );
         assert!(m.text.contains("… and 5,011 more"), "{}", m.text);
         assert_eq!(m.json["bans"], 5031);
         assert_eq!(m.json["bans_by_rule"]["flood-ip"], 30);
@@ -171,9 +179,20 @@ mod tests {
 
     #[test]
     fn log_text_cannot_break_a_header_or_the_body() {
-        let e = ban("bad-agent", "203.0.113.7", "agent \"x\r\nBcc: evil@example.com\" $(touch /tmp/pwned)");
+        let e = ban(
+            "bad-agent",
+            "203.0.113.7",
+            "agent \"x\r\nBcc: evil@example.com\" $(touch /tmp/pwned)",
+        );
         assert!(!e.detail.contains('\r') && !e.detail.contains('\n'));
-        let mut guard = Event::new(Kind::GuardFired, Severity::Warning, 0, "load", "guard\r\nBcc: x", "");
+        let mut guard = Event::new(
+            Kind::GuardFired,
+            Severity::Warning,
+            0,
+            "load",
+            "guard\r\nBcc: x",
+            "",
+        );
         guard.title.push('\n');
         let m = render("h\r\nX: y", &[e, guard], &HashMap::new());
         assert!(!m.subject.contains(['\r', '\n']), "{:?}", m.subject);
@@ -183,9 +202,21 @@ mod tests {
 
     #[test]
     fn a_single_event_is_its_own_subject() {
-        let e = Event::new(Kind::Degraded, Severity::Critical, 0, "nftables", "backend nftables DEGRADED", "nft: permission denied");
+        let e = Event::new(
+            Kind::Degraded,
+            Severity::Critical,
+            0,
+            "nftables",
+            "backend nftables DEGRADED",
+            "nft: permission denied",
+        );
         let m = render("web1", &[e], &HashMap::new());
         assert_eq!(m.subject, "[webfence web1] backend nftables DEGRADED");
-        assert!(slack(&m)["text"].as_str().unwrap().starts_with("*[webfence web1]"));
+        assert!(
+            slack(&m)["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*[webfence web1]")
+        );
     }
 }

@@ -12,6 +12,7 @@ use crate::detect::rules::Action;
 use crate::detect::{Decision, RuleSet};
 use crate::enforce::hooks::Facts;
 use crate::enforce::ledger::NewBan;
+use crate::notify::{Event, Kind, Severity};
 use crate::report::decisions::{Context as DecisionContext, decision_json};
 use crate::source::follow;
 
@@ -46,6 +47,30 @@ pub fn enforce(
                 if bans.len() < BANS_LOGGED_PER_BATCH {
                     tracing::info!(ip = %d.subject, rule = %d.rule, duration_s = secs, repeat = d.repeat,
                         "{what}ban: {}", d.reason);
+                }
+                if let Some(n) = &e.hooks.notify {
+                    let mut ev = Event::new(
+                        Kind::Ban,
+                        Severity::Info,
+                        now,
+                        &d.rule,
+                        &format!(
+                            "{what}ban {} for {} ({}){}",
+                            d.subject,
+                            crate::detect::engine::human_duration(secs),
+                            d.rule,
+                            if d.repeat > 0 {
+                                format!(", repeat {}", d.repeat)
+                            } else {
+                                String::new()
+                            }
+                        ),
+                        &d.reason,
+                    );
+                    ev.subject = Some(d.subject);
+                    ev.duration_s = Some(secs);
+                    ev.repeat = d.repeat;
+                    n.send(ev);
                 }
                 bans.push(NewBan {
                     subject: d.subject,

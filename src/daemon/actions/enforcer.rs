@@ -9,6 +9,7 @@ use crate::detect::allow::Allowlist;
 use crate::enforce::hooks::{Facts, HookRunner, Invocation};
 use crate::enforce::ledger::{Ledger, LedgerBan, LedgerError, NewBan};
 use crate::enforce::{Backend, BanEntry, EnforceError};
+use crate::notify::{Event, Kind, Severity};
 
 /// Wall-clock milliseconds; a trait object so tests can move time.
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
@@ -79,6 +80,8 @@ pub struct Hooks {
     pub on_ban: Option<Vec<String>>,
     pub on_unban: Option<Vec<String>>,
     pub kill_connections: bool,
+    /// Where events for the notification channels go.
+    pub notify: Option<super::notify::NotifySender>,
 }
 
 pub struct Enforcer {
@@ -205,18 +208,56 @@ impl Enforcer {
         if self.health.fail(now, e.to_string()) {
             tracing::error!(backend = self.backend.name(), error = %e,
                 "backend failed; running degraded: bans are recorded in the ledger and applied when it is back");
+            self.tell(
+                Kind::Degraded,
+                Severity::Critical,
+                format!(
+                    "backend {} DEGRADED: bans are recorded but not enforced",
+                    self.backend.name()
+                ),
+                e.to_string(),
+            );
         }
     }
 
     fn recover(&mut self, r: Reconciled) {
         let now = self.now();
         if self.health.restore(now) {
+            self.tell(
+                Kind::Recovered,
+                Severity::Info,
+                format!(
+                    "backend {} recovered: bans are enforced again",
+                    self.backend.name()
+                ),
+                format!("{} bans put back in the kernel", r.added),
+            );
             tracing::info!(
                 backend = self.backend.name(),
                 added = r.added,
                 adopted = r.adopted,
                 "backend ready; kernel reconciled with the ledger"
             );
+        }
+    }
+
+    /// Tells the notification channels about a health change; `about` is
+    /// the backend's name or "ledger".
+    fn tell(&self, kind: Kind, severity: Severity, title: String, detail: String) {
+        if let Some(n) = &self.hooks.notify {
+            let about = if title.starts_with("ledger") {
+                "ledger"
+            } else {
+                self.backend.name()
+            };
+            n.send(Event::new(
+                kind,
+                severity,
+                self.now(),
+                about,
+                &title,
+                &detail,
+            ));
         }
     }
 
@@ -237,12 +278,24 @@ impl Enforcer {
         if self.ledger_health.fail(now, e.to_string()) {
             tracing::error!(error = %e,
                 "cannot write the ledger; running degraded: bans still go into the kernel and are kept in memory until they can be recorded");
+            self.tell(
+                Kind::Degraded,
+                Severity::Critical,
+                "ledger DEGRADED: bans are enforced but not recorded".into(),
+                e.to_string(),
+            );
         }
     }
 
     fn ledger_recovered(&mut self, recorded: usize) {
         let now = self.now();
         if self.ledger_health.restore(now) {
+            self.tell(
+                Kind::Recovered,
+                Severity::Info,
+                "ledger recovered: bans are recorded again".into(),
+                format!("{recorded} bans held in memory recorded"),
+            );
             tracing::info!(
                 recorded,
                 "the ledger takes writes again; bans held in memory are recorded"
@@ -768,6 +821,7 @@ mod tests {
             on_ban: None,
             on_unban: None,
             kill_connections: false,
+            notify: None,
         };
         let mut enforcer = Enforcer::new(
             ledger,

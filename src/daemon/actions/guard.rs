@@ -16,6 +16,7 @@ use crate::detect::guard::expr::Vars;
 use crate::detect::guard::{Guard, GuardAction, Step};
 use crate::detect::rules::Action;
 use crate::enforce::hooks::Invocation;
+use crate::notify::{Event, Kind, Severity};
 
 #[derive(Default)]
 pub struct Slot {
@@ -34,6 +35,8 @@ impl Slot {
 pub struct GuardActions {
     pub slots: Vec<Slot>,
     pub dry_run: bool,
+    /// Where fired and recovered guards are told.
+    pub notify: Option<super::notify::NotifySender>,
 }
 
 /// The values a guard read, as `name=value` for the log.
@@ -96,6 +99,7 @@ impl GuardActions {
         GuardActions {
             slots: (0..n).map(|_| Slot::default()).collect(),
             dry_run,
+            notify: None,
         }
     }
 
@@ -149,6 +153,20 @@ impl GuardActions {
         }
     }
 
+    fn tell(
+        &self,
+        g: &Guard,
+        kind: Kind,
+        severity: Severity,
+        title: String,
+        detail: String,
+        now_ms: i64,
+    ) {
+        if let Some(n) = &self.notify {
+            n.send(Event::new(kind, severity, now_ms, &g.name, &title, &detail));
+        }
+    }
+
     /// Acts on one check's step; returns the bans a `ban` guard decided.
     pub fn carry_out(
         &mut self,
@@ -164,6 +182,14 @@ impl GuardActions {
             Step::Fire | Step::Repeat => {
                 let event = if step == Step::Fire { "fire" } else { "repeat" };
                 tracing::warn!(guard = %g.name, event, "guard: {} holds ({})", g.when_text, values_text(g, sample));
+                self.tell(
+                    g,
+                    Kind::GuardFired,
+                    Severity::Warning,
+                    format!("guard {}: {} holds", g.name, g.when_text),
+                    values_text(g, sample),
+                    now_ms,
+                );
                 match &g.action {
                     GuardAction::Log => {
                         if let Some(slot) = self.slots.get_mut(i) {
@@ -214,6 +240,14 @@ impl GuardActions {
             }
             Step::Recover => {
                 tracing::info!(guard = %g.name, "guard: over ({})", values_text(g, sample));
+                self.tell(
+                    g,
+                    Kind::GuardRecovered,
+                    Severity::Info,
+                    format!("guard {} is over", g.name),
+                    values_text(g, sample),
+                    now_ms,
+                );
                 if let Some(then) = &g.then {
                     let env = environment(g, "recover", sample);
                     let busy = self.slots.get(i).is_some_and(|s| s.running.is_some());

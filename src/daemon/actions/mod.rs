@@ -2,10 +2,12 @@
 //! ledger, the kernel backend and the hooks behind one lock; `bans` turns
 //! decisions into one batch for it; `commands` runs the guards' programs
 //! without blocking; `guard` carries out what a guard's check decided;
-//! `limits` installs the kernel's per-client connection limits.
+//! `limits` installs the kernel's per-client connection limits; `notify`
+//! groups events into messages and delivers them.
 
 pub mod bans;
 pub mod commands;
 pub mod enforcer;
 pub mod guard;
 pub mod limits;
+pub mod notify;
