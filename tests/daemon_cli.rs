@@ -1544,3 +1544,205 @@ fn sysfence_configuration_is_imported_and_read_as_is() {
             ));
     }
 }
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real SMTP server on loopback (Debian's python3-aiosmtpd), storing
+/// what it receives in a Maildir.
+struct Smtp(Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn smtp_server(maildir: &Path) -> Option<(Smtp, u16)> {
+    let python = "/usr/bin/python3";
+    let ok = std::process::Command::new(python)
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_SMTP").is_none(),
+            "python3-aiosmtpd is required here"
+        );
+        eprintln!("skipped: needs python3-aiosmtpd");
+        return None;
+    }
+    let port = free_port();
+    let child = std::process::Command::new(python)
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the SMTP server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((Smtp(child), port))
+}
+
+fn mails(maildir: &Path) -> Vec<String> {
+    std::fs::read_dir(maildir.join("new"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A webhook receiver: every POST body, answered 200.
+fn webhook_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(stream);
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            keep.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, got)
+}
+
+/// A flood of 1,000 bans is one mail, one webhook and one program run,
+/// with the counts; a request carrying CR/LF and `$(...)` stays text.
+#[test]
+fn a_flood_of_bans_is_one_message_per_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let maildir = d.join("mail");
+    let Some((_smtp, port)) = smtp_server(&maildir) else {
+        return;
+    };
+    let (hook_port, hooks) = webhook_server();
+    let paged = d.join("paged.json");
+    let rules = format!(
+        "[notify.ops]\ntype = \"mail\"\nsmtp = \"smtp://127.0.0.1:{port}\"\nfrom = \"webfence@example.com\"\nto = [\"ops@example.com\"]\ngroup_wait = \"2s\"\n\
+         [notify.chat]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\ngroup_wait = \"2s\"\nheaders = {{ Authorization = \"Bearer t0k3n\" }}\n\
+         [notify.page]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"cat >> {p}\"]\ngroup_wait = \"2s\"\n",
+        p = paged.display()
+    );
+    let daemon = start_with(d, &rules, &[]);
+    let stamp = jiff::Zoned::now().strftime("%d/%b/%Y:%H:%M:%S %z");
+    let mut flood = triggers(0, 999);
+    flood.push_str(&format!(
+        "198.18.7.7 - - [{stamp}] \"GET /trigger?x=\rBcc: evil@example.com $(touch {d}/pwned) HTTP/1.1\" 404 10 \"-\" \"curl\"\n",
+        d = d.display()
+    ));
+    append(&d.join("access.log"), &flood);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mails(&maildir).is_empty() || hooks.lock().unwrap().is_empty() || !paged.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no message: {}",
+            std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing else follows the one message.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = mails(&maildir);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let mail = &got[0];
+    let subject = mail.lines().find(|l| l.starts_with("Subject:")).unwrap();
+    assert!(subject.contains("1,000 bans (trigger"), "{subject}\n{mail}");
+    assert!(
+        !mail
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+        "a header was injected:\n{mail}"
+    );
+    assert!(mail.contains("1,000 bans:"), "{mail}");
+    let bodies = hooks.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let doc: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(doc["bans"], 1000);
+    assert_eq!(doc["bans_by_rule"]["trigger"], 1000);
+    let paged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&paged).unwrap()).unwrap();
+    assert_eq!(paged["bans"], 1000);
+    assert!(!d.join("pwned").exists(), "log text ran as a command");
+    let st = status_json(d);
+    let channels = st["loop"]["notify"].as_array().unwrap().clone();
+    assert_eq!(channels.len(), 3);
+    assert!(
+        channels.iter().all(|c| c["messages_sent"] == 1),
+        "{channels:?}"
+    );
+    terminate(daemon);
+}
+
+/// An SMTP server that refuses: the message is retried, then logged as
+/// not delivered, and counted; bans go on meanwhile.
+#[test]
+fn a_failing_mail_server_is_retried_then_logged_while_bans_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let rules = format!(
+        "[notify.ops]\ntype = \"mail\"\nsmtp = \"smtp://127.0.0.1:{port}\"\nfrom = \"webfence@example.com\"\nto = [\"ops@example.com\"]\ngroup_wait = \"1s\"\n"
+    );
+    let daemon = start_with(d, &rules, &[]);
+    append(&d.join("access.log"), &triggers(0, 1));
+    wait_log(d, "notification failed, retrying in 1 s");
+    append(&d.join("access.log"), &triggers(1, 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while banned(d, &[]).len() < 2 {
+        assert!(Instant::now() < deadline, "bans stopped while mail failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+        if log.contains("notification not delivered after 4 attempts") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = status_json(d);
+    assert!(
+        st["loop"]["notify"][0]["messages_failed"].as_u64() >= Some(1),
+        "{st}"
+    );
+    assert!(
+        st["loop"]["notify"][0]["retries"].as_u64() >= Some(3),
+        "{st}"
+    );
+    terminate(daemon);
+}

@@ -222,16 +222,20 @@ impl Enforcer {
 
     fn recover(&mut self, r: Reconciled) {
         let now = self.now();
+        // The first reconcile at start is not a recovery.
+        let after_failure = self.health.failures > 0;
         if self.health.restore(now) {
-            self.tell(
-                Kind::Recovered,
-                Severity::Info,
-                format!(
-                    "backend {} recovered: bans are enforced again",
-                    self.backend.name()
-                ),
-                format!("{} bans put back in the kernel", r.added),
-            );
+            if after_failure {
+                self.tell(
+                    Kind::Recovered,
+                    Severity::Info,
+                    format!(
+                        "backend {} recovered: bans are enforced again",
+                        self.backend.name()
+                    ),
+                    format!("{} bans put back in the kernel", r.added),
+                );
+            }
             tracing::info!(
                 backend = self.backend.name(),
                 added = r.added,
