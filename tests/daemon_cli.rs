@@ -1746,3 +1746,142 @@ fn a_failing_mail_server_is_retried_then_logged_while_bans_go_on() {
     );
     terminate(daemon);
 }
+
+/// Something to kill at the end of a test.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A GET on loopback: the status and body (status 0 when nothing answers).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (code, body)
+}
+
+/// `/metrics` passes `promtool check metrics`, a real Prometheus scrapes
+/// it and sees a counter move, and `/healthz` answers 200.
+#[test]
+fn metrics_are_valid_and_scraped_by_prometheus() {
+    let ok = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_PROMETHEUS").is_none(),
+            "prometheus and promtool are required here"
+        );
+        eprintln!("skipped: needs prometheus");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let daemon = start_with(
+        d,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &[],
+    );
+    append(&d.join("access.log"), &triggers(0, 3));
+    wait_lines(d, 3);
+    let (code, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains("webfence_lines_read_total 3"), "{body}");
+    assert!(
+        body.contains("webfence_bans_total{rule=\"trigger\"} 3"),
+        "{body}"
+    );
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+    }
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/nope").0, 404);
+
+    let prom_port = free_port();
+    let conf = write(
+        d,
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: webfence\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    );
+    let _prom = Killed(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let query = |q: &str| -> Option<f64> {
+        let (code, body) = http_get(prom_port, &format!("/api/v1/query?query={q}"));
+        if code != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query("webfence_lines_read_total") != Some(3.0) {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped 3 lines"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    append(&d.join("access.log"), &triggers(3, 2));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query("webfence_lines_read_total") != Some(5.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the counter did not move in Prometheus"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(query("webfence_up"), Some(1.0));
+    terminate(daemon);
+}

@@ -83,6 +83,13 @@ pub struct LoopStatus {
     pub watch_ms: u64,
     /// Each notification channel's figures.
     pub notify: Vec<super::actions::notify::ChannelStatus>,
+    /// Notification events dropped because the queue was full.
+    pub notify_dropped: u64,
+    /// Seconds the follower is behind the newest line written (0 when
+    /// caught up).
+    pub lag_seconds: f64,
+    /// Bytes of rule state the engine holds.
+    pub engine_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -537,7 +544,7 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
     }
 }
 
-fn status(shared: &Shared) -> Value {
+pub fn status(shared: &Shared) -> Value {
     let st = lock(&shared.status).clone();
     let protecting = st.problems.is_empty() && st.watch_problems.is_empty();
     let e = lock(&shared.enforcer);

@@ -236,6 +236,20 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             .spawn(move || watch.run(state, watch_inbox))?
     };
 
+    if let Some(addr) = settings.metrics {
+        let listener = super::actions::metrics::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} for [metrics]"))?;
+        let shared = Shared {
+            enforcer: enforcer.clone(),
+            status: status.clone(),
+            default_ban_s: DEFAULT_MANUAL_BAN_S,
+            request_reload: || RELOAD.store(true, Ordering::SeqCst),
+        };
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || super::actions::metrics::serve(listener, shared))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics, health on /healthz");
+    }
     match control::bind(&settings.socket) {
         Ok(listener) => {
             let shared = Shared {
@@ -403,6 +417,8 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             // in the ledger.
             let _ = to_enforcer.send(ToEnforcer::Checkpoints(logs.follower.checkpoints()));
             publish(&status, &logs, &rules);
+            lock(&status).notify_dropped =
+                notifier.dropped.load(std::sync::atomic::Ordering::Relaxed);
             if watcher.is_finished() {
                 lock(&status).problems.push(
                     "the machine loop stopped: guards, connection rules and limits are not checked"
@@ -533,6 +549,13 @@ fn publish(status: &Mutex<LoopStatus>, logs: &LogSource, rules: &RuleDetector) {
     st.malformed = logs.parser.malformed;
     st.format = rules.format.clone();
     st.problems = logs.problems();
+    st.engine_bytes = rules.engine.state_bytes() as u64;
+    let f = rules.figures;
+    st.lag_seconds = if logs.behind_bytes() > 0 && f.newest_ms > 0 {
+        (wall_ms() - f.newest_ms).max(0) as f64 / 1000.0
+    } else {
+        0.0
+    };
 }
 
 /// How often a problem that lasts is logged again.

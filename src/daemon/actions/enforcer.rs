@@ -86,6 +86,8 @@ pub struct Hooks {
 
 pub struct Enforcer {
     pub ledger: Ledger,
+    /// How long each batch took (ledger and kernel), for the metrics.
+    pub batch_seconds: prometheus_client::metrics::histogram::Histogram,
     backend: Box<dyn Backend + Send>,
     pub health: Health,
     /// Whether the ledger takes writes. A full or read-only state directory
@@ -151,6 +153,9 @@ impl Enforcer {
     ) -> Enforcer {
         let now = clock();
         Enforcer {
+            batch_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 4.0, 9),
+            ),
             ledger,
             backend,
             health: Health {
@@ -606,6 +611,7 @@ impl Enforcer {
             }
             None => 0,
         };
+        self.batch_seconds.observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             bans = bans.len(),
             renewed = renew.len(),

@@ -3,11 +3,13 @@
 //! decisions into one batch for it; `commands` runs the guards' programs
 //! without blocking; `guard` carries out what a guard's check decided;
 //! `limits` installs the kernel's per-client connection limits; `notify`
-//! groups events into messages and delivers them.
+//! groups events into messages and delivers them; `metrics` serves
+//! Prometheus metrics and a health check.
 
 pub mod bans;
 pub mod commands;
 pub mod enforcer;
 pub mod guard;
 pub mod limits;
+pub mod metrics;
 pub mod notify;
