@@ -40,7 +40,7 @@ pub struct MalformedSample {
     pub text: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Analysis {
     pub stats: Stats,
     pub lines: u64,

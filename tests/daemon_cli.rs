@@ -1885,3 +1885,68 @@ fn metrics_are_valid_and_scraped_by_prometheus() {
     assert_eq!(query("webfence_up"), Some(1.0));
     terminate(daemon);
 }
+
+/// `webfence digest` sums up the period from the logs and the ledger; a
+/// `[digest.NAME]` sends the same to its channel on the clock.
+#[test]
+fn digests_on_demand_and_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (hook_port, hooks) = webhook_server();
+    let rules = format!(
+        "[notify.chat]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\non = [\"guard\"]\ngroup_wait = \"1s\"\n\
+         [digest.often]\nevery = \"10s\"\nchannels = [\"chat\"]\nsend_empty = true\n"
+    );
+    let daemon = start_with(d, &rules, &[]);
+    append(&d.join("access.log"), &triggers(0, 3));
+    wait_lines(d, 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while banned(d, &[]).len() < 3 {
+        assert!(Instant::now() < deadline, "no bans");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = d.join("w.toml");
+    let out = webfence()
+        .args(["digest", "--since", "1h", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("digest 1h: 3 requests, 3 bans"), "{text}");
+    assert!(
+        text.contains("bans made, by rule\n           3  trigger"),
+        "{text}"
+    );
+    assert!(text.contains("/trigger"), "{text}");
+    let json = webfence()
+        .args(["digest", "--since", "1h", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["totals"]["bans"], 3);
+    assert_eq!(v["statuses"][0]["key"], "404");
+    // The scheduled one: within one 10 s period and the channel's wait.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let got = hooks.lock().unwrap().clone();
+        if let Some(body) = got.iter().find(|b| b.contains("\"digest\"")) {
+            let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+            let ev = &doc["events"][0];
+            assert_eq!(ev["kind"], "digest");
+            assert!(
+                ev["title"].as_str().unwrap().starts_with("digest 10s:"),
+                "{doc}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no digest arrived: {got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    terminate(daemon);
+}

@@ -5,6 +5,7 @@ mod assets;
 mod conns;
 mod control;
 mod dashboard;
+mod digest;
 mod import;
 mod replay;
 mod run;
@@ -77,6 +78,10 @@ enum Command {
     /// Connections to this machine's listening ports per client, busiest
     /// first (established and half-open), from the kernel's table.
     Conns(ConnsArgs),
+    /// A summary of the last period (requests, busiest clients, paths,
+    /// statuses, bans by rule, guard episodes), from the logs and the
+    /// ledger: what a [digest.NAME] sends, for a cron job or a look.
+    Digest(DigestArgs),
     /// Print another tool's configuration as webfence TOML: `webfence
     /// import sysfence /etc/sysfence.conf` (each sysfence rule as a guard).
     /// `-c` reads sysfence files as they are, too.
@@ -121,6 +126,24 @@ struct ConnsArgs {
     /// Read /proc/net/tcp{,6} instead of netlink sock_diag.
     #[arg(long)]
     proc: bool,
+}
+
+#[derive(Debug, Args)]
+struct DigestArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// The period, ending now.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    since: String,
+    /// The digest as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The ledger's directory, instead of [daemon] state_dir.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Logs to read instead of [daemon] logs.
+    #[arg(value_name = "FILE|GLOB")]
+    files: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -735,6 +758,7 @@ pub fn main() -> ExitCode {
         Command::Unban(args) => control::unban(args),
         Command::Status(args) => control::status(args),
         Command::Conns(args) => conns::conns(args),
+        Command::Digest(args) => digest::digest(args),
         Command::Import(args) => import::import(args),
         Command::Reload(args) => control::reload(args),
         Command::Flush(args) => control::flush(args),

@@ -90,6 +90,40 @@ pub struct LoopStatus {
     pub lag_seconds: f64,
     /// Bytes of rule state the engine holds.
     pub engine_bytes: u64,
+    /// Recent guard episodes (the last 200), for digests.
+    pub guard_episodes: Vec<crate::report::digest::Episode>,
+    /// The most connections seen at once per hour (the last 48 hours):
+    /// (hour start, peak, when), for digests.
+    pub conn_peaks: Vec<(i64, u64, i64)>,
+}
+
+impl LoopStatus {
+    /// The connection peak within [from, to).
+    pub fn conn_peak(&self, from_ms: i64, to_ms: i64) -> Option<(u64, i64)> {
+        self.conn_peaks
+            .iter()
+            .filter(|(_, _, at)| (from_ms..to_ms).contains(at))
+            .map(|(_, n, at)| (*n, *at))
+            .max_by_key(|(n, _)| *n)
+    }
+
+    /// Notes a connection count seen now.
+    pub fn note_conns(&mut self, total: u64, now_ms: i64) {
+        let hour = now_ms - now_ms.rem_euclid(3_600_000);
+        match self.conn_peaks.last_mut() {
+            Some((h, peak, at)) if *h == hour => {
+                if total > *peak {
+                    (*peak, *at) = (total, now_ms);
+                }
+            }
+            _ => {
+                self.conn_peaks.push((hour, total, now_ms));
+                if self.conn_peaks.len() > 48 {
+                    self.conn_peaks.remove(0);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -229,6 +229,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             set: set.clone(),
             limits: settings.limits.clone(),
             allow: allow.clone(),
+            settings: settings.clone(),
         };
         let state = watch.prepare(first);
         std::thread::Builder::new()
@@ -367,6 +368,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                         set: set.clone(),
                         limits: settings.limits.clone(),
                         allow: rules.allow.clone(),
+                        settings: settings.clone(),
                     });
                     let _ = to_enforcer.send(ToEnforcer::Rules(Box::new(set)));
                     ReloadOutcome {

@@ -32,6 +32,8 @@ pub struct Settings {
     pub notify: Vec<crate::notify::channel::ChannelSpec>,
     /// `[metrics] listen`.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[digest.NAME]`.
+    pub digests: Vec<super::actions::digest::DigestSpec>,
 }
 
 impl Settings {
@@ -150,6 +152,8 @@ impl Settings {
         let guards = super::detectors::guards::compile(config, &mut errors);
         let limits = super::actions::limits::compile(config, &mut errors);
         let notify = super::actions::notify::compile(config, &mut errors);
+        let channel_names: Vec<String> = notify.iter().map(|c| c.name.clone()).collect();
+        let digests = super::actions::digest::compile(config, &channel_names, &mut errors);
         let metrics = config.metrics.as_ref().and_then(|(at, m)| {
             let l = m.listen.as_ref()?;
             match l.value.parse::<std::net::SocketAddr>() {
@@ -185,6 +189,7 @@ impl Settings {
             limits,
             notify,
             metrics,
+            digests,
         };
         if errors.is_empty() {
             Ok(settings)

@@ -35,6 +35,41 @@ pub struct WatchConfig {
     pub set: RuleSet,
     pub limits: Option<Limits>,
     pub allow: Allowlist,
+    /// For digests: the logs, their format, the state directory.
+    pub settings: super::Settings,
+}
+
+/// Keeps the guard episodes digests report (the last 200).
+fn note_episode(
+    st: &mut super::control::LoopStatus,
+    guard: &str,
+    step: crate::detect::guard::Step,
+    now_ms: i64,
+) {
+    use crate::detect::guard::Step;
+    match step {
+        Step::Fire => {
+            st.guard_episodes.push(crate::report::digest::Episode {
+                guard: guard.to_string(),
+                fired_ms: now_ms,
+                over_ms: None,
+            });
+            if st.guard_episodes.len() > 200 {
+                st.guard_episodes.remove(0);
+            }
+        }
+        Step::Recover => {
+            if let Some(e) = st
+                .guard_episodes
+                .iter_mut()
+                .rev()
+                .find(|e| e.guard == guard && e.over_ms.is_none())
+            {
+                e.over_ms = Some(now_ms);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The values one guard read at a check, by name.
@@ -51,6 +86,26 @@ pub struct State {
     last_limits: i64,
     /// The last round that failed, and when: shown for five minutes.
     failed_round: Option<(String, i64)>,
+    settings: super::Settings,
+    /// Each digest and when it is due next.
+    digests: Vec<(super::actions::digest::DigestSpec, i64)>,
+}
+
+/// When a digest of period `every` is next due: on the clock's multiples
+/// of it (hourly digests on the hour, daily ones at midnight UTC).
+fn next_due(now_ms: i64, every_ms: i64) -> i64 {
+    (now_ms.div_euclid(every_ms) + 1) * every_ms
+}
+
+fn schedule(
+    settings: &super::Settings,
+    now_ms: i64,
+) -> Vec<(super::actions::digest::DigestSpec, i64)> {
+    settings
+        .digests
+        .iter()
+        .map(|d| (d.clone(), next_due(now_ms, d.every_ms)))
+        .collect()
 }
 
 pub struct Watch {
@@ -104,6 +159,8 @@ impl Watch {
             last_conn_rules: None,
             last_limits: wall_ms(),
             failed_round: None,
+            digests: schedule(&first.settings, wall_ms()),
+            settings: first.settings,
         };
         self.publish_guards(&st.guards, &st.actions, None);
         if !self.dry_run {
@@ -126,6 +183,8 @@ impl Watch {
                     st.conns = ConnDetector::new(c.set.conn_rules.clone());
                     st.set = c.set;
                     st.allow = c.allow;
+                    st.digests = schedule(&c.settings, wall_ms());
+                    st.settings = c.settings;
                     if !self.dry_run {
                         self.limits.set(c.limits, &st.allow);
                     }
@@ -171,7 +230,11 @@ impl Watch {
                 let step = st.guards.check(i, &sample, now);
                 if let Some((g, ..)) = st.guards.list.get(i) {
                     decisions.extend(st.actions.carry_out(i, g, step, &sample, &allowed, now));
+                    note_episode(&mut lock(&self.status), &g.name, step, now);
                 }
+            }
+            if let Some(t) = &sample.conns {
+                lock(&self.status).note_conns(t.total, now);
             }
             let values: Vec<GuardValues> = st
                 .guards
@@ -193,6 +256,9 @@ impl Watch {
             let (d, p) = st.conns.check(&mut self.machine, &allowed, now);
             rule_decisions = d;
             problems.extend(p);
+            if let Some(total) = st.conns.last_total {
+                lock(&self.status).note_conns(total, now);
+            }
         }
         if !decisions.is_empty() || !rule_decisions.is_empty() {
             let mut e = lock(&self.enforcer);
@@ -216,6 +282,13 @@ impl Watch {
                 if let (Some(s), crate::detect::rules::Action::Ban) = (d.duration_s, &d.action) {
                     e.notify(EngineUpdate::Banned(d.subject, now + s as i64 * 1000));
                 }
+            }
+        }
+        for (spec, due) in &mut st.digests {
+            if now >= *due {
+                let to = *due;
+                *due = next_due(now, spec.every_ms);
+                self.send_digest(spec.clone(), &st.settings, to - spec.every_ms, to);
             }
         }
         if !self.dry_run && now - st.last_limits >= self.check_every_ms {
@@ -247,6 +320,40 @@ impl Watch {
                 in_force: self.limits.problem.is_none(),
             });
         status.watch_ms = started.elapsed().as_micros() as u64 / 1000;
+    }
+
+    /// Builds a digest on a thread of its own (it reads the logs) and
+    /// sends it to its channels.
+    fn send_digest(
+        &self,
+        spec: super::actions::digest::DigestSpec,
+        settings: &super::Settings,
+        from: i64,
+        to: i64,
+    ) {
+        let (episodes, peak) = {
+            let st = lock(&self.status);
+            (st.guard_episodes.clone(), st.conn_peak(from, to))
+        };
+        let settings = settings.clone();
+        let notify = self.notify.clone();
+        let ledger = settings.state_dir.join("ledger.db");
+        let _ = std::thread::Builder::new()
+            .name("digest".into())
+            .spawn(move || {
+                match super::actions::digest::gather(&settings, Some(&ledger), from, to, episodes, peak) {
+                    Ok(d) if d.is_empty() && !spec.send_empty => {
+                        tracing::info!(digest = %spec.name, "nothing happened in the period: no digest sent");
+                    }
+                    Ok(d) => {
+                        tracing::info!(digest = %spec.name, "digest: {}", d.subject());
+                        if let Some(n) = notify {
+                            n.send(crate::notify::Event::digest(&spec.name, to, d.subject(), d.text(), spec.channels.clone()));
+                        }
+                    }
+                    Err(e) => tracing::error!(digest = %spec.name, "cannot build the digest: {e:#}"),
+                }
+            });
     }
 
     fn publish_guards(

@@ -705,6 +705,18 @@ pub struct RawNotify {
     pub repeat: Option<Sp<String>>,
 }
 
+/// `[digest.NAME]`: a periodic summary sent to notification channels.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDigest {
+    /// The period, such as "1h" or "1d" (at least 10s).
+    pub every: Option<Sp<String>>,
+    /// The `[notify.NAME]` channels it goes to (default: all).
+    pub channels: Option<Vec<Sp<String>>>,
+    /// Also send a digest of a period where nothing happened.
+    pub send_empty: Option<bool>,
+}
+
 /// `[metrics]`: Prometheus metrics and a health check over HTTP.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -732,13 +744,14 @@ pub struct Config {
     /// A later file replaces a channel whole.
     pub notify: Vec<(Sp<String>, RawNotify)>,
     pub metrics: Option<(Origin, RawMetrics)>,
+    pub digests: Vec<(Sp<String>, RawDigest)>,
     /// In the order first defined.
     pub rules: Vec<(Sp<String>, RawRule)>,
     /// The files read, for `webfence check` and `status`.
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, digest";
 
 fn de_error(
     sources: &SourceFiles,
@@ -1005,6 +1018,14 @@ impl Config {
                         match self.notify.iter_mut().find(|(x, _)| x.value == name.value) {
                             Some(cur) => *cur = (name, n),
                             None => self.notify.push((name, n)),
+                        }
+                    }
+                }
+                "digest" => {
+                    for (name, n) in named::<RawDigest>(value, &sources, file, errors) {
+                        match self.digests.iter_mut().find(|(x, _)| x.value == name.value) {
+                            Some(cur) => *cur = (name, n),
+                            None => self.digests.push((name, n)),
                         }
                     }
                 }

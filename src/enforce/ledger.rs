@@ -426,6 +426,34 @@ impl Ledger {
         res.map_err(|e| self.err(e))
     }
 
+    /// Bans made and bans ended within [from, to), per rule (for digests).
+    pub fn period_by_rule(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>), LedgerError> {
+        let res = (|| {
+            let mut made = Vec::new();
+            let mut st = self.conn.prepare_cached(
+                "SELECT rule, COUNT(*) FROM bans WHERE started >= ?1 AND started < ?2 GROUP BY rule ORDER BY COUNT(*) DESC, rule",
+            )?;
+            let mut rows = st.query(params![from_ms, to_ms])?;
+            while let Some(r) = rows.next()? {
+                made.push((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64));
+            }
+            let mut ended = Vec::new();
+            let mut st = self.conn.prepare_cached(
+                "SELECT rule, COUNT(*) FROM bans WHERE COALESCE(ended, expires) >= ?1 AND COALESCE(ended, expires) < ?2 GROUP BY rule ORDER BY COUNT(*) DESC, rule",
+            )?;
+            let mut rows = st.query(params![from_ms, to_ms])?;
+            while let Some(r) = rows.next()? {
+                ended.push((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64));
+            }
+            Ok((made, ended))
+        })();
+        res.map_err(|e| self.err(e))
+    }
+
     /// Bans in force per rule.
     pub fn active_by_rule(&self, now_ms: i64) -> Result<Vec<(String, u64)>, LedgerError> {
         let res = (|| {

@@ -51,6 +51,9 @@ pub struct ChannelSpec {
 impl ChannelSpec {
     /// Whether this channel takes the event.
     pub fn wants(&self, e: &Event) -> bool {
+        if !e.to.is_empty() {
+            return e.to.contains(&self.name);
+        }
         self.on.iter().any(|c| c == e.kind.category())
             && e.severity >= self.min_severity
             && (self.rules.is_empty()

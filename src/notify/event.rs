@@ -88,6 +88,10 @@ pub struct Event {
     pub duration_s: Option<u64>,
     /// Earlier bans of the subject (escalation).
     pub repeat: u32,
+    /// Only these channels (a digest's); every channel that wants the
+    /// kind when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
 }
 
 fn subject_text<S: serde::Serializer>(s: &Option<Subject>, ser: S) -> Result<S::Ok, S::Error> {
@@ -98,6 +102,14 @@ fn subject_text<S: serde::Serializer>(s: &Option<Subject>, ser: S) -> Result<S::
 }
 
 impl Event {
+    /// A digest: its text is made of escaped parts and keeps its lines.
+    pub fn digest(name: &str, at_ms: i64, subject: String, text: String, to: Vec<String>) -> Event {
+        let mut e = Event::new(Kind::Digest, Severity::Info, at_ms, name, &subject, "");
+        e.detail = text;
+        e.to = to;
+        e
+    }
+
     /// An event with no subject; `title` and `detail` are escaped here.
     pub fn new(
         kind: Kind,
@@ -118,6 +130,7 @@ impl Event {
             detail: clean(detail),
             duration_s: None,
             repeat: 0,
+            to: Vec::new(),
         }
     }
 }

@@ -80,7 +80,10 @@ pub fn render(host: &str, events: &[Event], overflow: &HashMap<String, u64>) -> 
     let subject = one_line(&format!("[webfence {host}] {subject}"));
 
     let mut text = String::new();
-    for e in &others {
+    for e in others.iter().filter(|e| e.kind == Kind::Digest) {
+        let _ = writeln!(text, "{}\n\n{}", e.title, e.detail);
+    }
+    for e in others.iter().filter(|e| e.kind != Kind::Digest) {
         let _ = writeln!(
             text,
             "{}  {}{}",

@@ -4,6 +4,7 @@
 pub mod conns;
 pub mod csv;
 pub mod decisions;
+pub mod digest;
 pub mod text;
 
 use std::cmp::Ordering;

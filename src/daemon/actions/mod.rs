@@ -8,6 +8,7 @@
 
 pub mod bans;
 pub mod commands;
+pub mod digest;
 pub mod enforcer;
 pub mod guard;
 pub mod limits;

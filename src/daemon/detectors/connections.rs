@@ -19,6 +19,8 @@ pub struct ConnDetector {
     pub rules: Vec<ConnRule>,
     /// (rule, subject) → until when it is not decided again.
     quiet: HashMap<(String, Subject), i64>,
+    /// The most connections the last round's tables counted.
+    pub last_total: Option<u64>,
 }
 
 impl ConnDetector {
@@ -26,6 +28,7 @@ impl ConnDetector {
         ConnDetector {
             rules,
             quiet: HashMap::new(),
+            last_total: None,
         }
     }
 
@@ -71,6 +74,7 @@ impl ConnDetector {
                 out.push(d);
             }
         }
+        self.last_total = tables.iter().map(|(_, t)| t.total).max();
         (out, None)
     }
 }
