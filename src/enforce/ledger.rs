@@ -77,6 +77,9 @@ pub struct Query {
 /// Batches smaller than this look their subjects up one by one.
 const LOOKUPS_UP_TO: usize = 1000;
 
+/// Counts per rule, busiest first.
+pub type PerRule = Vec<(String, u64)>;
+
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
@@ -426,12 +429,13 @@ impl Ledger {
         res.map_err(|e| self.err(e))
     }
 
-    /// Bans made and bans ended within [from, to), per rule (for digests).
+    /// Bans made and bans ended within [from, to), per rule, busiest first
+    /// (for digests).
     pub fn period_by_rule(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>), LedgerError> {
+    ) -> Result<(PerRule, PerRule), LedgerError> {
         let res = (|| {
             let mut made = Vec::new();
             let mut st = self.conn.prepare_cached(
