@@ -818,6 +818,35 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
             text(g, "when"),
         );
     }
+    for c in lp
+        .get("notify")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let failed = num(&c, "messages_failed");
+        let _ = writeln!(
+            out,
+            "notify    {} ({}): {} sent, {}, {} events{}",
+            text(&c, "name"),
+            text(&c, "kind"),
+            thousands(num(&c, "messages_sent") as u64),
+            if failed > 0 {
+                style.paint("1;31", &format!("{} FAILED", thousands(failed as u64)))
+            } else {
+                "0 failed".to_string()
+            },
+            thousands(num(&c, "events") as u64),
+            c.get("last_error")
+                .and_then(Value::as_str)
+                .filter(|_| failed > 0)
+                .map(|e| format!(
+                    " (last: {})",
+                    crate::log::parse::escape_for_display(e.as_bytes())
+                ))
+                .unwrap_or_default()
+        );
+    }
     if let Some(l) = lp.get("limits").filter(|l| !l.is_null()) {
         let mut what = Vec::new();
         if let Some(n) = l.get("max_conns").and_then(Value::as_u64) {

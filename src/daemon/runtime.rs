@@ -92,6 +92,8 @@ fn install_signal_handlers() {
 const DEFAULT_MANUAL_BAN_S: u64 = 3600;
 /// How often checkpoints are saved and `status` refreshed.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Seconds behind the newest line past which the follower is said to lag.
+const LAG_WARN_S: f64 = 60.0;
 /// The longest sleep when nothing happens; inotify wakes the loop sooner.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 
@@ -340,6 +342,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     publish(&status, &logs, &rules);
     let mut last_save = Instant::now();
     let mut last_resolve = Instant::now();
+    let mut lagging = false;
     while !STOP.load(Ordering::SeqCst) {
         if RELOAD.swap(false, Ordering::SeqCst) {
             let outcome = match reload(
@@ -421,6 +424,32 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             publish(&status, &logs, &rules);
             lock(&status).notify_dropped =
                 notifier.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            // A follower far behind decides late: said once, and again
+            // when it has caught up.
+            let lag = lock(&status).lag_seconds;
+            if !lagging && lag > LAG_WARN_S {
+                lagging = true;
+                tracing::warn!("the logs are read {lag:.0} s behind: decisions come late");
+                notifier.send(crate::notify::Event::new(
+                    crate::notify::Kind::Stalled,
+                    crate::notify::Severity::Warning,
+                    wall_ms(),
+                    "lag",
+                    &format!("the logs are read {lag:.0} s behind"),
+                    "decisions come that much later than the lines",
+                ));
+            } else if lagging && lag < LAG_WARN_S / 6.0 {
+                lagging = false;
+                tracing::info!("the logs are read in time again");
+                notifier.send(crate::notify::Event::new(
+                    crate::notify::Kind::Resumed,
+                    crate::notify::Severity::Info,
+                    wall_ms(),
+                    "lag",
+                    "the logs are read in time again",
+                    "",
+                ));
+            }
             if watcher.is_finished() {
                 lock(&status).problems.push(
                     "the machine loop stopped: guards, connection rules and limits are not checked"
