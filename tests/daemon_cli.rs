@@ -1744,6 +1744,19 @@ fn a_failing_mail_server_is_retried_then_logged_while_bans_go_on() {
         st["loop"]["notify"][0]["retries"].as_u64() >= Some(3),
         "{st}"
     );
+    let text = String::from_utf8(
+        webfence()
+            .args(["status", "--socket"])
+            .arg(d.join("ctl.sock"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        text.contains("notify    ops (mail): 0 sent, 1 FAILED"),
+        "{text}"
+    );
     terminate(daemon);
 }
 
