@@ -356,6 +356,16 @@ fn status_json(d: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `webfence status` as text.
+fn status_text(d: &Path) -> String {
+    let out = webfence()
+        .args(["status", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn wait_lines(d: &Path, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while status_json(d)["loop"]["lines"].as_u64() != Some(n) {
@@ -1397,15 +1407,7 @@ fn a_guard_acts_on_real_memory_pressure_and_recovers_once() {
         2,
         "{got}"
     );
-    let text = String::from_utf8(
-        webfence()
-            .args(["status", "--socket"])
-            .arg(d.join("ctl.sock"))
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let text = status_text(d);
     assert!(text.contains("guards    1 configured"), "{text}");
     assert!(text.contains("last then"), "{text}");
     terminate(daemon);
@@ -1744,15 +1746,7 @@ fn a_failing_mail_server_is_retried_then_logged_while_bans_go_on() {
         st["loop"]["notify"][0]["retries"].as_u64() >= Some(3),
         "{st}"
     );
-    let text = String::from_utf8(
-        webfence()
-            .args(["status", "--socket"])
-            .arg(d.join("ctl.sock"))
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let text = status_text(d);
     assert!(
         text.contains("notify    ops (mail): 0 sent, 1 FAILED"),
         "{text}"

@@ -239,15 +239,17 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             .spawn(move || watch.run(state, watch_inbox))?
     };
 
+    // What the control socket and the metrics read.
+    let shared = || Shared {
+        enforcer: enforcer.clone(),
+        status: status.clone(),
+        default_ban_s: DEFAULT_MANUAL_BAN_S,
+        request_reload: || RELOAD.store(true, Ordering::SeqCst),
+    };
     if let Some(addr) = settings.metrics {
         let listener = super::actions::metrics::bind(addr)
             .with_context(|| format!("cannot listen on {addr} for [metrics]"))?;
-        let shared = Shared {
-            enforcer: enforcer.clone(),
-            status: status.clone(),
-            default_ban_s: DEFAULT_MANUAL_BAN_S,
-            request_reload: || RELOAD.store(true, Ordering::SeqCst),
-        };
+        let shared = shared();
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || super::actions::metrics::serve(listener, shared))?;
@@ -255,12 +257,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     }
     match control::bind(&settings.socket) {
         Ok(listener) => {
-            let shared = Shared {
-                enforcer: enforcer.clone(),
-                status: status.clone(),
-                default_ban_s: DEFAULT_MANUAL_BAN_S,
-                request_reload: || RELOAD.store(true, Ordering::SeqCst),
-            };
+            let shared = shared();
             std::thread::Builder::new()
                 .name("control".into())
                 .spawn(move || control::serve(listener, shared))?;

@@ -224,6 +224,16 @@ pub fn run_one(inv: &Invocation) -> Result<(), String> {
         return Ok(());
     };
     let mut child = spawn(inv)?;
+    wait_with_limit(&mut child, program, HOOK_TIME_LIMIT)
+}
+
+/// Waits for a program, killing it at `limit`; a failure says how it
+/// ended, with the start of its standard error when that was kept.
+pub fn wait_with_limit(
+    child: &mut std::process::Child,
+    program: &str,
+    limit: Duration,
+) -> Result<(), String> {
     let started = Instant::now();
     loop {
         match child.try_wait() {
@@ -234,14 +244,19 @@ pub fn run_one(inv: &Invocation) -> Result<(), String> {
                     use std::io::Read;
                     let _ = (&mut e).take(2000).read_to_string(&mut err);
                 }
-                return Err(format!("{program} exited with {status}: {}", err.trim()));
+                let err = err.trim();
+                return Err(if err.is_empty() {
+                    format!("{program} exited with {status}")
+                } else {
+                    format!("{program} exited with {status}: {err}")
+                });
             }
-            Ok(None) if started.elapsed() > HOOK_TIME_LIMIT => {
+            Ok(None) if started.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
                     "{program} ran over {}s and was killed",
-                    HOOK_TIME_LIMIT.as_secs()
+                    limit.as_secs()
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),

@@ -161,23 +161,7 @@ fn run_with_stdin(argv: &[String], input: &str, timeout: Duration) -> Result<(),
         // status says the rest.
         let _ = stdin.write_all(input.as_bytes());
     }
-    let started = std::time::Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => return Ok(()),
-            Ok(Some(s)) => return Err(format!("{program} exited with {s}")),
-            Ok(None) if started.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{program} ran over {} s and was killed",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
-        }
-    }
+    crate::enforce::hooks::wait_with_limit(&mut child, program, timeout)
 }
 
 #[cfg(test)]

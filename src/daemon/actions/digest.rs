@@ -107,6 +107,17 @@ fn files(logs: &[String]) -> Vec<PathBuf> {
     out
 }
 
+/// A digest's tables: a few rows, no timeline.
+fn options() -> crate::report::Options {
+    crate::report::Options {
+        top: ROWS,
+        by: crate::report::RankBy::Hits,
+        zone: None,
+        bucket_s: None,
+        max_buckets: 1,
+    }
+}
+
 fn analyse(
     settings: &Settings,
     inputs: &[PathBuf],
@@ -125,16 +136,7 @@ fn analyse(
         threads: 1,
     };
     let analysis = pipeline::analyze(&job).context("cannot read the logs for the digest")?;
-    Ok(crate::report::build(
-        &analysis,
-        &crate::report::Options {
-            top: ROWS,
-            by: crate::report::RankBy::Hits,
-            zone: None,
-            bucket_s: None,
-            max_buckets: 1,
-        },
-    ))
+    Ok(crate::report::build(&analysis, &options()))
 }
 
 /// Builds the digest of [from, to): the logs, the ledger at `ledger`
@@ -174,16 +176,7 @@ pub fn gather(
             .sum(),
         None => 0,
     };
-    let empty = crate::report::build(
-        &Default::default(),
-        &crate::report::Options {
-            top: ROWS,
-            by: crate::report::RankBy::Hits,
-            zone: None,
-            bucket_s: None,
-            max_buckets: 1,
-        },
-    );
+    let empty = crate::report::build(&Default::default(), &options());
     let report = report.unwrap_or(empty);
     let previous = before.map(|b| Totals {
         requests: b.summary.requests,
