@@ -1957,3 +1957,47 @@ fn digests_on_demand_and_on_the_clock() {
     }
     terminate(daemon);
 }
+
+#[test]
+fn blocklist_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let cfg = write(
+        d,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{l}\"]\nbackend = \"none\"\nstate_dir = \"{s}\"\n[blocklists.nosource]\nrefresh = \"1h\"\n[blocklists.\"bad name\"]\nsource = \"x\"\n",
+            l = d.join("access.log").display(),
+            s = d.join("state").display()
+        ),
+    );
+    webfence()
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "w.toml:5:13: blocklist 'nosource' needs source =",
+        ))
+        .stderr(predicate::str::contains(
+            "invalid blocklist name 'bad name'",
+        ));
+    let ok = write(
+        d,
+        "ok.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{l}\"]\nbackend = \"none\"\nstate_dir = \"{s}\"\n[blocklists.drop]\nsource = \"https://www.spamhaus.org/drop/drop.txt\"\n",
+            l = d.join("access.log").display(),
+            s = d.join("state").display()
+        ),
+    );
+    webfence()
+        .args(["run", "-c"])
+        .arg(&ok)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "[blocklists] need the nftables backend (this configuration has backend = \"none\")",
+        ));
+}

@@ -1104,3 +1104,150 @@ fn kernel_limits_refuse_the_connection_over_the_limit_and_rate_limit_new_ones() 
     // The other client has its own allowance.
     assert_eq!(get(&net.clients[1], addr("10.232.2.1:80")), Some(200));
 }
+
+/// What the list server answers: status, body, ETag; and what it saw.
+#[derive(Default)]
+struct ListServer {
+    status: u16,
+    body: String,
+    etag: String,
+    requests: usize,
+    not_modified: usize,
+}
+
+/// An HTTP server inside namespace `ns` on 127.0.0.1, serving one list
+/// with an ETag and answering If-None-Match with 304.
+fn list_server(ns: &str) -> (u16, std::sync::Arc<std::sync::Mutex<ListServer>>) {
+    use std::io::{BufRead, BufReader};
+    let state = std::sync::Arc::new(std::sync::Mutex::new(ListServer::default()));
+    let keep = state.clone();
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = File::open(path).unwrap();
+        // SAFETY: setns on this thread only, with an open namespace fd.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        tx.send(listener.local_addr().unwrap().port()).unwrap();
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(stream);
+            let mut if_none_match = None;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("if-none-match:") {
+                    if_none_match = Some(v.trim().to_string());
+                }
+            }
+            let mut s = keep.lock().unwrap();
+            s.requests += 1;
+            let resp = if if_none_match.as_deref() == Some(s.etag.to_ascii_lowercase().as_str()) {
+                s.not_modified += 1;
+                format!(
+                    "HTTP/1.1 304 Not Modified\r\nETag: {}\r\nConnection: close\r\n\r\n",
+                    s.etag
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 {} X\r\nETag: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    s.status,
+                    s.etag,
+                    s.body.len(),
+                    s.body
+                )
+            };
+            let _ = r.get_mut().write_all(resp.as_bytes());
+        }
+    });
+    (rx.recv().unwrap(), state)
+}
+
+/// A blocklist from a URL drops its addresses in the kernel; refreshes
+/// are conditional; a broken refresh keeps the last good list; a new
+/// version swaps in; a file list loads beside it.
+#[test]
+fn blocklists_drop_their_addresses_and_survive_a_broken_refresh() {
+    if !available(true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = Net::new("b");
+    let _nginx = nginx(&net, d);
+    let (port, server) = list_server(&net.server);
+    {
+        let mut s = server.lock().unwrap();
+        s.status = 200;
+        s.body =
+            "; a DROP-style list\n10.232.1.2 ; the first client\n198.51.100.0/24 ; SBL1\n".into();
+        s.etag = "\"v1\"".into();
+    }
+    let local = d.join("local.txt");
+    std::fs::write(&local, "# our own\n203.0.113.9\n").unwrap();
+    let cfg = config(
+        d,
+        &format!(
+            "\n[blocklists.drop]\nsource = \"http://127.0.0.1:{port}/drop.txt\"\nrefresh = \"1s\"\n[blocklists.local]\nsource = \"{}\"\n",
+            local.display()
+        ),
+    );
+    let socket = d.join("state/ctl.sock");
+    let _daemon = daemon(&net, &cfg, &d.join("daemon.log"), &[]);
+    daemon_ready(&socket);
+    let (first, second) = (addr("10.232.1.1:80"), addr("10.232.2.1:80"));
+    wait_for("the list in force", Duration::from_secs(10), || {
+        get(&net.clients[0], first).is_none()
+    });
+    assert_eq!(get(&net.clients[1], second), Some(200));
+    let listed = |set: &str| -> String {
+        let out = net
+            .exec(&["nft", "list", "set", "inet", "webfence_blocklists", set])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(listed("bl4_drop").contains("198.51.100.0/24"));
+    assert!(listed("bl4_local").contains("203.0.113.9"));
+    wait_for("a conditional refresh", Duration::from_secs(10), || {
+        server.lock().unwrap().not_modified >= 1
+    });
+    let status = String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).into_owned();
+    assert!(
+        status.contains("blocklist drop: 2 networks (2 entries)"),
+        "{status}"
+    );
+
+    // A broken refresh: the last good list stays, and status says why.
+    {
+        let mut s = server.lock().unwrap();
+        s.body = "<html><body>Forbidden</body></html>\n".into();
+        s.etag = "\"v2\"".into();
+    }
+    wait_for("the failure in status", Duration::from_secs(10), || {
+        String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).contains("REFRESH FAILED")
+    });
+    assert_eq!(
+        get(&net.clients[0], first),
+        None,
+        "the last good list was dropped"
+    );
+
+    // A new version swaps in whole.
+    {
+        let mut s = server.lock().unwrap();
+        s.body = "10.232.2.2\n".into();
+        s.etag = "\"v3\"".into();
+    }
+    wait_for("the new list", Duration::from_secs(10), || {
+        get(&net.clients[0], first) == Some(200)
+    });
+    assert_eq!(get(&net.clients[1], second), None);
+    let st = ctl(&socket, &["status", "--json"]);
+    let v: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let drop = &v["loop"]["blocklists"][0];
+    assert_eq!(drop["nets"], 1, "{drop}");
+    assert!(drop["dropped_packets"].as_u64().unwrap_or(0) > 0, "{drop}");
+    assert!(drop["error"].is_null(), "{drop}");
+}

@@ -818,6 +818,37 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
             text(g, "when"),
         );
     }
+    for b in lp
+        .get("blocklists")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let ago = |key: &str| {
+            b.get(key)
+                .and_then(Value::as_i64)
+                .map(|ms| format!("{} ago", human_span(((now - ms).max(0) / 1000) as u64)))
+                .unwrap_or_else(|| "never".into())
+        };
+        let _ = writeln!(
+            out,
+            "blocklist {}: {} networks ({} entries), loaded {}, changed {}, {} packets dropped{}",
+            text(&b, "name"),
+            thousands(num(&b, "nets") as u64),
+            thousands(num(&b, "entries") as u64),
+            ago("loaded_ms"),
+            ago("changed_ms"),
+            thousands(num(&b, "dropped_packets") as u64),
+            b.get("error")
+                .and_then(Value::as_str)
+                .map(|e| format!(
+                    "; {} {}",
+                    style.paint("1;31", "REFRESH FAILED:"),
+                    crate::log::parse::escape_for_display(e.as_bytes())
+                ))
+                .unwrap_or_default()
+        );
+    }
     for c in lp
         .get("notify")
         .and_then(Value::as_array)
@@ -934,6 +965,14 @@ pub(super) fn flush(args: FlushArgs) -> Result<ExitCode> {
         thousands(held as u64),
         settings.state_dir.display()
     );
+    if crate::enforce::blocklists::remove(&["nft".to_string()], &settings.table).is_ok()
+        && !settings.blocklists.is_empty()
+    {
+        println!(
+            "removed the blocklists (nftables table inet {})",
+            crate::enforce::blocklists::table_name(&settings.table)
+        );
+    }
     // The kernel limits live in a table of their own, whatever the backend.
     let limits_table = crate::enforce::limits::table_name(&settings.table);
     let nft = vec!["nft".to_string()];

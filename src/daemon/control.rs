@@ -83,6 +83,8 @@ pub struct LoopStatus {
     pub watch_ms: u64,
     /// Each notification channel's figures.
     pub notify: Vec<super::actions::notify::ChannelStatus>,
+    /// Each blocklist: size, age, errors, drops.
+    pub blocklists: Vec<super::actions::blocklists::BlocklistStatus>,
     /// Notification events dropped because the queue was full.
     pub notify_dropped: u64,
     /// Seconds the follower is behind the newest line written (0 when

@@ -124,6 +124,12 @@ fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
         );
     }
     refuse_special(&settings.logs).map_err(anyhow::Error::msg)?;
+    if !settings.blocklists.is_empty() && !args.dry_run && settings.backend != "nftables" {
+        anyhow::bail!(
+            "[blocklists] need the nftables backend (this configuration has backend = \"{}\"): the lists would not be enforced",
+            settings.backend
+        );
+    }
     Ok((config, set, settings))
 }
 
@@ -239,6 +245,21 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             .spawn(move || watch.run(state, watch_inbox))?
     };
 
+    // Blocklists: loaded, swapped and refreshed on a thread of their own.
+    let (to_blocklists, blocklist_inbox) = std::sync::mpsc::channel();
+    {
+        let lists = super::actions::blocklists::Blocklists {
+            nft: vec!["nft".into()],
+            table: settings.table.clone(),
+            cache: settings.state_dir.join("blocklists"),
+            status: status.clone(),
+            enforce: !dry_run,
+        };
+        let _ = to_blocklists.send((settings.blocklists.clone(), allow_nets(&allow)));
+        std::thread::Builder::new()
+            .name("blocklists".into())
+            .spawn(move || lists.run(blocklist_inbox))?;
+    }
     // What the control socket and the metrics read.
     let shared = || Shared {
         enforcer: enforcer.clone(),
@@ -363,6 +384,8 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                     );
                     lock(&status).rules = n;
                     notifier.reconfigure(settings.notify.clone());
+                    let _ =
+                        to_blocklists.send((settings.blocklists.clone(), allow_nets(&rules.allow)));
                     let _ = to_watch.send(WatchConfig {
                         guards: settings.guards.clone(),
                         set: set.clone(),
@@ -490,6 +513,15 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&settings.socket);
     tracing::info!("stopped; bans stay in the kernel until they expire");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The allowlist as networks, for exemptions the kernel applies.
+fn allow_nets(allow: &Allowlist) -> Vec<ipnet::IpNet> {
+    allow
+        .subjects()
+        .iter()
+        .filter_map(|s| ipnet::IpNet::new(s.addr(), s.family_prefix()).ok())
+        .collect()
 }
 
 /// SIGHUP: reads the configuration again. A bad one changes nothing. New

@@ -34,6 +34,8 @@ pub struct Settings {
     pub metrics: Option<std::net::SocketAddr>,
     /// `[digest.NAME]`.
     pub digests: Vec<super::actions::digest::DigestSpec>,
+    /// `[blocklists.NAME]`.
+    pub blocklists: Vec<super::actions::blocklists::BlocklistSpec>,
 }
 
 impl Settings {
@@ -154,6 +156,7 @@ impl Settings {
         let notify = super::actions::notify::compile(config, &mut errors);
         let channel_names: Vec<String> = notify.iter().map(|c| c.name.clone()).collect();
         let digests = super::actions::digest::compile(config, &channel_names, &mut errors);
+        let blocklists = super::actions::blocklists::compile(config, &mut errors);
         let metrics = config.metrics.as_ref().and_then(|(at, m)| {
             let l = m.listen.as_ref()?;
             match l.value.parse::<std::net::SocketAddr>() {
@@ -190,6 +193,7 @@ impl Settings {
             notify,
             metrics,
             digests,
+            blocklists,
         };
         if errors.is_empty() {
             Ok(settings)

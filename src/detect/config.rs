@@ -717,6 +717,22 @@ pub struct RawDigest {
     pub send_empty: Option<bool>,
 }
 
+/// `[blocklists.NAME]`: a list of known-bad addresses dropped by the
+/// kernel.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlocklist {
+    /// A file, or an http(s):// URL (fetched with conditional requests).
+    pub source: Option<Sp<String>>,
+    /// How often it is read again (default 1h for a URL, 1m for a file,
+    /// whose change is seen by its modification time).
+    pub refresh: Option<Sp<String>>,
+    /// false turns it off without deleting it.
+    pub enabled: Option<bool>,
+    /// Free text shown by `status`.
+    pub description: Option<String>,
+}
+
 /// `[metrics]`: Prometheus metrics and a health check over HTTP.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -745,13 +761,14 @@ pub struct Config {
     pub notify: Vec<(Sp<String>, RawNotify)>,
     pub metrics: Option<(Origin, RawMetrics)>,
     pub digests: Vec<(Sp<String>, RawDigest)>,
+    pub blocklists: Vec<(Sp<String>, RawBlocklist)>,
     /// In the order first defined.
     pub rules: Vec<(Sp<String>, RawRule)>,
     /// The files read, for `webfence check` and `status`.
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, digest";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, digest, blocklists";
 
 fn de_error(
     sources: &SourceFiles,
@@ -1018,6 +1035,18 @@ impl Config {
                         match self.notify.iter_mut().find(|(x, _)| x.value == name.value) {
                             Some(cur) => *cur = (name, n),
                             None => self.notify.push((name, n)),
+                        }
+                    }
+                }
+                "blocklists" => {
+                    for (name, n) in named::<RawBlocklist>(value, &sources, file, errors) {
+                        match self
+                            .blocklists
+                            .iter_mut()
+                            .find(|(x, _)| x.value == name.value)
+                        {
+                            Some(cur) => *cur = (name, n),
+                            None => self.blocklists.push((name, n)),
                         }
                     }
                 }

@@ -3,6 +3,7 @@
 //! are driven through programs with argument vectors (never a shell), so
 //! nothing taken from a log can be interpreted as a command.
 
+pub mod blocklists;
 pub mod hooks;
 pub mod ipset;
 pub mod ledger;

@@ -2,6 +2,7 @@
 //! into chunks that hold only complete lines, each chunk knowing the number
 //! of its first line.
 
+pub mod blocklist;
 pub mod conns;
 pub mod follow;
 pub mod system;

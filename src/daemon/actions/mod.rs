@@ -7,6 +7,7 @@
 //! Prometheus metrics and a health check.
 
 pub mod bans;
+pub mod blocklists;
 pub mod commands;
 pub mod digest;
 pub mod enforcer;
