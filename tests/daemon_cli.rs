@@ -2001,3 +2001,106 @@ fn blocklist_mistakes_are_named() {
             "[blocklists] need the nftables backend (this configuration has backend = \"none\")",
         ));
 }
+
+/// Lines from `ip` with this User-Agent, to pages.
+fn agent_lines(ip: &str, agent: &str, n: usize) -> String {
+    let stamp = jiff::Zoned::now().strftime("%d/%b/%Y:%H:%M:%S %z");
+    (0..n)
+        .map(|i| {
+            format!("{ip} - - [{stamp}] \"GET /page/{i} HTTP/1.1\" 200 10 \"-\" \"{agent}\"\n")
+        })
+        .collect()
+}
+
+/// Crawler verification with a resolver the test controls: the daemon
+/// runs in a private mount namespace whose /etc/hosts names a Googlebot
+/// address (both ways). A verified Googlebot fetching fast is left alone
+/// by the rate rules; a client claiming Googlebot from elsewhere is a
+/// fake and is banned; a curl client fetching as fast is banned (so the
+/// rate rule does fire).
+#[test]
+fn verified_crawlers_are_spared_and_fakes_are_banned() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !unshare {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "root and unshare are required here"
+        );
+        eprintln!("skipped: needs root and unshare");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hosts = write(
+        d,
+        "hosts",
+        "127.0.0.1 localhost\n66.249.66.1 crawl-66-249-66-1.googlebot.com\n",
+    );
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let cfg = write(
+        d,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n",
+            d = d.display()
+        ),
+    );
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/hosts && exec {} run -c {}",
+            hosts.display(),
+            env!("CARGO_BIN_EXE_webfence"),
+            cfg.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while webfence()
+        .args(["status", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let log = d.join("access.log");
+    // The first request of each asks for a verdict.
+    append(&log, &agent_lines("66.249.66.1", google, 1));
+    append(&log, &agent_lines("203.0.113.5", google, 1));
+    wait_log(d, "verified crawler: crawl-66-249-66-1.googlebot.com");
+    wait_log(
+        d,
+        "fake crawler: claims Googlebot but 203.0.113.5 has no name",
+    );
+    append(&log, &agent_lines("66.249.66.1", google, 200));
+    append(&log, &agent_lines("203.0.113.5", google, 2));
+    append(&log, &agent_lines("198.51.100.7", "curl/8.5", 200));
+    wait_lines(d, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while banned(d, &[]).len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", banned(d, &[]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bans = banned(d, &[]);
+    assert!(bans.iter().any(|b| b.contains("203.0.113.5")), "{bans:?}");
+    assert!(bans.iter().any(|b| b.contains("198.51.100.7")), "{bans:?}");
+    assert!(
+        !bans.iter().any(|b| b.contains("66.249.66.1")),
+        "the real Googlebot was banned: {bans:?}"
+    );
+    terminate(daemon);
+}

@@ -314,6 +314,11 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         engine,
         named_format(&settings.format),
     );
+    if settings.verify_crawlers {
+        rules.crawlers = Some(crate::detect::crawlers::Verifier::start(Box::new(
+            crate::detect::crawlers::SystemResolver,
+        )));
+    }
     let started = Instant::now();
     let replayed = logs.warm_up(&checkpoints, &mut |e| rules.on(e));
     if replayed > 0 {

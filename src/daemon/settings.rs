@@ -36,6 +36,8 @@ pub struct Settings {
     pub digests: Vec<super::actions::digest::DigestSpec>,
     /// `[blocklists.NAME]`.
     pub blocklists: Vec<super::actions::blocklists::BlocklistSpec>,
+    /// `[crawlers] verify`.
+    pub verify_crawlers: bool,
 }
 
 impl Settings {
@@ -194,6 +196,7 @@ impl Settings {
             metrics,
             digests,
             blocklists,
+            verify_crawlers: config.crawlers.verify.unwrap_or(true),
         };
         if errors.is_empty() {
             Ok(settings)

@@ -208,6 +208,19 @@ impl Compiler<'_> {
                 ),
             }
         }
+        if let Some(c) = &m.crawler {
+            b.crawler = match c.value.as_str() {
+                "fake" => Some(super::crawlers::Crawler::Fake),
+                "verified" => Some(super::crawlers::Crawler::Verified),
+                other => {
+                    self.err(
+                        c.at,
+                        format!("invalid crawler '{other}': expected \"fake\" or \"verified\""),
+                    );
+                    None
+                }
+            };
+        }
         if let Some(ips) = &m.ip {
             let mut set = NetSet::default();
             for ip in ips {

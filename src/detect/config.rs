@@ -372,6 +372,10 @@ pub struct RawMatch {
     /// true: only static files (by extension); false: only pages.
     #[serde(rename = "static")]
     pub static_files: Option<bool>,
+    /// "fake": the User-Agent claims a search engine's crawler and the
+    /// address does not verify; "verified": it does (the daemon checks by
+    /// reverse and forward DNS; replay cannot and never matches either).
+    pub crawler: Option<Sp<String>>,
 }
 
 impl RawMatch {
@@ -733,6 +737,15 @@ pub struct RawBlocklist {
     pub description: Option<String>,
 }
 
+/// `[crawlers]`: verifying clients that claim a search engine's crawler.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCrawlers {
+    /// Check claims by reverse and forward DNS (default true): verified
+    /// crawlers are left out of rate rules, fakes match `crawler = "fake"`.
+    pub verify: Option<bool>,
+}
+
 /// `[metrics]`: Prometheus metrics and a health check over HTTP.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -762,13 +775,14 @@ pub struct Config {
     pub metrics: Option<(Origin, RawMetrics)>,
     pub digests: Vec<(Sp<String>, RawDigest)>,
     pub blocklists: Vec<(Sp<String>, RawBlocklist)>,
+    pub crawlers: RawCrawlers,
     /// In the order first defined.
     pub rules: Vec<(Sp<String>, RawRule)>,
     /// The files read, for `webfence check` and `status`.
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, digest, blocklists";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, digest, blocklists, crawlers";
 
 fn de_error(
     sources: &SourceFiles,
@@ -1035,6 +1049,13 @@ impl Config {
                         match self.notify.iter_mut().find(|(x, _)| x.value == name.value) {
                             Some(cur) => *cur = (name, n),
                             None => self.notify.push((name, n)),
+                        }
+                    }
+                }
+                "crawlers" => {
+                    if let Some(c) = section::<RawCrawlers>(value, &sources, file, errors) {
+                        if c.verify.is_some() {
+                            self.crawlers.verify = c.verify;
                         }
                     }
                 }

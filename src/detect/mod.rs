@@ -13,6 +13,7 @@ pub mod allow;
 pub mod compile;
 pub mod config;
 pub mod connrules;
+pub mod crawlers;
 pub mod engine;
 pub mod guard;
 pub mod matcher;

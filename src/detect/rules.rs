@@ -103,11 +103,20 @@ pub struct Block {
     pub status: Vec<(u16, u16)>,
     pub ips: Option<NetSet>,
     pub static_files: Option<bool>,
+    pub crawler: Option<super::crawlers::Crawler>,
 }
 
 impl Block {
-    fn holds(&self, bits: &CondBits, status: u16, client: u128, is_static: bool) -> bool {
-        self.conds.iter().all(|&c| bits.get(c))
+    fn holds(
+        &self,
+        bits: &CondBits,
+        status: u16,
+        client: u128,
+        is_static: bool,
+        crawler: super::crawlers::Crawler,
+    ) -> bool {
+        self.crawler.is_none_or(|want| want == crawler)
+            && self.conds.iter().all(|&c| bits.get(c))
             && (self.status.is_empty()
                 || self.status.iter().any(|&(a, b)| (a..=b).contains(&status)))
             && self.ips.as_ref().is_none_or(|s| s.contains(client))
@@ -299,6 +308,18 @@ impl RuleSet {
 
     /// Which rules concern `r`, and the hashes the engine keys on.
     pub fn classify(&self, r: &Request<'_>, allowed: bool, scratch: &mut ClassifyScratch) -> Event {
+        self.classify_with(r, allowed, super::crawlers::Crawler::Unknown, scratch)
+    }
+
+    /// Classifies knowing whether the client is a verified or a fake
+    /// crawler: a verified one is left out of rate and distinct rules.
+    pub fn classify_with(
+        &self,
+        r: &Request<'_>,
+        allowed: bool,
+        crawler: super::crawlers::Crawler,
+        scratch: &mut ClassifyScratch,
+    ) -> Event {
         let target = target_of(r);
         let client = to_bits(r.client);
         let is_static = is_static_path(r.path);
@@ -332,13 +353,21 @@ impl RuleSet {
             {
                 continue;
             }
-            if !rule.when.holds(&scratch.bits, r.status, client, is_static) {
+            if !rule
+                .when
+                .holds(&scratch.bits, r.status, client, is_static, crawler)
+            {
                 continue;
             }
             if rule
                 .unless
                 .as_ref()
-                .is_some_and(|u| u.holds(&scratch.bits, r.status, client, is_static))
+                .is_some_and(|u| u.holds(&scratch.bits, r.status, client, is_static, crawler))
+            {
+                continue;
+            }
+            if crawler == super::crawlers::Crawler::Verified
+                && matches!(rule.kind, RuleKind::Rate | RuleKind::Distinct)
             {
                 continue;
             }

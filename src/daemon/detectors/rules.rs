@@ -23,6 +23,8 @@ pub struct RuleDetector {
     malformed_shown: u64,
     /// Requests seen, for the guards' `req_rate`, `status_5xx_rate`, `lag`.
     pub figures: LogFigures,
+    /// Verifies clients claiming a search engine's crawler.
+    pub crawlers: Option<crate::detect::crawlers::Verifier>,
 }
 
 impl RuleDetector {
@@ -35,6 +37,7 @@ impl RuleDetector {
             format,
             malformed_shown: 0,
             figures: LogFigures::default(),
+            crawlers: None,
         }
     }
 
@@ -49,7 +52,13 @@ impl RuleDetector {
                 self.figures.status_5xx += u64::from((500..600).contains(&r.status));
                 self.figures.newest_ms = self.figures.newest_ms.max(r.time);
                 let allowed = self.allow.contains(r.client);
-                let mut ev = self.set.classify(r, allowed, &mut self.scratch);
+                let crawler = self
+                    .crawlers
+                    .as_ref()
+                    .map_or(Default::default(), |v| v.check(r.client, r.user_agent));
+                let mut ev = self
+                    .set
+                    .classify_with(r, allowed, crawler, &mut self.scratch);
                 ev.loc = crate::detect::rules::loc(0, number);
                 self.engine.feed(&ev, line);
             }

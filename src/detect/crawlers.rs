@@ -1,0 +1,470 @@
+//! Verified crawlers: a client whose User-Agent claims a search engine's
+//! crawler is checked the way the search engines document it: the
+//! address's reverse DNS name must end in one of the crawler's domains,
+//! and that name must resolve forward to the same address. A verified
+//! crawler is exempt from rate and distinct rules (it fetches a lot, and
+//! that is its job); a client that claims to be one and is not is a fake,
+//! which `match.crawler = "fake"` rules catch.
+//!
+//! Lookups never run on the hot path: the daemon asks a [`Verifier`],
+//! which answers from its cache or queues the address for a resolver
+//! thread and answers Unknown meanwhile (the request is judged like any
+//! other). The resolver is an interface; tests give their own.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+/// What is known of a client claiming to be a crawler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Crawler {
+    /// Not claimed, or not verified yet.
+    #[default]
+    Unknown,
+    Verified,
+    Fake,
+}
+
+/// A crawler webfence verifies: the User-Agent token it goes by, and the
+/// domains its addresses' names end in, as each operator documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub name: &'static str,
+    /// Lower-case substring of the User-Agent.
+    pub token: &'static str,
+    /// Reverse DNS suffixes (with the leading dot).
+    pub domains: &'static [&'static str],
+}
+
+/// Written for this project from each operator's documentation on
+/// verifying its crawler by reverse and forward DNS.
+pub const KNOWN: &[Known] = &[
+    // Google: "Verifying Googlebot and other Google crawlers".
+    Known {
+        name: "Googlebot",
+        token: "googlebot",
+        domains: &[".googlebot.com", ".google.com", ".googleusercontent.com"],
+    },
+    // Google's other crawlers (AdsBot, Mediapartners, Storebot) verify alike.
+    Known {
+        name: "Google crawler",
+        token: "adsbot-google",
+        domains: &[".googlebot.com", ".google.com"],
+    },
+    // Microsoft: "Verifying Bingbot".
+    Known {
+        name: "Bingbot",
+        token: "bingbot",
+        domains: &[".search.msn.com"],
+    },
+    // Apple: "About Applebot".
+    Known {
+        name: "Applebot",
+        token: "applebot",
+        domains: &[".applebot.apple.com"],
+    },
+    // Yandex: "How to check that a robot belongs to Yandex".
+    Known {
+        name: "YandexBot",
+        token: "yandexbot",
+        domains: &[".yandex.ru", ".yandex.net", ".yandex.com"],
+    },
+    // Baidu: its help pages on Baiduspider.
+    Known {
+        name: "Baiduspider",
+        token: "baiduspider",
+        domains: &[".crawl.baidu.com", ".crawl.baidu.jp"],
+    },
+    // DuckDuckBot is left out on purpose: DuckDuckGo publishes addresses,
+    // not names, so an honest DuckDuckBot would fail this check.
+    // Huawei's Petal Search.
+    Known {
+        name: "PetalBot",
+        token: "petalbot",
+        domains: &[".petalsearch.com"],
+    },
+];
+
+/// Which known crawler a User-Agent claims, if any.
+pub fn claimed(user_agent: &[u8]) -> Option<&'static Known> {
+    if user_agent.len() < 6 {
+        return None;
+    }
+    // A few short tokens over one (usually short) field: a case-folding
+    // scan without allocating is enough; no automaton needed.
+    KNOWN
+        .iter()
+        .find(|k| contains_folded(user_agent, k.token.as_bytes()))
+}
+
+fn contains_folded(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| {
+        w.iter()
+            .zip(needle)
+            .all(|(a, b)| a.to_ascii_lowercase() == *b)
+    })
+}
+
+/// A lookup that failed: the name does not exist, or DNS could not say
+/// (a timeout, a server failure), which proves nothing either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    Missing(String),
+    Unsure(String),
+}
+
+/// DNS as the verification needs it; the system's in the daemon, a fake
+/// in tests.
+pub trait Resolver: Send {
+    /// The names the address maps back to (PTR).
+    fn reverse(&self, ip: IpAddr) -> Result<Vec<String>, LookupError>;
+    /// The addresses a name resolves to.
+    fn forward(&self, name: &str) -> Result<Vec<IpAddr>, String>;
+}
+
+/// The system resolver (getnameinfo, getaddrinfo): /etc/hosts and DNS as
+/// nsswitch says.
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn reverse(&self, ip: IpAddr) -> Result<Vec<String>, LookupError> {
+        let sa: std::net::SocketAddr = (ip, 0).into();
+        let (storage, len) = sockaddr(&sa);
+        let mut host = [0 as libc::c_char; 1025];
+        // SAFETY: storage holds a valid sockaddr of `len` bytes; host is a
+        // writable buffer of its length; NI_NAMEREQD fails rather than
+        // returning the address as text.
+        let rc = unsafe {
+            libc::getnameinfo(
+                (&storage as *const libc::sockaddr_storage).cast(),
+                len,
+                host.as_mut_ptr(),
+                host.len() as libc::socklen_t,
+                std::ptr::null_mut(),
+                0,
+                libc::NI_NAMEREQD,
+            )
+        };
+        if rc == libc::EAI_AGAIN || rc == libc::EAI_FAIL || rc == libc::EAI_SYSTEM {
+            return Err(LookupError::Unsure(format!(
+                "DNS could not say who {ip} is (getnameinfo {rc})"
+            )));
+        }
+        if rc != 0 {
+            return Err(LookupError::Missing(format!("{ip} has no name")));
+        }
+        // SAFETY: getnameinfo wrote a NUL-terminated string into host.
+        let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) };
+        Ok(vec![name.to_string_lossy().into_owned()])
+    }
+
+    fn forward(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+        use std::net::ToSocketAddrs;
+        (name, 0)
+            .to_socket_addrs()
+            .map(|it| it.map(|a| a.ip()).collect())
+            .map_err(|e| format!("{name}: {e}"))
+    }
+}
+
+fn sockaddr(sa: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_storage is valid; the family's struct is
+    // written into its start.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match sa {
+        std::net::SocketAddr::V4(a) => {
+            let s = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), s) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            let s = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), s) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// The outcome of one verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The crawler's name for the address.
+    Verified(String),
+    /// Why it is not the crawler it claims to be.
+    Fake(String),
+    /// DNS did not answer: try again later, judge it like anyone meanwhile.
+    Unsure(String),
+}
+
+/// Verifies one claim.
+pub fn verify(ip: IpAddr, k: &Known, resolver: &dyn Resolver) -> Verdict {
+    match verify_inner(ip, k, resolver) {
+        Ok(name) => Verdict::Verified(name),
+        Err(LookupError::Missing(why)) => Verdict::Fake(why),
+        Err(LookupError::Unsure(why)) => Verdict::Unsure(why),
+    }
+}
+
+fn verify_inner(ip: IpAddr, k: &Known, resolver: &dyn Resolver) -> Result<String, LookupError> {
+    let names = resolver.reverse(ip).map_err(|e| match e {
+        LookupError::Missing(m) => LookupError::Missing(format!("claims {} but {m}", k.name)),
+        unsure => unsure,
+    })?;
+    let Some(name) = names.into_iter().find(|n| {
+        let n = n.trim_end_matches('.').to_ascii_lowercase();
+        k.domains.iter().any(|d| n.ends_with(d))
+    }) else {
+        return Err(LookupError::Missing(format!(
+            "claims {} but its name is not under {}",
+            k.name,
+            k.domains.join(", ")
+        )));
+    };
+    let back = resolver.forward(name.trim_end_matches('.')).map_err(|e| {
+        LookupError::Missing(format!(
+            "claims {} but {name} does not resolve: {e}",
+            k.name
+        ))
+    })?;
+    if back.contains(&ip) {
+        Ok(name)
+    } else {
+        Err(LookupError::Missing(format!(
+            "claims {} but {name} does not resolve back to {ip}",
+            k.name
+        )))
+    }
+}
+
+/// How long a verdict is kept.
+const VERIFIED_MS: i64 = 24 * 3_600_000;
+const FAKE_MS: i64 = 3_600_000;
+const UNSURE_MS: i64 = 300_000;
+/// Lookups waiting; past this, claims stay Unknown until there is room.
+const QUEUE: usize = 1024;
+/// Verdicts kept; past this the cache starts afresh (a flood of fake
+/// claims from random addresses must not grow it without bound).
+const CACHE: usize = 100_000;
+
+#[derive(Default)]
+struct Cache {
+    verdicts: HashMap<IpAddr, (Crawler, i64, String)>,
+    pending: std::collections::HashSet<IpAddr>,
+}
+
+/// Verdicts for the daemon: answers at once from the cache; unknown
+/// claims go to the resolver thread.
+#[derive(Clone)]
+pub struct Verifier {
+    cache: Arc<Mutex<Cache>>,
+    tx: SyncSender<(IpAddr, &'static Known)>,
+}
+
+impl Verifier {
+    pub fn start(resolver: Box<dyn Resolver>) -> Verifier {
+        let (tx, rx) = sync_channel(QUEUE);
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let c = cache.clone();
+        let _ = std::thread::Builder::new()
+            .name("crawlers".into())
+            .spawn(move || resolve_all(rx, resolver, c));
+        Verifier { cache, tx }
+    }
+
+    /// What is known now of a client whose User-Agent is `ua`.
+    pub fn check(&self, ip: IpAddr, ua: &[u8]) -> Crawler {
+        let Some(k) = claimed(ua) else {
+            return Crawler::Unknown;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut c = lock(&self.cache);
+        if let Some((v, until, _)) = c.verdicts.get(&ip) {
+            if *until > now_ms {
+                return *v;
+            }
+        }
+        if c.pending.insert(ip) {
+            match self.tx.try_send((ip, k)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    c.pending.remove(&ip);
+                }
+            }
+        }
+        Crawler::Unknown
+    }
+
+    /// The verdict and its reason, once known (for logs and tests).
+    pub fn verdict(&self, ip: IpAddr) -> Option<(Crawler, String)> {
+        let c = lock(&self.cache);
+        c.verdicts.get(&ip).map(|(v, _, why)| (*v, why.clone()))
+    }
+}
+
+/// The cache is shared with the resolver thread; a panic there must not
+/// stop the daemon's checks, so a poisoned lock is taken as is.
+fn lock(m: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn resolve_all(
+    rx: Receiver<(IpAddr, &'static Known)>,
+    resolver: Box<dyn Resolver>,
+    cache: Arc<Mutex<Cache>>,
+) {
+    for (ip, k) in rx {
+        let (v, ttl, why) = match verify(ip, k, resolver.as_ref()) {
+            Verdict::Verified(name) => {
+                tracing::info!(%ip, crawler = k.name, "verified crawler: {name}");
+                (Crawler::Verified, VERIFIED_MS, name)
+            }
+            Verdict::Fake(why) => {
+                tracing::info!(%ip, "fake crawler: {why}");
+                (Crawler::Fake, FAKE_MS, why)
+            }
+            Verdict::Unsure(why) => {
+                tracing::warn!(%ip, crawler = k.name, "crawler not verified yet: {why}");
+                (Crawler::Unknown, UNSURE_MS, why)
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut c = lock(&cache);
+        if c.verdicts.len() >= CACHE {
+            c.verdicts.clear();
+        }
+        c.pending.remove(&ip);
+        c.verdicts.insert(ip, (v, now + ttl, why));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake(HashMap<IpAddr, String>, HashMap<String, Vec<IpAddr>>);
+    impl Resolver for Fake {
+        fn reverse(&self, ip: IpAddr) -> Result<Vec<String>, LookupError> {
+            if ip == "192.0.2.99".parse::<IpAddr>().unwrap() {
+                return Err(LookupError::Unsure("timeout".into()));
+            }
+            self.0
+                .get(&ip)
+                .map(|n| vec![n.clone()])
+                .ok_or_else(|| LookupError::Missing(format!("{ip} has no name")))
+        }
+        fn forward(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+            self.1.get(name).cloned().ok_or_else(|| "no address".into())
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reverse_then_forward_as_the_search_engines_document() {
+        let google =
+            claimed(b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
+                .unwrap();
+        let r = Fake(
+            [
+                (
+                    ip("66.249.66.1"),
+                    "crawl-66-249-66-1.googlebot.com".to_string(),
+                ),
+                (ip("203.0.113.5"), "host.example.net".to_string()),
+                (
+                    ip("198.51.100.9"),
+                    "evil.googlebot.com.example.net".to_string(),
+                ),
+                (ip("192.0.2.44"), "crawl-1.googlebot.com".to_string()),
+            ]
+            .into(),
+            [
+                (
+                    "crawl-66-249-66-1.googlebot.com".to_string(),
+                    vec![ip("66.249.66.1")],
+                ),
+                ("crawl-1.googlebot.com".to_string(), vec![ip("66.249.66.2")]),
+            ]
+            .into(),
+        );
+        let fake = |a: &str| match verify(ip(a), google, &r) {
+            Verdict::Fake(why) => why,
+            other => panic!("{a}: {other:?}"),
+        };
+        assert_eq!(
+            verify(ip("66.249.66.1"), google, &r),
+            Verdict::Verified("crawl-66-249-66-1.googlebot.com".to_string())
+        );
+        assert!(fake("203.0.113.5").contains("not under .googlebot.com"));
+        assert!(
+            fake("198.51.100.9").contains("not under"),
+            "a suffix must be the domain's"
+        );
+        // A PTR anyone can set: the forward lookup gives it away.
+        assert!(fake("192.0.2.44").contains("does not resolve back"));
+        assert!(fake("10.9.9.9").contains("has no name"));
+        // DNS that does not answer proves nothing.
+        assert!(matches!(
+            verify(ip("192.0.2.99"), google, &r),
+            Verdict::Unsure(_)
+        ));
+    }
+
+    #[test]
+    fn claims_are_found_in_any_case_and_others_are_left_alone() {
+        assert_eq!(
+            claimed(b"Mozilla/5.0 (compatible; bingbot/2.0)")
+                .unwrap()
+                .name,
+            "Bingbot"
+        );
+        assert_eq!(claimed(b"GOOGLEBOT").unwrap().name, "Googlebot");
+        assert!(claimed(b"Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0").is_none());
+        assert!(claimed(b"").is_none());
+    }
+
+    #[test]
+    fn the_verifier_answers_unknown_then_the_verdict() {
+        let r = Fake(
+            [(ip("66.249.66.1"), "crawl.googlebot.com".to_string())].into(),
+            [("crawl.googlebot.com".to_string(), vec![ip("66.249.66.1")])].into(),
+        );
+        let v = Verifier::start(Box::new(r));
+        let ua = b"Googlebot/2.1";
+        assert_eq!(v.check(ip("66.249.66.1"), ua), Crawler::Unknown);
+        assert_eq!(v.check(ip("203.0.113.5"), ua), Crawler::Unknown);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while v.verdict(ip("203.0.113.5")).is_none() || v.verdict(ip("66.249.66.1")).is_none() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(v.check(ip("66.249.66.1"), ua), Crawler::Verified);
+        assert_eq!(v.check(ip("203.0.113.5"), ua), Crawler::Fake);
+        assert_eq!(v.check(ip("203.0.113.5"), b"curl/8"), Crawler::Unknown);
+    }
+}
