@@ -1963,14 +1963,21 @@ fn blocklist_mistakes_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("access.log"), "").unwrap();
-    let cfg = write(
-        d,
+    // A [daemon] section of four lines, then the blocklists.
+    let with = |name: &str, rest: &str| {
+        write(
+            d,
+            name,
+            &format!(
+                "[daemon]\nlogs = [\"{l}\"]\nbackend = \"none\"\nstate_dir = \"{s}\"\n{rest}",
+                l = d.join("access.log").display(),
+                s = d.join("state").display()
+            ),
+        )
+    };
+    let cfg = with(
         "w.toml",
-        &format!(
-            "[daemon]\nlogs = [\"{l}\"]\nbackend = \"none\"\nstate_dir = \"{s}\"\n[blocklists.nosource]\nrefresh = \"1h\"\n[blocklists.\"bad name\"]\nsource = \"x\"\n",
-            l = d.join("access.log").display(),
-            s = d.join("state").display()
-        ),
+        "[blocklists.nosource]\nrefresh = \"1h\"\n[blocklists.\"bad name\"]\nsource = \"x\"\n",
     );
     webfence()
         .args(["check", "-c"])
@@ -1983,14 +1990,9 @@ fn blocklist_mistakes_are_named() {
         .stderr(predicate::str::contains(
             "invalid blocklist name 'bad name'",
         ));
-    let ok = write(
-        d,
+    let ok = with(
         "ok.toml",
-        &format!(
-            "[daemon]\nlogs = [\"{l}\"]\nbackend = \"none\"\nstate_dir = \"{s}\"\n[blocklists.drop]\nsource = \"https://www.spamhaus.org/drop/drop.txt\"\n",
-            l = d.join("access.log").display(),
-            s = d.join("state").display()
-        ),
+        "[blocklists.drop]\nsource = \"https://www.spamhaus.org/drop/drop.txt\"\n",
     );
     webfence()
         .args(["run", "-c"])

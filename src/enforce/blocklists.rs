@@ -107,36 +107,15 @@ pub fn remove(nft: &[String], table: &str) -> Result<(), EnforceError> {
     )
 }
 
-/// Packets each list dropped (both families), by list set prefix; an
-/// error when the table is gone.
+/// Packets a list dropped (both families); an error when the table is
+/// gone.
 pub fn dropped(nft: &[String], table: &str, list: &str) -> Result<u64, EnforceError> {
-    let mut argv = nft.to_vec();
-    argv.extend(
-        [
-            "-j",
-            "list",
-            "counters",
-            "table",
-            "inet",
-            &table_name(table),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let out = run(&argv, None)?;
     let (s4, s6) = sets(list);
-    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| EnforceError::Output {
-        program: "nft".into(),
-        reason: e.to_string(),
-    })?;
-    let mut total = 0;
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        let c = &item["counter"];
-        if c["name"] == s4.as_str() || c["name"] == s6.as_str() {
-            total += c["packets"].as_u64().unwrap_or(0);
-        }
-    }
-    Ok(total)
+    Ok(super::table_counters(nft, &table_name(table))?
+        .iter()
+        .filter(|(n, _)| *n == s4 || *n == s6)
+        .map(|(_, p)| p)
+        .sum())
 }
 
 #[cfg(test)]

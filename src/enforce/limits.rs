@@ -125,43 +125,18 @@ pub fn remove(nft: &[String], table: &str) -> Result<(), EnforceError> {
 
 /// Reads the counters; an error when the table is gone.
 pub fn refused(nft: &[String], table: &str) -> Result<Refused, EnforceError> {
-    let mut argv = nft.to_vec();
-    argv.extend(
-        [
-            "-j",
-            "list",
-            "counters",
-            "table",
-            "inet",
-            &table_name(table),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let out = run(&argv, None)?;
-    parse_counters(&out).ok_or_else(|| EnforceError::Output {
-        program: "nft".into(),
-        reason: "no counters in the limits table".into(),
-    })
-}
-
-fn parse_counters(json: &str) -> Option<Refused> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let mut r = Refused::default();
-    let mut found = false;
-    for item in v.get("nftables")?.as_array()? {
-        let Some(c) = item.get("counter") else {
-            continue;
-        };
-        let packets = c.get("packets").and_then(|p| p.as_u64()).unwrap_or(0);
-        match c.get("name").and_then(|n| n.as_str()) {
-            Some("conns_refused") => r.conns = packets,
-            Some("rate_refused") => r.rate = packets,
-            _ => continue,
-        }
-        found = true;
+    let counters = super::table_counters(nft, &table_name(table))?;
+    let get = |name: &str| counters.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
+    match (get("conns_refused"), get("rate_refused")) {
+        (None, None) => Err(EnforceError::Output {
+            program: "nft".into(),
+            reason: "no counters in the limits table".into(),
+        }),
+        (c, r) => Ok(Refused {
+            conns: c.unwrap_or(0),
+            rate: r.unwrap_or(0),
+        }),
     }
-    found.then_some(r)
 }
 
 #[cfg(test)]
@@ -201,13 +176,5 @@ mod tests {
         );
         assert!(only_rate.contains("meta l4proto tcp ct state new add @rate4"));
         assert!(!only_rate.contains("ct count"));
-    }
-
-    #[test]
-    fn counters_are_read_from_nft_json() {
-        let j = r#"{"nftables": [{"metainfo": {}}, {"counter": {"name": "conns_refused", "packets": 7, "bytes": 1}}, {"counter": {"name": "rate_refused", "packets": 3, "bytes": 1}}]}"#;
-        assert_eq!(parse_counters(j), Some(Refused { conns: 7, rate: 3 }));
-        assert_eq!(parse_counters("{}"), None);
-        assert_eq!(parse_counters("not json"), None);
     }
 }

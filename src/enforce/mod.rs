@@ -125,6 +125,39 @@ pub fn backend(name: &str, table: &str, prefix: Vec<String>) -> Option<Box<dyn B
     })
 }
 
+/// The named counters of an nftables table of webfence's (the limits',
+/// the blocklists'), by name, in packets; an error when the table is gone.
+pub fn table_counters(nft: &[String], table: &str) -> Result<Vec<(String, u64)>, EnforceError> {
+    let mut argv = nft.to_vec();
+    argv.extend(
+        ["-j", "list", "counters", "table", "inet", table]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let out = run(&argv, None)?;
+    parse_counters(&out).ok_or_else(|| EnforceError::Output {
+        program: "nft".into(),
+        reason: format!("no counters in table {table}"),
+    })
+}
+
+fn parse_counters(json: &str) -> Option<Vec<(String, u64)>> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let counters = v
+        .get("nftables")?
+        .as_array()?
+        .iter()
+        .filter_map(|item| {
+            let c = item.get("counter")?;
+            Some((
+                c.get("name")?.as_str()?.to_string(),
+                c.get("packets").and_then(|p| p.as_u64()).unwrap_or(0),
+            ))
+        })
+        .collect();
+    Some(counters)
+}
+
 /// How long a backend program may run before it is killed: a hung `nft`
 /// or `ipset` must not stall every later ban (and the control socket,
 /// which waits for the same lock) for good.
@@ -218,6 +251,20 @@ fn run_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_read_from_nft_json() {
+        let j = r#"{"nftables": [{"metainfo": {}}, {"counter": {"name": "conns_refused", "packets": 7, "bytes": 1}}, {"counter": {"name": "rate_refused", "packets": 3, "bytes": 1}}]}"#;
+        assert_eq!(
+            parse_counters(j),
+            Some(vec![
+                ("conns_refused".into(), 7),
+                ("rate_refused".into(), 3)
+            ])
+        );
+        assert_eq!(parse_counters("{}"), None);
+        assert_eq!(parse_counters("not json"), None);
+    }
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
