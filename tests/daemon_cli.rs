@@ -151,12 +151,17 @@ fn start_config(dir: &Path, cfg: &Path, extra: &[&str]) -> Daemon {
         .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
-    let socket = dir.join("ctl.sock");
+    wait_daemon(dir);
+    Daemon(child)
+}
+
+/// Waits until the daemon answers on `DIR/ctl.sock`.
+fn wait_daemon(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while webfence()
         .arg("status")
         .arg("--socket")
-        .arg(&socket)
+        .arg(dir.join("ctl.sock"))
         .output()
         .map(|o| !o.status.success())
         .unwrap_or(true)
@@ -164,7 +169,6 @@ fn start_config(dir: &Path, cfg: &Path, extra: &[&str]) -> Daemon {
         assert!(Instant::now() < deadline, "the daemon did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Daemon(child)
 }
 
 fn ctl(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
@@ -2067,17 +2071,7 @@ fn verified_crawlers_are_spared_and_fakes_are_banned() {
         .spawn()
         .unwrap();
     let daemon = Daemon(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while webfence()
-        .args(["status", "--socket"])
-        .arg(d.join("ctl.sock"))
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "the daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_daemon(d);
     let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
     let log = d.join("access.log");
     // The first request of each asks for a verdict.
