@@ -65,6 +65,11 @@ struct ChannelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListLabel {
+    list: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
     limit: String,
 }
@@ -250,6 +255,42 @@ pub fn render(shared: &Shared) -> String {
             refused,
         );
     }
+
+    let list_nets = Family::<ListLabel, Gauge>::default();
+    let list_dropped = Family::<ListLabel, Counter>::default();
+    let list_ok = Family::<ListLabel, Gauge>::default();
+    for b in lp
+        .get("blocklists")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let label = ListLabel {
+            list: b.get("name").and_then(Value::as_str).unwrap_or("").into(),
+        };
+        list_nets.get_or_create(&label).set(num(&b, "nets") as i64);
+        list_dropped
+            .get_or_create(&label)
+            .inc_by(num(&b, "dropped_packets"));
+        list_ok
+            .get_or_create(&label)
+            .set(i64::from(b.get("error").is_none_or(Value::is_null)));
+    }
+    r.register(
+        "blocklist_networks",
+        "Networks of a blocklist in the kernel",
+        list_nets,
+    );
+    r.register(
+        "blocklist_dropped_packets",
+        "Packets a blocklist dropped",
+        list_dropped,
+    );
+    r.register(
+        "blocklist_fresh",
+        "1 when the blocklist's last refresh worked",
+        list_ok,
+    );
 
     let deliveries = Family::<ChannelLabel, Counter>::default();
     for c in lp
