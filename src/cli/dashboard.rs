@@ -159,6 +159,15 @@ impl Machine {
     }
 }
 
+impl Dash {
+    /// Keeps the decisions panel's scroll position within the rows there
+    /// are: scrolling past the end and back must not take as many key
+    /// presses the other way.
+    pub fn clamp_decisions(&mut self, rows: usize) {
+        self.decisions_from = self.decisions_from.min(rows.saturating_sub(1));
+    }
+}
+
 /// Applies a key; returns true to quit.
 pub fn handle_key(d: &mut Dash, key: KeyEvent) -> bool {
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
@@ -869,6 +878,20 @@ mod tests {
             KeyEvent::new(KeyCode::Char('7'), KeyModifiers::NONE),
         );
         assert_eq!(none.panel, Panel::Connections);
+    }
+
+    #[test]
+    fn scrolling_past_the_end_comes_back_at_once() {
+        let mut d = Dash::default();
+        for _ in 0..100 {
+            handle_key(&mut d, key(KeyCode::Down));
+        }
+        d.clamp_decisions(3);
+        assert_eq!(d.decisions_from, 2);
+        handle_key(&mut d, key(KeyCode::Up));
+        assert_eq!(d.decisions_from, 1);
+        d.clamp_decisions(0);
+        assert_eq!(d.decisions_from, 0);
     }
 
     #[test]

@@ -413,6 +413,7 @@ fn dashboard(
             )
             .ok();
             let decisions = collector.decision_rows();
+            dash.clamp_decisions(decisions.len());
             if let Some(s) = &snap {
                 terminal.draw(|f| draw(f, s, dash, &machine, &sources, &decisions))?;
             }
