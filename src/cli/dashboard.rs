@@ -129,33 +129,17 @@ impl Machine {
 }
 
 impl Machine {
-    /// Reads /proc; what cannot be read stays 0.
+    /// Reads /proc (as the guards do); what cannot be read stays 0.
     pub fn read() -> Machine {
-        let mut m = Machine::default();
-        if let Ok(s) = std::fs::read_to_string("/proc/loadavg") {
-            for (i, v) in s.split_whitespace().take(3).enumerate() {
-                m.load[i] = v.parse().unwrap_or(0.0);
-            }
+        use crate::source::system::{ProcProbe, SystemProbe};
+        let s = ProcProbe::default().sample(&[]).unwrap_or_default();
+        Machine {
+            load: [s.la1, s.la5, s.la15],
+            mem_total_kib: s.mem_total / 1024,
+            mem_available_kib: s.mem_avail / 1024,
+            swap_used_kib: s.swap_used() / 1024,
+            conns: None,
         }
-        if let Ok(s) = std::fs::read_to_string("/proc/meminfo") {
-            let (mut swap_total, mut swap_free) = (0, 0);
-            for line in s.lines() {
-                let mut it = line.split_whitespace();
-                let (Some(k), Some(v)) = (it.next(), it.next()) else {
-                    continue;
-                };
-                let v: u64 = v.parse().unwrap_or(0);
-                match k {
-                    "MemTotal:" => m.mem_total_kib = v,
-                    "MemAvailable:" => m.mem_available_kib = v,
-                    "SwapTotal:" => swap_total = v,
-                    "SwapFree:" => swap_free = v,
-                    _ => {}
-                }
-            }
-            m.swap_used_kib = swap_total.saturating_sub(swap_free);
-        }
-        m
     }
 }
 

@@ -522,11 +522,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
 
 /// The allowlist as networks, for exemptions the kernel applies.
 fn allow_nets(allow: &Allowlist) -> Vec<ipnet::IpNet> {
-    allow
-        .subjects()
-        .iter()
-        .filter_map(|s| ipnet::IpNet::new(s.addr(), s.family_prefix()).ok())
-        .collect()
+    allow.subjects().iter().map(|s| s.to_net()).collect()
 }
 
 /// SIGHUP: reads the configuration again. A bad one changes nothing. New

@@ -78,6 +78,11 @@ impl Subject {
         }
     }
 
+    /// The address or network as an `IpNet` (an address as /32 or /128).
+    pub fn to_net(&self) -> IpNet {
+        IpNet::new(self.addr(), self.family_prefix()).unwrap_or_else(|_| IpNet::from(self.addr()))
+    }
+
     pub fn is_host(&self) -> bool {
         self.prefix == 128
     }

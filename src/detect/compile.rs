@@ -41,19 +41,8 @@ impl Compiler<'_> {
     /// Rule, score and action names reach hooks as {rule} and {action}
     /// placeholders and WEBFENCE_RULE, so they are kept to a safe alphabet.
     fn name(&mut self, at: Origin, what: &str, name: &str) {
-        let safe = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !safe {
-            self.err(
-                at,
-                format!(
-                    "invalid {what} name '{}': use up to 64 letters, digits, '-', '_' or '.'",
-                    crate::log::parse::escape_for_display(name.as_bytes())
-                ),
-            );
+        if let Some(e) = super::config::name_error(what, name, 64) {
+            self.err(at, e);
         }
     }
 

@@ -847,6 +847,23 @@ fn plain_words(message: &str) -> String {
     m
 }
 
+/// Why a name from the configuration (a rule's, a guard's, a list's)
+/// cannot be used, if it cannot: names reach hooks, environment variables
+/// and kernel object names, so they are kept to a safe alphabet.
+pub fn name_error(what: &str, name: &str, max: usize) -> Option<String> {
+    let safe = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (!safe).then(|| {
+        format!(
+            "invalid {what} name '{}': use up to {max} letters, digits, '-', '_' or '.'",
+            crate::log::parse::escape_for_display(name.as_bytes())
+        )
+    })
+}
+
 /// The known key a typo most likely meant: within two edits (one for
 /// short keys), else none.
 pub fn nearest<'a>(typo: &str, known: &[&'a str]) -> Option<&'a str> {

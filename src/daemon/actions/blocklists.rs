@@ -41,18 +41,8 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<BlocklistS
         }
         let mut err = |at, msg: String| errors.push(config.sources.error(at, msg));
         let n = &name.value;
-        if n.is_empty()
-            || n.len() > 32
-            || !n
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            err(
-                name.at,
-                format!(
-                    "invalid blocklist name '{n}': use up to 32 letters, digits, '-', '_' or '.'"
-                ),
-            );
+        if let Some(e) = crate::detect::config::name_error("blocklist", n, 32) {
+            err(name.at, e);
             continue;
         }
         let Some(source) = &raw.source else {

@@ -47,7 +47,7 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<Limits>
     let mut exempt = Vec::new();
     for e in raw.exempt.iter().flatten() {
         match e.value.parse::<crate::detect::addr::Subject>() {
-            Ok(s) => exempt.push(to_net(&s)),
+            Ok(s) => exempt.push(s.to_net()),
             Err(why) => err(e.at, format!("invalid exemption: {why}")),
         }
     }
@@ -66,10 +66,6 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<Limits>
         ports,
         exempt,
     })
-}
-
-fn to_net(s: &crate::detect::addr::Subject) -> ipnet::IpNet {
-    ipnet::IpNet::new(s.addr(), s.family_prefix()).unwrap_or_else(|_| ipnet::IpNet::from(s.addr()))
 }
 
 /// The limits in force and their health.
@@ -99,7 +95,7 @@ impl KernelLimits {
     /// None). Failures are kept for `status` and retried by `check`.
     pub fn set(&mut self, limits: Option<Limits>, allow: &Allowlist) {
         self.limits = limits.map(|mut l| {
-            l.exempt.extend(allow.subjects().iter().map(to_net));
+            l.exempt.extend(allow.subjects().iter().map(|s| s.to_net()));
             l
         });
         let result = match &self.limits {

@@ -63,18 +63,8 @@ fn compile_one(
     let before = errors.len();
     let mut err = |at, msg: String| errors.push(config.sources.error(at, msg));
     let n = &name.value;
-    let safe = !n.is_empty()
-        && n.len() <= 64
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !safe {
-        err(
-            name.at,
-            format!(
-                "invalid guard name '{}': use up to 64 letters, digits, '-', '_' or '.'",
-                crate::log::parse::escape_for_display(n.as_bytes())
-            ),
-        );
+    if let Some(e) = crate::detect::config::name_error("guard", n, 64) {
+        err(name.at, e);
     }
     let mut duration_ms = |v: &Option<Sp<String>>, what: &str, default_s: u64| -> i64 {
         match v {
