@@ -86,24 +86,20 @@ pub const KNOWN: &[Known] = &[
     },
 ];
 
-/// Which known crawler a User-Agent claims, if any.
+/// Which known crawler a User-Agent claims, if any. Every request the
+/// daemon reads asks, so the tokens are found in one case-insensitive
+/// pass (an automaton built once), not one scan per token.
 pub fn claimed(user_agent: &[u8]) -> Option<&'static Known> {
-    if user_agent.len() < 6 {
-        return None;
-    }
-    // A few short tokens over one (usually short) field: a case-folding
-    // scan without allocating is enough; no automaton needed.
-    KNOWN
-        .iter()
-        .find(|k| contains_folded(user_agent, k.token.as_bytes()))
-}
-
-fn contains_folded(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| {
-        w.iter()
-            .zip(needle)
-            .all(|(a, b)| a.to_ascii_lowercase() == *b)
-    })
+    static TOKENS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    let ac = TOKENS.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(KNOWN.iter().map(|k| k.token))
+            .ok()
+    });
+    let m = ac.as_ref()?.find(user_agent)?;
+    KNOWN.get(m.pattern().as_usize())
 }
 
 /// A lookup that failed: the name does not exist, or DNS could not say
@@ -295,9 +291,7 @@ impl Verifier {
         let Some(k) = claimed(ua) else {
             return Crawler::Unknown;
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = wall_ms();
         let mut c = lock(&self.cache);
         if let Some((v, until, _)) = c.verdicts.get(&ip) {
             if *until > now_ms {
@@ -320,6 +314,13 @@ impl Verifier {
         let c = lock(&self.cache);
         c.verdicts.get(&ip).map(|(v, _, why)| (*v, why.clone()))
     }
+}
+
+/// Verdicts expire in wall-clock time (DNS answers do), not log time.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The cache is shared with the resolver thread; a panic there must not
@@ -348,9 +349,7 @@ fn resolve_all(
                 (Crawler::Unknown, UNSURE_MS, why)
             }
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = wall_ms();
         let mut c = lock(&cache);
         if c.verdicts.len() >= CACHE {
             c.verdicts.clear();
