@@ -1189,7 +1189,7 @@ fn blocklists_drop_their_addresses_and_survive_a_broken_refresh() {
     let cfg = config(
         d,
         &format!(
-            "\n[blocklists.drop]\nsource = \"http://127.0.0.1:{port}/drop.txt\"\nrefresh = \"1s\"\n[blocklists.local]\nsource = \"{}\"\n",
+            "\n[blocklists.drop]\nsource = \"http://127.0.0.1:{port}/drop.txt\"\nrefresh = \"1s\"\n[blocklists.local]\nsource = \"{}\"\n[blocklists.gone]\nsource = \"http://127.0.0.1:1/nothing.txt\"\n",
             local.display()
         ),
     );
@@ -1213,11 +1213,20 @@ fn blocklists_drop_their_addresses_and_survive_a_broken_refresh() {
     wait_for("a conditional refresh", Duration::from_secs(10), || {
         server.lock().unwrap().not_modified >= 1
     });
-    let status = String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).into_owned();
+    let out = ctl(&socket, &["status"]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         status.contains("blocklist drop: 2 networks (2 entries)"),
         "{status}"
     );
+    // A list that never loaded leaves the daemon unprotected from it: loud.
+    assert!(
+        status.contains(
+            "lists     NOT PROTECTING blocklist gone is not in force: GET http://127.0.0.1:1/nothing.txt"
+        ),
+        "{status}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{status}");
 
     // A broken refresh: the last good list stays, and status says why.
     {
@@ -1226,7 +1235,9 @@ fn blocklists_drop_their_addresses_and_survive_a_broken_refresh() {
         s.etag = "\"v2\"".into();
     }
     wait_for("the failure in status", Duration::from_secs(10), || {
-        String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout).contains("REFRESH FAILED")
+        String::from_utf8_lossy(&ctl(&socket, &["status"]).stdout)
+            .lines()
+            .any(|l| l.starts_with("blocklist drop:") && l.contains("REFRESH FAILED"))
     });
     assert_eq!(
         get(&net.clients[0], first),

@@ -645,7 +645,24 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
             crate::log::parse::escape_for_display(p.as_str().unwrap_or("").as_bytes())
         );
     }
-    let problems: Vec<Value> = problems.into_iter().chain(watch_problems).collect();
+    // What else keeps it from guarding (a blocklist that never loaded).
+    let all: Vec<Value> = answer
+        .get("all_problems")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for p in all
+        .iter()
+        .filter(|p| !problems.contains(p) && !watch_problems.contains(p))
+    {
+        let _ = writeln!(
+            out,
+            "lists     {} {}",
+            style.paint("1;31", "NOT PROTECTING"),
+            crate::log::parse::escape_for_display(p.as_str().unwrap_or("").as_bytes())
+        );
+    }
+    let problems = all;
     let bans = answer.get("bans").cloned().unwrap_or_default();
     let dry_run = lp.get("dry_run").and_then(Value::as_bool) == Some(true);
     let _ = writeln!(

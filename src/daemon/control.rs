@@ -100,6 +100,26 @@ pub struct LoopStatus {
 }
 
 impl LoopStatus {
+    /// Everything that keeps the daemon from guarding: the logs', the
+    /// machine loop's, and a blocklist that never loaded (one that failed
+    /// a refresh keeps its last good contents and still guards).
+    pub fn all_problems(&self) -> Vec<String> {
+        let lists = self
+            .blocklists
+            .iter()
+            .filter(|b| b.loaded_ms.is_none())
+            .filter_map(|b| {
+                let e = b.error.as_ref()?;
+                Some(format!("blocklist {} is not in force: {e}", b.name))
+            });
+        self.problems
+            .iter()
+            .chain(&self.watch_problems)
+            .cloned()
+            .chain(lists)
+            .collect()
+    }
+
     /// The connection peak within [from, to).
     pub fn conn_peak(&self, from_ms: i64, to_ms: i64) -> Option<(u64, i64)> {
         self.conn_peaks
@@ -582,7 +602,8 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
 
 pub fn status(shared: &Shared) -> Value {
     let st = lock(&shared.status).clone();
-    let protecting = st.problems.is_empty() && st.watch_problems.is_empty();
+    let all_problems = st.all_problems();
+    let protecting = all_problems.is_empty();
     let e = lock(&shared.enforcer);
     let now = e.now();
     let (active, recorded) = e.ledger.counts(now).unwrap_or((0, 0));
@@ -608,6 +629,7 @@ pub fn status(shared: &Shared) -> Value {
         "bans": {"active": active, "recorded": recorded, "active_by_rule": by_rule},
         "healthy": e.healthy() && protecting,
         "protecting": protecting,
+        "all_problems": all_problems,
         "backend": {"name": e.backend_name(), "health": e.health, "dropped": e.dropped()},
         "ledger": {"health": e.ledger_health, "pending": e.pending()},
         "hooks": {"dropped": dropped, "failed": failed},

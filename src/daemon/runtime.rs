@@ -481,12 +481,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                         .into(),
                 );
             }
-            let problems = {
-                let st = lock(&status);
-                let mut p = st.problems.clone();
-                p.extend(st.watch_problems.iter().cloned());
-                p
-            };
+            let problems = lock(&status).all_problems();
             nagger.say(&problems);
             logs.waker.watch(&logs.follower.directories());
             let mut f = rules.figures;
