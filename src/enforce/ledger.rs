@@ -458,6 +458,17 @@ impl Ledger {
         res.map_err(|e| self.err(e))
     }
 
+    /// Bans in force per address family (IPv4, IPv6), counted in SQLite
+    /// rather than by reading every ban.
+    pub fn active_by_family(&self, now_ms: i64) -> Result<(u64, u64), LedgerError> {
+        let res = self.conn.query_row(
+            "SELECT COALESCE(SUM(instr(subject, ':') = 0), 0), COALESCE(SUM(instr(subject, ':') > 0), 0) FROM bans WHERE ended IS NULL AND expires > ?1",
+            params![now_ms],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        );
+        res.map_err(|e| self.err(e))
+    }
+
     /// Bans in force per rule.
     pub fn active_by_rule(&self, now_ms: i64) -> Result<Vec<(String, u64)>, LedgerError> {
         let res = (|| {
@@ -506,6 +517,31 @@ mod tests {
         let renewed = l.renewals(bans).unwrap();
         l.record(bans, &renewed).unwrap();
         renewed
+    }
+
+    /// Bans in force per family, and per rule in a period, for the
+    /// metrics and digests.
+    #[test]
+    fn counts_by_family_and_by_period() {
+        let mut l = Ledger::open(Path::new(":memory:")).unwrap();
+        record(
+            &mut l,
+            &[
+                ban("192.0.2.1", "flood", 0, 100),
+                ban("2001:db8::1", "flood", 0, 100),
+                ban("2001:db8::/48", "scan", 10, 100),
+                ban("192.0.2.9", "scan", 20, 5),
+            ],
+        );
+        assert_eq!(l.active_by_family(50).unwrap(), (1, 2));
+        let (made, ended) = l.period_by_rule(0, 15).unwrap();
+        assert_eq!(
+            made,
+            vec![("flood".to_string(), 2), ("scan".to_string(), 1)]
+        );
+        assert!(ended.is_empty());
+        let (_, ended) = l.period_by_rule(20, 30).unwrap();
+        assert_eq!(ended, vec![("scan".to_string(), 1)]);
     }
 
     /// Both ways of finding open bans' expiries agree: one probe each for a

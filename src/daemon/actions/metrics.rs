@@ -170,16 +170,9 @@ pub fn render(shared: &Shared) -> String {
     let (active, dropped, backend, batch, engine_ok) = {
         let e = lock(&shared.enforcer);
         let now = e.now();
-        let (mut v4, mut v6) = (0i64, 0i64);
-        for b in e.ledger.active(now).unwrap_or_default() {
-            if crate::detect::addr::is_v4(b.subject.bits) {
-                v4 += 1;
-            } else {
-                v6 += 1;
-            }
-        }
+        let (v4, v6) = e.ledger.active_by_family(now).unwrap_or((0, 0));
         (
-            (v4, v6),
+            (v4 as i64, v6 as i64),
             e.dropped(),
             e.backend_name().to_string(),
             e.batch_seconds.clone(),
