@@ -14,6 +14,17 @@ pub fn webfence() -> Command {
     cmd
 }
 
+/// Runs webfence with `args` and asserts it fails with each of `wants`
+/// in its standard error.
+pub fn fails_with<S: AsRef<std::ffi::OsStr>>(args: &[S], wants: &[&str]) {
+    let out = webfence().args(args).output().expect("webfence runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it succeeded:\n{err}");
+    for w in wants {
+        assert!(err.contains(w), "missing {w:?} in:\n{err}");
+    }
+}
+
 pub fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/access.log")
 }
