@@ -389,3 +389,56 @@ impl Watch {
             .collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::guard::expr::Cond;
+    use crate::detect::guard::{GuardAction, Phase};
+
+    fn guard(name: &str, when: &str) -> Guard {
+        Guard {
+            name: name.into(),
+            description: String::new(),
+            when: Cond::parse(when).unwrap(),
+            when_text: when.into(),
+            for_checks: 1,
+            until: None,
+            action: GuardAction::Log,
+            then: None,
+            repeat_ms: None,
+            timeout_ms: 1000,
+            check_every_ms: 1000,
+        }
+    }
+
+    /// A reload in the middle of an episode does not fire an unchanged
+    /// guard again; a changed one starts afresh.
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_guards() {
+        let mut old = Guards::new(vec![
+            guard("load", "la1 > 5"),
+            guard("mem", "memavail < 1G"),
+        ]);
+        for (_, st, _) in &mut old.list {
+            st.phase = Phase::Firing {
+                since_ms: 1,
+                last_fired_ms: 1,
+            };
+        }
+        let (new, actions) = carry(
+            &old,
+            GuardActions::new(2, false),
+            vec![guard("mem", "memavail < 2G"), guard("load", "la1 > 5")],
+            false,
+        );
+        assert_eq!(actions.slots.len(), 2);
+        assert_eq!(new.list[0].0.name, "mem");
+        assert_eq!(
+            new.list[0].1.phase,
+            Phase::Ok,
+            "a changed guard starts afresh"
+        );
+        assert!(matches!(new.list[1].1.phase, Phase::Firing { .. }));
+    }
+}

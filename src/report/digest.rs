@@ -233,3 +233,69 @@ impl Digest {
 fn span(ms: i64) -> String {
     crate::detect::engine::human_duration((ms.max(0) / 1000) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_compares_with_the_period_before_and_lists_episodes() {
+        let report = crate::report::build(
+            &Default::default(),
+            &crate::report::Options {
+                top: ROWS,
+                by: crate::report::RankBy::Hits,
+                zone: None,
+                bucket_s: None,
+                max_buckets: 1,
+            },
+        );
+        let mut d = Digest::build(
+            "web1",
+            0,
+            3_600_000,
+            &report,
+            Some(Totals {
+                requests: 0,
+                bytes: 0,
+                bans: 2,
+            }),
+            vec![("flood-ip".into(), 3)],
+            vec![("flood-ip".into(), 1)],
+            vec![
+                Episode {
+                    guard: "load".into(),
+                    fired_ms: 60_000,
+                    over_ms: Some(660_000),
+                },
+                Episode {
+                    guard: "memory".into(),
+                    fired_ms: 120_000,
+                    over_ms: None,
+                },
+            ],
+            Some((812, 90_000)),
+        );
+        let text = d.text();
+        assert!(
+            text.contains("bans      3 (+50% on the period before)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("conns     peak 812 at 1970-01-01 00:01 UTC"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bans made, by rule\n           3  flood-ip"),
+            "{text}"
+        );
+        assert!(text.contains("load for 10m"), "{text}");
+        assert!(text.contains("memory still firing"), "{text}");
+        assert_eq!(d.subject(), "digest 1h: 0 requests, 3 bans");
+        assert!(!d.is_empty());
+        d.totals.bans = 0;
+        d.guards.clear();
+        d.bans_ended.clear();
+        assert!(d.is_empty());
+    }
+}

@@ -422,6 +422,73 @@ mod tests {
     }
 
     #[test]
+    fn a_ban_guard_bans_the_busiest_clients_over_the_minimum_only() {
+        use crate::source::conns::{Conn, TcpState};
+        use crate::stats::conns::{ConnFilter, ConnTable};
+        let mut conns = Vec::new();
+        for (client, n) in [
+            ("192.0.2.1", 60),
+            ("192.0.2.2", 50),
+            ("192.0.2.3", 40),
+            ("10.0.0.9", 90),
+            ("192.0.2.4", 5),
+        ] {
+            for _ in 0..n {
+                conns.push(Conn {
+                    local: "198.51.100.1".parse().unwrap(),
+                    local_port: 80,
+                    remote: client.parse().unwrap(),
+                    remote_port: 1,
+                    state: TcpState::SynRecv,
+                });
+            }
+        }
+        let sample = Sample {
+            conns: Some(ConnTable::build(
+                &[80].into(),
+                &conns,
+                &ConnFilter::default(),
+            )),
+            ..Sample::default()
+        };
+        let g = Guard {
+            name: "syn-flood".into(),
+            description: String::new(),
+            when: Cond::parse("conns_syn > 100").unwrap(),
+            when_text: "conns_syn > 100".into(),
+            for_checks: 1,
+            until: None,
+            action: GuardAction::BanBusiest {
+                top: 2,
+                min_conns: 45,
+                duration_s: 900,
+            },
+            then: None,
+            repeat_ms: None,
+            timeout_ms: 1000,
+            check_every_ms: 1000,
+        };
+        let mut a = GuardActions::new(1, false);
+        let allowed = |s: &Subject| s.to_string() == "10.0.0.9";
+        let d = a.carry_out(0, &g, Step::Fire, &sample, &allowed, 0);
+        let who: Vec<String> = d.iter().map(|d| d.subject.to_string()).collect();
+        assert_eq!(who, vec!["192.0.2.1", "192.0.2.2"]);
+        assert!(
+            d.iter()
+                .all(|d| d.duration_s == Some(900) && d.rule == "syn-flood")
+        );
+        assert!(
+            d[0].reason.contains("60 connections (syn-recv 60)"),
+            "{}",
+            d[0].reason
+        );
+        assert!(
+            a.carry_out(0, &g, Step::Nothing, &sample, &allowed, 0)
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn a_running_action_is_not_started_again_and_recovery_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         // The action takes 0.5 s; the checks come without waiting: the
