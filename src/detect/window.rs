@@ -106,11 +106,14 @@ impl RateState {
         }
         let k = limit.saturating_sub(margin).max(1);
         let idx = if n == limit {
-            (self.head + limit - k) % limit
+            Some((self.head + limit - k) % limit)
         } else {
-            n - k
+            // Fewer than `k` requests (a limit within the margin): none
+            // to look at yet.
+            n.checked_sub(k)
         };
-        self.ring.get(idx).is_some_and(|s| now - s.t < window_ms)
+        idx.and_then(|i| self.ring.get(i))
+            .is_some_and(|s| now - s.t < window_ms)
     }
 
     /// At the threshold: one more request within the window would fire.
@@ -142,8 +145,10 @@ impl KeyState for RateState {
         if n == 0 {
             return i64::MIN;
         }
-        // Full ring: the newest sits just before head.
-        self.ring[(self.head + n - 1) % n].t
+        // The newest sits just before head (head is 0 until the ring is
+        // full); no `%`, as this runs on every request.
+        let newest = if self.head == 0 { n - 1 } else { self.head - 1 };
+        self.ring.get(newest).map_or(i64::MIN, |s| s.t)
     }
 }
 
@@ -386,6 +391,17 @@ mod tests {
         }
         assert!(r.near(7, 10, 3, 1000));
         assert!(!r.near(5000, 10, 3, 1000));
+    }
+
+    // Regression: with a limit within the sample margin (3 or less), the
+    // first request of a key subtracted past zero (a panic in debug builds).
+    #[test]
+    fn a_small_limit_on_an_empty_key_is_not_near() {
+        let r = RateState::default();
+        assert!(!r.near(0, 2, SAMPLES, 1000));
+        let mut r = RateState::default();
+        r.hit(st(0), 2, 1000);
+        assert!(r.near(1, 2, SAMPLES, 1000));
     }
 
     #[test]
