@@ -43,15 +43,10 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let zone = args.local.then(jiff::tz::TimeZone::system);
     let started = Instant::now();
 
-    let mut engine = Engine::new(rules.clone());
-    if let Some(ip) = explain {
-        engine.explain(ip);
-    }
     let mut decisions = Vec::new();
     let mut write_error = None;
     let stream_json = args.json;
-    let run = pipeline::replay(&job, &rules, &allow, &mut engine, |engine, names| {
-        let new = engine.take_decisions();
+    let (run, engine) = pipeline::replay(&job, &rules, &allow, explain, |new, names| {
         if stream_json && !new.is_empty() && write_error.is_none() {
             let cx = Cx {
                 names,

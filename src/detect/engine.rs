@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::addr::{NetSet, Subject, from_bits, mask};
 use super::config::{FieldName, RuleKind};
 use super::rules::{Action, Event, IpPart, Outcome, Rule, RuleSet};
-use super::window::{DistinctState, RateState, SAMPLES, ScoreState, Stamp, Table, key};
+use super::window::{DistinctState, KeyState, RateState, SAMPLES, ScoreState, Stamp, Table, key};
 use crate::stats::Map;
 
 /// A log line that contributed to a decision.
@@ -266,6 +266,35 @@ impl Engine {
         std::mem::take(&mut self.decisions)
     }
 
+    /// Decisions taken and not yet taken out.
+    pub fn pending_decisions(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Takes the decisions from the `from`-th on.
+    pub fn take_decisions_from(&mut self, from: usize) -> std::vec::Drain<'_, Decision> {
+        self.decisions.drain(from.min(self.decisions.len())..)
+    }
+
+    /// Adds a shard's counts and traces to this engine's (see
+    /// [`super::shard`]). Peaks add up: shards hold their state at once.
+    pub fn absorb(&mut self, shard: Engine) {
+        let (t, s) = (&mut self.totals, shard.totals);
+        t.requests += s.requests;
+        t.blocked += s.blocked;
+        t.allowlisted += s.allowlisted;
+        t.evicted += s.evicted;
+        t.peak_state_bytes += s.peak_state_bytes;
+        for (mine, theirs) in self.rule_totals.iter_mut().zip(shard.rule_totals) {
+            mine.requests += theirs.requests;
+            mine.decisions += theirs.decisions;
+            mine.bans += theirs.bans;
+        }
+        self.traces.extend(shard.traces);
+        self.decisions.extend(shard.decisions);
+        self.now = self.now.max(shard.now);
+    }
+
     /// Subjects banned at the engine's current time.
     pub fn active_bans(&self) -> usize {
         self.bans.values().filter(|b| b.until > self.now).count()
@@ -402,6 +431,11 @@ impl Engine {
         // (count, first contributing request, samples) when the rule fires.
         let fired: Option<(f64, Stamp, Vec<String>)> = match &mut self.state[i] {
             RuleState::Rate(table) => table.with(k, |s| {
+                if stamp.t.saturating_sub(s.last_active()) >= window {
+                    // What a sweep would have dropped: start afresh, so
+                    // decisions do not depend on when sweeps ran.
+                    s.reset();
+                }
                 if s.near(stamp.t, limit, SAMPLES, window) {
                     s.samples.push(display_line(line));
                 }
@@ -426,6 +460,9 @@ impl Engine {
             RuleState::Distinct(table) => {
                 let value = RuleSet::field_hash(ev, rule.distinct.unwrap_or(FieldName::Path));
                 table.with(k, |s| {
+                    if stamp.t.saturating_sub(s.last_active()) >= window {
+                        s.reset();
+                    }
                     if s.near(stamp.t, limit, SAMPLES, window) {
                         s.samples.push(display_line(line));
                     }
@@ -537,6 +574,10 @@ impl Engine {
             return;
         };
         let (value, state) = table.with(key(ev.client, 0), |s| {
+            if spec.decay_per_ms > 0.0 && s.decayed(stamp.t, spec.decay_per_ms) <= 0.0 {
+                // What a sweep would have dropped (see `apply`).
+                s.reset();
+            }
             s.samples.push(display_line(line));
             let v = s.add(points, rule as u16, stamp, spec.decay_per_ms);
             let snapshot = (v > spec.threshold).then(|| {

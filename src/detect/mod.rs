@@ -6,6 +6,7 @@
 //!   request concerns, as a small [`rules::Event`]);
 //! - [`window`], [`engine`]: per-key state and the sequential engine that
 //!   turns events into [`engine::Decision`]s;
+//! - [`shard`]: how the engine is split by client to run on several threads;
 //! - [`allow`]: the allowlist.
 
 pub mod addr;
@@ -17,7 +18,9 @@ pub mod crawlers;
 pub mod engine;
 pub mod guard;
 pub mod matcher;
+pub mod memo;
 pub mod rules;
+pub mod shard;
 pub mod window;
 
 pub use config::{Config, ConfigErrors};
