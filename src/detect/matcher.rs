@@ -218,6 +218,8 @@ impl LiteralScan {
 #[derive(Debug, Clone)]
 pub struct FieldMatcher {
     pub decode: bool,
+    /// The conditions this matcher decides, ascending.
+    pub conds: Vec<u32>,
     exact_case: Option<LiteralScan>,
     any_case: Option<LiteralScan>,
     regexes: Option<(RegexSet, Vec<u32>)>,
@@ -231,6 +233,13 @@ impl FieldMatcher {
         literals: &[Literal],
         regexes: &[(u32, String)],
     ) -> Result<Self, String> {
+        let mut conds: Vec<u32> = literals
+            .iter()
+            .map(|l| l.cond)
+            .chain(regexes.iter().map(|(c, _)| *c))
+            .collect();
+        conds.sort_unstable();
+        conds.dedup();
         let (ci, cs): (Vec<&Literal>, Vec<&Literal>) = literals.iter().partition(|l| l.ignore_case);
         // Case-insensitive patterns are lowered here and the value at scan
         // time: a case-sensitive automaton keeps its fast prefilters, which
@@ -256,6 +265,7 @@ impl FieldMatcher {
         };
         Ok(FieldMatcher {
             decode,
+            conds,
             exact_case: LiteralScan::build(&cs, false)?,
             any_case: LiteralScan::build(&ci, false)?,
             regexes,

@@ -271,6 +271,8 @@ pub fn target_of<'a>(r: &Request<'a>) -> &'a [u8] {
 #[derive(Debug, Default)]
 pub struct ClassifyScratch {
     bits: CondBits,
+    /// One per field matcher.
+    memo: Vec<super::memo::Memo>,
     decoded: (Vec<u8>, Vec<u8>),
     normalized: Vec<u8>,
     lower: Vec<u8>,
@@ -328,8 +330,22 @@ impl RuleSet {
         } else {
             scratch.bits.clear();
         }
-        for (field, m) in &self.matchers {
-            let value = field_text(r, *field, target);
+        if scratch.memo.len() != self.matchers.len() {
+            scratch.memo = vec![Default::default(); self.matchers.len()];
+        }
+        // Seeded hashes of the raw fields, computed once for the memo and
+        // the engine's keys.
+        let mut hashes = [None; FieldName::TEXT.len()];
+        for ((field, m), memo) in self.matchers.iter().zip(scratch.memo.iter_mut()) {
+            let raw = field_text(r, *field, target);
+            let hash = *hashes[text_index(*field)].get_or_insert_with(|| self.hash(raw));
+            if let Some(conds) = memo.get(hash, raw) {
+                for &c in conds {
+                    scratch.bits.set(c);
+                }
+                continue;
+            }
+            let value = raw;
             let value = if m.decode {
                 let decoded = percent_decode(value, &mut scratch.decoded);
                 // A decoded path is matched as the server resolves it.
@@ -342,6 +358,13 @@ impl RuleSet {
                 value
             };
             m.scan(value, &mut scratch.bits, &mut scratch.lower);
+            let found: super::memo::Conds = m
+                .conds
+                .iter()
+                .copied()
+                .filter(|&c| scratch.bits.get(c))
+                .collect();
+            memo.put(hash, raw, &found);
         }
         let mut hits = 0u128;
         for (i, rule) in self.rules.iter().enumerate() {
@@ -377,7 +400,7 @@ impl RuleSet {
         if hits != 0 {
             for (i, f) in FieldName::TEXT.iter().enumerate() {
                 if self.hashed[i] {
-                    fields[i] = self.hash(field_text(r, *f, target));
+                    fields[i] = hashes[i].unwrap_or_else(|| self.hash(field_text(r, *f, target)));
                 }
             }
         }
