@@ -731,10 +731,26 @@ impl RuleSet {
             }
         }
 
+        let mut by_first_cond = vec![0u128; c.conds as usize];
+        let mut condless = 0u128;
+        for (i, r) in rules.iter().enumerate().take(super::rules::MAX_RULES) {
+            match r
+                .when
+                .conds
+                .first()
+                .and_then(|&f| by_first_cond.get_mut(f as usize))
+            {
+                Some(mask) => *mask |= 1 << i,
+                None => condless |= 1 << i,
+            }
+        }
+
         if !c.errors.is_empty() {
             return Err(ConfigErrors(c.errors));
         }
         Ok(RuleSet {
+            by_first_cond,
+            condless,
             rules,
             conn_rules,
             scores,

@@ -149,11 +149,23 @@ pub struct Engine {
     pub traces: Vec<Trace>,
     field_text: FieldText,
     since_check: u64,
-    /// When each rule's table was last swept of state older than its window.
-    swept: Vec<i64>,
+    /// When each rule's (then score's) table was last swept of state
+    /// older than its window, and how many keys it kept.
+    swept: Vec<(i64, usize)>,
     swept_misc: i64,
     /// Bans decided so far; tells `feed` when to look for a new one.
     bans_made: u64,
+}
+
+/// Whether a table is due a sweep. A sweep walks the whole table, so it
+/// runs when the table has doubled since the last one (a flood of new
+/// clients: the cost stays proportional to the keys added), and otherwise
+/// every five minutes of log time (or the window, when longer), never more
+/// often than every 30 s.
+fn sweep_due(now: i64, window_ms: i64, len: usize, (last, kept): (i64, usize)) -> bool {
+    let elapsed = now.saturating_sub(last);
+    elapsed >= window_ms.max(30_000)
+        && (len >= 2 * kept + 1024 || elapsed >= window_ms.max(300_000))
 }
 
 /// What `--explain` records for a counting rule after a request.
@@ -241,7 +253,7 @@ impl Engine {
             traces: Vec::new(),
             field_text: Box::new(|_, _| None),
             since_check: 0,
-            swept: vec![i64::MIN; rules_len],
+            swept: vec![(i64::MIN, 0); rules_len],
             swept_misc: i64::MIN,
             bans_made: 0,
         }
@@ -798,32 +810,44 @@ impl Engine {
     }
 
     /// Drops state that can no longer fire: nothing within its window, or a
-    /// score decayed to zero. Each table is swept once per window, so the
-    /// cost is amortised and memory follows the clients active now.
+    /// score decayed to zero. Memory then follows the clients active now.
+    /// What is dropped would be reset when touched again (see `apply`), so
+    /// when sweeps run changes no decision, only memory and time.
     fn sweep(&mut self) {
         let now = self.now;
         let n_rules = self.rules.rules.len();
         for (i, st) in self.state.iter_mut().enumerate() {
             let window = self.rules.rules[i].window_ms;
-            // At most every 30 s of log time: sweeping walks the whole table.
-            if now.saturating_sub(self.swept[i]) < window.max(30_000) {
+            let len = match st {
+                RuleState::Rate(t) => t.len(),
+                RuleState::Distinct(t) => t.len(),
+                RuleState::Stateless => continue,
+            };
+            if !sweep_due(now, window, len, self.swept[i]) {
                 continue;
             }
-            self.swept[i] = now;
             let cutoff = now - window;
-            match st {
-                RuleState::Rate(t) => t.evict(cutoff, false, |_| false),
-                RuleState::Distinct(t) => t.evict(cutoff, false, |_| false),
+            let kept = match st {
+                RuleState::Rate(t) => {
+                    t.evict(cutoff, false, |_| false);
+                    t.len()
+                }
+                RuleState::Distinct(t) => {
+                    t.evict(cutoff, false, |_| false);
+                    t.len()
+                }
                 RuleState::Stateless => 0,
             };
+            self.swept[i] = (now, kept);
         }
         for (i, t) in self.scores.iter_mut().enumerate() {
             let per_ms = self.rules.scores[i].decay_per_ms;
-            if per_ms <= 0.0 || now.saturating_sub(self.swept[n_rules + i]) < 60_000 {
+            let at = n_rules + i;
+            if per_ms <= 0.0 || !sweep_due(now, 60_000, t.len(), self.swept[at]) {
                 continue;
             }
-            self.swept[n_rules + i] = now;
             t.evict(i64::MAX, false, |s| s.decayed(now, per_ms) > 0.0);
+            self.swept[at] = (now, t.len());
         }
     }
 

@@ -33,6 +33,21 @@ impl CondBits {
         }
     }
 
+    /// The conditions set, ascending.
+    pub fn ones(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros();
+                rest &= rest - 1;
+                Some(w as u32 * 64 + bit)
+            })
+        })
+    }
+
     pub fn get(&self, i: u32) -> bool {
         self.0
             .get(i as usize / 64)

@@ -202,6 +202,11 @@ pub struct RuleSet {
     pub(super) conds: usize,
     /// Fields whose hash some rule keys on or counts.
     pub(super) hashed: [bool; FieldName::TEXT.len()],
+    /// Per condition, the rules whose first condition it is; and the rules
+    /// with none. A request is checked against these rules only: most
+    /// rules look for patterns most requests do not have.
+    pub(super) by_first_cond: Vec<u128>,
+    pub(super) condless: u128,
     pub(super) hasher: RandomState,
 }
 
@@ -331,7 +336,13 @@ impl RuleSet {
             scratch.bits.clear();
         }
         if scratch.memo.len() != self.matchers.len() {
-            scratch.memo = vec![Default::default(); self.matchers.len()];
+            use super::memo::{FEW, MANY, Memo};
+            scratch.memo = (self.matchers.iter())
+                .map(|(f, _)| match f {
+                    FieldName::Path | FieldName::Target | FieldName::Query => Memo::new(MANY),
+                    _ => Memo::new(FEW),
+                })
+                .collect();
         }
         // Seeded hashes of the raw fields, computed once for the memo and
         // the engine's keys.
@@ -366,8 +377,17 @@ impl RuleSet {
                 .collect();
             memo.put(hash, raw, &found);
         }
+        let mut candidates = self.condless;
+        for c in scratch.bits.ones() {
+            candidates |= self.by_first_cond.get(c as usize).copied().unwrap_or(0);
+        }
         let mut hits = 0u128;
-        for (i, rule) in self.rules.iter().enumerate() {
+        while candidates != 0 {
+            let i = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            let Some(rule) = self.rules.get(i) else {
+                break;
+            };
             if rule.inactive.is_some() {
                 continue;
             }

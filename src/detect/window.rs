@@ -341,18 +341,39 @@ impl<S: KeyState> Table<S> {
         );
     }
 
+    /// Keeps the entries `keep` approves (it may change them); one pass,
+    /// in memory order. Returns how many were dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut S) -> bool) -> usize {
+        let before = self.map.len();
+        let mut heap = 0;
+        self.map.retain(|_, s| {
+            let kept = keep(s);
+            if kept {
+                heap += s.heap();
+            }
+            kept
+        });
+        self.heap = heap;
+        // A table that once held a flood and now holds a trickle would make
+        // every later sweep walk the flood's empty slots: give most back.
+        // Four times is slack enough that a table does not shrink and grow
+        // back again at every sweep.
+        if self.map.capacity() > 4 * self.map.len() + 1024 {
+            self.map.shrink_to(2 * self.map.len());
+        }
+        before - self.map.len()
+    }
+
     /// Drops state last active at or before `cutoff`, except what `keep`
     /// pins; with `shrink`, also gives back the slots freed.
     pub fn evict(&mut self, cutoff: i64, shrink: bool, keep: impl Fn(&S) -> bool) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, s| keep(s) || s.last_active() > cutoff);
+        let gone = self.retain(|s| keep(s) || s.last_active() > cutoff);
         // Capacity is memory too, but shrinking a table that will grow back
         // soon is wasted rehashing: only the memory cap asks for it.
         if shrink && self.map.capacity() > 2 * self.map.len() + 16 {
             self.map.shrink_to(self.map.len());
         }
-        self.heap = self.map.values().map(KeyState::heap).sum();
-        before - self.map.len()
+        gone
     }
 }
 
