@@ -1505,3 +1505,82 @@ fn error_logs_are_read_and_their_rules_fire() {
     assert!(banned.contains(&"198.18.4.2"), "{d:#?}");
     assert!(banned.contains(&"2001:db8::44"), "{d:#?}");
 }
+
+/// The engine in shards decides as on one thread: the same JSON lines in
+/// the same order, on the shipped sample and on a flood from many
+/// networks.
+#[test]
+fn shards_give_the_decisions_of_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::default();
+    for n in 0..40 {
+        for i in 0..160 {
+            let ip = format!("10.{n}.{}.{}", i % 3, n + 1);
+            log.add(
+                n as f64 * 2.0 + i as f64 * 0.05,
+                &ip,
+                "GET /search?q=1 HTTP/1.1",
+                200,
+                UA,
+            );
+        }
+    }
+    let flood = log.write(dir.path(), "flood.log");
+    for input in [common::sample(), flood] {
+        let run = |threads: &str| {
+            let out = webfence()
+                .args(["replay", "--json", "--quiet", "--threads", threads])
+                .arg(&input)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let one = run("1");
+        assert!(
+            one.lines().count() > 10,
+            "{}: too few decisions to compare",
+            input.display()
+        );
+        for threads in ["2", "4"] {
+            assert_eq!(
+                run(threads),
+                one,
+                "{} with {threads} threads",
+                input.display()
+            );
+        }
+    }
+}
+
+/// A rule counting across all clients cannot be split by client: replay
+/// says the rules run on one thread, and why.
+#[test]
+fn a_rule_over_all_clients_runs_on_one_thread_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "hot.toml",
+        "[rules.hot-path]\nkind = \"rate\"\nkey = \"path\"\nlimit = 50\nwindow = \"10s\"\naction = \"log\"\n",
+    );
+    let replay = |threads: &str| {
+        let out = webfence()
+            .args(["replay", "--json", "--threads", threads, "-c"])
+            .arg(&config)
+            .arg(common::sample())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = replay("2");
+    assert!(
+        err.contains("rule 'hot-path' counts across all clients (key = \"path\"): the rules run on one thread"),
+        "{err}"
+    );
+    assert!(!replay("1").contains("one thread"));
+}
