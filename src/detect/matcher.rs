@@ -235,6 +235,9 @@ pub struct FieldMatcher {
     pub decode: bool,
     /// The conditions this matcher decides, ascending.
     pub conds: Vec<u32>,
+    /// The conditions an empty value meets (an access log has no error
+    /// message, most requests no query): known without a scan.
+    pub on_empty: Vec<u32>,
     exact_case: Option<LiteralScan>,
     any_case: Option<LiteralScan>,
     regexes: Option<(RegexSet, Vec<u32>)>,
@@ -278,13 +281,18 @@ impl FieldMatcher {
                 .map_err(|e| e.to_string())?;
             Some((set, regexes.iter().map(|(c, _)| *c).collect()))
         };
-        Ok(FieldMatcher {
+        let mut m = FieldMatcher {
             decode,
-            conds,
+            on_empty: Vec::new(),
             exact_case: LiteralScan::build(&cs, false)?,
             any_case: LiteralScan::build(&ci, false)?,
             regexes,
-        })
+            conds,
+        };
+        let mut bits = CondBits::with_len(m.conds.last().map_or(0, |&c| c as usize + 1));
+        m.scan(b"", &mut bits, &mut Vec::new());
+        m.on_empty = bits.ones().collect();
+        Ok(m)
     }
 
     /// Sets the bits of the conditions `value` satisfies; `lower` is a
@@ -455,6 +463,21 @@ mod tests {
         assert_eq!(hits(&m, "/x/", 5), Vec::<u32>::new());
         assert_eq!(hits(&m, "/shell.PHP", 5), vec![3]);
         assert_eq!(hits(&m, "/aaa", 5), vec![4]);
+    }
+
+    #[test]
+    fn an_empty_value_meets_what_a_scan_of_it_would() {
+        let m = FieldMatcher::build(
+            false,
+            &[
+                lit(0, LitKind::Exact, "", false),
+                lit(1, LitKind::Contains, "x", false),
+            ],
+            &[(2, "^$".to_string()), (3, ".".to_string())],
+        )
+        .unwrap();
+        assert_eq!(m.on_empty, vec![0, 2]);
+        assert_eq!(hits(&m, "", 4), m.on_empty);
     }
 
     #[test]

@@ -349,6 +349,12 @@ impl RuleSet {
         let mut hashes = [None; FieldName::TEXT.len()];
         for ((field, m), memo) in self.matchers.iter().zip(scratch.memo.iter_mut()) {
             let raw = field_text(r, *field, target);
+            if raw.is_empty() {
+                for &c in &m.on_empty {
+                    scratch.bits.set(c);
+                }
+                continue;
+            }
             let hash = *hashes[text_index(*field)].get_or_insert_with(|| self.hash(raw));
             if let Some(conds) = memo.get(hash, raw) {
                 for &c in conds {
