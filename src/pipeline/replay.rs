@@ -183,7 +183,10 @@ pub fn replay(
     for _ in 0..in_flight {
         let _ = pool_tx.send(Default::default());
     }
-    let work_rx = Mutex::new(work_rx);
+    // Shared by the workers only: when they have all stopped (the replay
+    // broke off), the receiver goes and the reader's next send fails
+    // instead of waiting for a worker forever.
+    let work_rx = Arc::new(Mutex::new(work_rx));
     let mut malformed = 0;
     let mut samples: Vec<(usize, MalformedSample)> = Vec::new();
     let (mut first, mut last) = (None, None);
@@ -191,10 +194,11 @@ pub fn replay(
 
     let (reader, engines) = std::thread::scope(|scope| {
         for _ in 0..threads {
-            let (parser, names, work_rx, msg_tx) = (&parser, &names, &work_rx, msg_tx.clone());
+            let (parser, names, work_rx, msg_tx) =
+                (&parser, &names, Arc::clone(&work_rx), msg_tx.clone());
             scope.spawn(move || {
                 let work = std::panic::AssertUnwindSafe(|| {
-                    classify_worker(parser, rules, allow, names, work_rx, &msg_tx)
+                    classify_worker(parser, rules, allow, names, &work_rx, &msg_tx)
                 });
                 let _ = match std::panic::catch_unwind(work) {
                     Ok(()) => msg_tx.send(Msg::WorkerDone),
@@ -202,6 +206,7 @@ pub fn replay(
                 };
             });
         }
+        drop(work_rx);
         let mut shard_txs = Vec::new();
         let mut shard_threads = Vec::new();
         for me in 0..plan.shards {
