@@ -938,6 +938,52 @@ mod tests {
         }
     }
 
+    /// A score that decayed to nothing starts afresh when points come
+    /// again, its old samples gone, whether or not a sweep ran in between
+    /// (none does here: three requests): decisions do not depend on when
+    /// sweeps run, which the shards rely on.
+    #[test]
+    fn a_decayed_score_keeps_no_stale_samples() {
+        let config = Config::from_texts(vec![(
+            "t.toml".into(),
+            "default_rules = false\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\nscore = 10\n[scores.default]\nthreshold = 15\ndecay = \"10/1m\"\naction = \"ban\"\nduration = \"1h\"\n".into(),
+        )])
+        .unwrap();
+        let mut engine = Engine::new(RuleSet::compile(&config).unwrap());
+        feed_lines(&mut engine, &["192.0.2.1"], 0);
+        let parser = Parser::preset(Preset::Combined, TrustedProxies::default());
+        let (mut scratch, mut cs) = (Scratch::default(), ClassifyScratch::default());
+        for agent in ["later-1", "later-2"] {
+            let line = format!(
+                "192.0.2.1 - - [10/Mar/2024:11:00:00 +0000] \"GET /trigger HTTP/1.1\" 404 1 \"-\" \"{agent}\""
+            );
+            let r = parser.parse(line.as_bytes(), &mut scratch).unwrap();
+            let ev = engine.rules.classify(&r, false, &mut cs);
+            engine.feed(&ev, line.as_bytes());
+        }
+        let d = engine.take_decisions();
+        assert_eq!(d.len(), 1);
+        let samples = &d[0].evidence.samples;
+        assert_eq!(samples.len(), 2, "{samples:?}");
+        assert!(samples.iter().all(|s| s.contains("later-")), "{samples:?}");
+    }
+
+    #[test]
+    fn tables_are_swept_when_doubled_or_every_five_minutes() {
+        let last = (1_000_000, 5_000);
+        // Never within 30 s, however the table grew.
+        assert!(!sweep_due(1_020_000, 10_000, 50_000, last));
+        // Doubled (plus the slack for small tables): due after 30 s.
+        assert!(sweep_due(1_030_000, 10_000, 11_024, last));
+        assert!(!sweep_due(1_030_000, 10_000, 11_023, last));
+        // Not doubled: every five minutes, or the window when longer.
+        assert!(!sweep_due(1_299_999, 10_000, 5_000, last));
+        assert!(sweep_due(1_300_000, 10_000, 5_000, last));
+        assert!(!sweep_due(1_300_000, 600_000, 5_000, last));
+        // A table never swept is due at once.
+        assert!(sweep_due(0, 10_000, 0, (i64::MIN, 0)));
+    }
+
     #[test]
     fn spans_read_as_people_say_them() {
         assert_eq!(human_span(0), "0s");

@@ -490,6 +490,25 @@ mod tests {
         assert_eq!(s.decayed(100 * 86_400_000, per_ms), 0.0);
     }
 
+    // A sweep after a flood gives back most of the flood's slots, so later
+    // sweeps do not walk them.
+    #[test]
+    fn a_sweep_after_a_flood_gives_slots_back() {
+        let mut t: Table<RateState> = Table::default();
+        for i in 0..100_000u64 {
+            t.with(key(u128::from(i), 0), |s| s.hit(st(i as i64), 10, 1000));
+        }
+        let flood = t.map.capacity();
+        let gone = t.retain(|s| s.last_active() >= 99_900);
+        assert_eq!(gone, 99_900);
+        assert!(
+            t.map.capacity() < flood / 50,
+            "{} of {flood}",
+            t.map.capacity()
+        );
+        assert_eq!(t.heap, t.map.values().map(KeyState::heap).sum::<usize>());
+    }
+
     #[test]
     fn tables_track_memory_and_evict_the_oldest() {
         let mut t: Table<RateState> = Table::default();
