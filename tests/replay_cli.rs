@@ -1528,17 +1528,8 @@ fn shards_give_the_decisions_of_one_thread() {
     let flood = log.write(dir.path(), "flood.log");
     for input in [common::sample(), flood] {
         let run = |threads: &str| {
-            let out = webfence()
-                .args(["replay", "--json", "--quiet", "--threads", threads])
-                .arg(&input)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
+            let input = input.to_string_lossy();
+            common::succeeds(&["replay", "--json", "--quiet", "--threads", threads, &input]).0
         };
         let one = run("1");
         assert!(
@@ -1568,14 +1559,18 @@ fn a_rule_over_all_clients_runs_on_one_thread_and_says_so() {
         "[rules.hot-path]\nkind = \"rate\"\nkey = \"path\"\nlimit = 50\nwindow = \"10s\"\naction = \"log\"\n",
     );
     let replay = |threads: &str| {
-        let out = webfence()
-            .args(["replay", "--json", "--threads", threads, "-c"])
-            .arg(&config)
-            .arg(common::sample())
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stderr).unwrap()
+        let (config, sample) = (config.to_string_lossy(), common::sample());
+        let sample = sample.to_string_lossy();
+        common::succeeds(&[
+            "replay",
+            "--json",
+            "--threads",
+            threads,
+            "-c",
+            &config,
+            &sample,
+        ])
+        .1
     };
     let err = replay("2");
     assert!(

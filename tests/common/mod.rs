@@ -25,6 +25,15 @@ pub fn fails_with<S: AsRef<std::ffi::OsStr>>(args: &[S], wants: &[&str]) {
     }
 }
 
+/// Runs webfence with `args`, asserts it succeeds, and returns its
+/// standard output and standard error.
+pub fn succeeds<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (String, String) {
+    let out = webfence().args(args).output().expect("webfence runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "webfence failed:\n{err}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+}
+
 pub fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/access.log")
 }
@@ -37,18 +46,11 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// Runs `webfence report ARGS --json` and returns the parsed document.
 pub fn report_json(args: &[&str]) -> serde_json::Value {
-    let out = webfence()
-        .arg("report")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "webfence failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("valid JSON")
+    let mut all = vec!["report"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (out, _) = succeeds(&all);
+    serde_json::from_str(&out).expect("valid JSON")
 }
 
 /// A combined-format line.
