@@ -773,6 +773,7 @@ impl RuleSet {
             conds: c.conds as usize,
             hashed,
             hasher: foldhash::quality::RandomState::default(),
+            id: super::rules::next_rule_set_id(),
         })
     }
 }

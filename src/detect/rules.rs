@@ -208,6 +208,15 @@ pub struct RuleSet {
     pub(super) by_first_cond: Vec<u128>,
     pub(super) condless: u128,
     pub(super) hasher: RandomState,
+    /// Which compilation this is (clones share it): a worker's memo of
+    /// field values is only good for the rule set it was filled for.
+    pub(super) id: u64,
+}
+
+/// A new [`RuleSet::id`].
+pub(super) fn next_rule_set_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A request reduced to what the stateful engine needs; plain data, so a
@@ -279,8 +288,9 @@ pub fn target_of<'a>(r: &Request<'a>) -> &'a [u8] {
 #[derive(Debug, Default)]
 pub struct ClassifyScratch {
     bits: CondBits,
-    /// One per field matcher.
+    /// One per field matcher, filled for the rule set `memo_for`.
     memo: Vec<super::memo::Memo>,
+    memo_for: u64,
     decoded: (Vec<u8>, Vec<u8>),
     normalized: Vec<u8>,
     lower: Vec<u8>,
@@ -338,8 +348,11 @@ impl RuleSet {
         } else {
             scratch.bits.clear();
         }
-        if scratch.memo.len() != self.matchers.len() {
+        // A reload brings a new rule set: what the memo remembers (which
+        // conditions, by id) belongs to the old one.
+        if scratch.memo_for != self.id || scratch.memo.len() != self.matchers.len() {
             use super::memo::{FEW, MANY, Memo};
+            scratch.memo_for = self.id;
             scratch.memo = (self.matchers.iter())
                 .map(|(f, _)| match f {
                     FieldName::Path | FieldName::Target | FieldName::Query => Memo::new(MANY),
@@ -462,6 +475,32 @@ impl RuleSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a scratch kept across a reload (the daemon keeps its
+    /// detector's) answered from the memo of the old rules, so a pattern
+    /// added by the reload went unseen on values met before it.
+    #[test]
+    fn a_reload_does_not_answer_from_the_old_rules_memo() {
+        let compile = |pattern: &str| {
+            let text = format!(
+                "default_rules = false\n[rules.probe]\nkind = \"match\"\nmatch.path.exact = [\"{pattern}\"]\naction = \"log\"\n"
+            );
+            let config = crate::detect::Config::from_texts(vec![("t.toml".into(), text)]).unwrap();
+            RuleSet::compile(&config).unwrap()
+        };
+        let old = compile("/old");
+        let mut new = compile("/new");
+        // The same hasher, so only the rule set's identity tells them apart.
+        new.hasher = old.hasher.clone();
+        let parser = crate::log::Parser::preset(crate::log::Preset::Combined, Default::default());
+        let line =
+            b"192.0.2.1 - - [10/Mar/2024:10:00:00 +0000] \"GET /new HTTP/1.1\" 200 1 \"-\" \"x\"";
+        let mut scratch = crate::log::Scratch::default();
+        let r = parser.parse(line, &mut scratch).unwrap();
+        let mut cs = ClassifyScratch::default();
+        assert_eq!(old.classify(&r, false, &mut cs).hits, 0);
+        assert_eq!(new.classify(&r, false, &mut cs).hits, 1);
+    }
 
     #[test]
     fn text_fields_are_indexed_in_their_declared_order() {
