@@ -56,7 +56,7 @@ impl ShardPlan {
                     v6 = v6.min(b);
                 }
                 IpPart::None => {
-                    global.get_or_insert_with(|| rule.name.clone());
+                    global.get_or_insert_with(|| (rule.name.clone(), rule.key.describe()));
                 }
             }
         }
@@ -66,15 +66,10 @@ impl ShardPlan {
             shards,
         };
         match global {
-            Some(name) if shards > 1 => (
+            Some((name, key)) if shards > 1 => (
                 plan(1),
                 Some(format!(
-                    "rule '{name}' counts across all clients (key = \"{}\"): the rules run on one thread",
-                    rules
-                        .rules
-                        .iter()
-                        .find(|r| r.name == name)
-                        .map_or_else(String::new, |r| r.key.describe())
+                    "rule '{name}' counts across all clients (key = \"{key}\"): the rules run on one thread"
                 )),
             ),
             _ => (plan(shards.max(1)), None),

@@ -58,7 +58,6 @@ enum Msg {
 
 /// A batch handed to the shards and not yet finished by all of them.
 struct InFlight {
-    seq: u64,
     batch: Arc<Batch>,
     waiting: usize,
     decisions: Vec<(u32, Decision)>,
@@ -269,7 +268,6 @@ pub fn replay(
                             let _ = tx.send(Arc::clone(&batch));
                         }
                         flying.push_back(InFlight {
-                            seq: batch.seq,
                             batch,
                             waiting: plan.shards,
                             decisions: Vec::new(),
@@ -277,7 +275,7 @@ pub fn replay(
                     }
                 }
                 Msg::Decided { seq, decisions } => {
-                    let Some(front) = flying.front().map(|f| f.seq) else {
+                    let Some(front) = flying.front().map(|f| f.batch.seq) else {
                         continue;
                     };
                     if let Some(f) = flying.get_mut(seq.wrapping_sub(front) as usize) {
