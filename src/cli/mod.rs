@@ -6,6 +6,7 @@ mod conns;
 mod control;
 mod dashboard;
 mod digest;
+mod html;
 mod import;
 mod replay;
 mod run;
@@ -375,6 +376,13 @@ struct ReplayArgs {
     /// Show times in the local time zone instead of UTC.
     #[arg(long)]
     local: bool,
+    /// Also write the decisions with the log's report as one self-contained
+    /// HTML file ('-' for stdout).
+    #[arg(long, value_name = "FILE", conflicts_with = "explain")]
+    html: Option<std::path::PathBuf>,
+    /// Rows per table of the --html report (0 for all).
+    #[arg(long, default_value_t = 10, value_name = "N", requires = "html")]
+    top: usize,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -551,6 +559,20 @@ struct ReportArgs {
     /// Timeline bucket (1m, 5m, 1h, 1d…); chosen from the span by default.
     #[arg(long, value_name = "DURATION", value_parser = values::parse_duration)]
     bucket: Option<u64>,
+    /// Write the report as one self-contained HTML file ('-' for stdout):
+    /// charts, a time-range brush, sortable and filterable tables; it makes
+    /// no network request when opened. The text report is then not printed.
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
+    /// With --html: run the rules over the log and show what they would
+    /// decide per client [default: when a configuration is given or exists].
+    #[arg(long, overrides_with = "no_rules")]
+    rules: bool,
+    /// With --html: do not run the rules.
+    #[arg(long)]
+    no_rules: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -690,6 +712,35 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
 
     let inputs = inputs(&args.files, "report")?;
     let names: Vec<String> = inputs.iter().map(Input::name).collect();
+    // The rules for the page, loaded (and their errors said) before the
+    // log is read.
+    let page_rules = match &args.html {
+        Some(_) if !args.no_rules => {
+            let configured = !args.config.config.is_empty()
+                || std::path::Path::new(crate::detect::config::DEFAULT_PATH).exists();
+            if args.rules || configured {
+                if args.rules {
+                    html::refuse_stdin(&inputs, "--rules")?;
+                }
+                let stdin = inputs.iter().any(|i| matches!(i, Input::Stdin));
+                if stdin {
+                    if !args.run.quiet {
+                        eprintln!(
+                            "webfence: note: the page has no rule decisions: stdin can be read once (name the log files)"
+                        );
+                    }
+                    None
+                } else {
+                    let set = args.config.load()?;
+                    let used = html::rules_used(&args.config.config, &set);
+                    Some((set, used))
+                }
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
     let job = Job {
         inputs,
         format: args.format.spec(),
@@ -727,6 +778,30 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
         },
     };
     let built = report::build(&analysis, &options);
+    if let Some(path) = &args.html {
+        let decisions = match &page_rules {
+            Some((set, _)) => Some(html::decisions_of(&job, set, args.run.quiet)?),
+            None => None,
+        };
+        let page_report = report::build(
+            &analysis,
+            &html::options(args.top, args.by, options.zone.clone()),
+        );
+        html::write(
+            path,
+            html::Page {
+                analysis: &analysis,
+                report: &page_report,
+                names: &names,
+                zone: options.zone.as_ref(),
+                decisions: decisions.as_deref().zip(page_rules.map(|(_, used)| used)),
+            },
+            args.run.quiet,
+        )?;
+        if !args.json && args.csv.is_none() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     if args.json {
         let mut doc =
             serde_json::to_vec_pretty(&built).context("cannot encode the report as JSON")?;

@@ -26,8 +26,12 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let inputs = inputs(&args.files, "replay")?;
+    if args.html.is_some() {
+        super::html::refuse_stdin(&inputs, "--html")?;
+    }
     let job = Job {
-        inputs: inputs(&args.files, "replay")?,
+        inputs,
         format: args.format.spec(),
         json_fields: args.format.json_fields()?,
         proxies: args.format.proxies()?,
@@ -80,6 +84,27 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         names: &run.names,
         zone: zone.as_ref(),
     };
+    if let Some(path) = &args.html {
+        let analysis = super::html::analysis_of(&job)?;
+        let page_report = crate::report::build(
+            &analysis,
+            &super::html::options(args.top, crate::report::RankBy::Hits, zone.clone()),
+        );
+        super::html::write(
+            path,
+            super::html::Page {
+                analysis: &analysis,
+                report: &page_report,
+                names: &run.names,
+                zone: zone.as_ref(),
+                decisions: Some((
+                    &decisions,
+                    super::html::rules_used(&args.config.config, &rules),
+                )),
+            },
+            args.run.quiet,
+        )?;
+    }
     let style = args.run.color.style(args.run.wide);
     let summary = summary_line(&run, &engine, &decisions, elapsed);
     if let Some(ip) = &args.explain {

@@ -5,6 +5,7 @@ pub mod conns;
 pub mod csv;
 pub mod decisions;
 pub mod digest;
+pub mod html;
 pub mod text;
 
 use std::cmp::Ordering;
@@ -381,9 +382,13 @@ mod tests {
     fn requested_bucket_cannot_explode_the_timeline() {
         // Regression: `--bucket 1m` over a log spanning 1970..2024 meant
         // millions of rows.
+        let one = || crate::stats::Minute {
+            hits: 1,
+            ..Default::default()
+        };
         let mut s = crate::stats::Stats::default();
-        s.minutes.insert(0, Counter { hits: 1, bytes: 0 });
-        s.minutes.insert(28_000_000, Counter { hits: 1, bytes: 0 });
+        s.minutes.insert(0, one());
+        s.minutes.insert(28_000_000, one());
         let o = Options {
             top: 10,
             by: RankBy::Hits,
@@ -403,7 +408,7 @@ mod tests {
             ..o
         };
         s.minutes.remove(&28_000_000);
-        s.minutes.insert(10, Counter { hits: 1, bytes: 0 });
+        s.minutes.insert(10, one());
         assert_eq!(timeline(&s, &small).0, 300);
     }
 

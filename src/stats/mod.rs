@@ -46,6 +46,9 @@ pub struct ClientStats {
     pub bytes: u64,
     pub status_4xx: u64,
     pub status_5xx: u64,
+    /// Requests for pages (paths that are not static files): a browser
+    /// fetches assets beside its pages, most bots fetch pages only.
+    pub pages: u64,
     pub first: EpochMs,
     pub last: EpochMs,
 }
@@ -54,10 +57,46 @@ impl ClientStats {
     fn merge(&mut self, o: ClientStats) {
         self.hits += o.hits;
         self.bytes += o.bytes;
+        self.pages += o.pages;
         self.status_4xx += o.status_4xx;
         self.status_5xx += o.status_5xx;
         self.first = self.first.min(o.first);
         self.last = self.last.max(o.last);
+    }
+}
+
+/// One minute of traffic: requests, bytes and requests by status class
+/// (`by_class[1..=5]` for 1xx..5xx, `by_class[0]` for anything else).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Minute {
+    pub hits: u64,
+    pub bytes: u64,
+    pub by_class: [u64; 6],
+}
+
+impl Minute {
+    #[inline]
+    fn add(&mut self, bytes: u64, status: u16) {
+        self.hits += 1;
+        self.bytes += bytes;
+        self.by_class[status_class(status)] += 1;
+    }
+
+    pub fn merge(&mut self, o: Minute) {
+        self.hits += o.hits;
+        self.bytes += o.bytes;
+        for (a, b) in self.by_class.iter_mut().zip(o.by_class) {
+            *a += b;
+        }
+    }
+}
+
+/// 1..=5 for 1xx..5xx, 0 for anything else (status `-`, 600+).
+#[inline]
+pub fn status_class(status: u16) -> usize {
+    match status / 100 {
+        c @ 1..=5 => c as usize,
+        _ => 0,
     }
 }
 
@@ -143,7 +182,7 @@ pub struct Stats {
     /// Error logs: records per kind of message (variable parts folded).
     pub messages: Tally,
     /// Counts per minute since the epoch.
-    pub minutes: Map<i64, Counter>,
+    pub minutes: Map<i64, Minute>,
 }
 
 impl Default for Stats {
@@ -184,6 +223,7 @@ impl Stats {
             bytes: 0,
             status_4xx: 0,
             status_5xx: 0,
+            pages: 0,
             first: r.time,
             last: r.time,
         });
@@ -191,6 +231,7 @@ impl Stats {
         c.bytes += bytes;
         c.status_4xx += u64::from(class == 4);
         c.status_5xx += u64::from(class == 5);
+        c.pages += u64::from(!crate::log::request::is_static_path(r.path));
         c.first = c.first.min(r.time);
         c.last = c.last.max(r.time);
 
@@ -216,7 +257,7 @@ impl Stats {
         self.minutes
             .entry(r.time.div_euclid(60_000))
             .or_default()
-            .add(bytes);
+            .add(bytes, r.status);
     }
 
     pub fn merge(&mut self, o: Stats) {
@@ -235,7 +276,7 @@ impl Stats {
         self.methods.merge(o.methods);
         self.levels.merge(o.levels);
         self.messages.merge(o.messages);
-        merge_maps(&mut self.minutes, o.minutes, Counter::merge);
+        merge_maps(&mut self.minutes, o.minutes, Minute::merge);
     }
 }
 
@@ -331,6 +372,12 @@ mod tests {
         assert_eq!(st.referrers.len(), 1);
         assert_eq!(st.methods.len(), 2);
         assert_eq!(st.minutes.len(), 3);
+        let m = st.minutes.values().fold(Minute::default(), |mut a, m| {
+            a.merge(*m);
+            a
+        });
+        assert_eq!(m.by_class, [0, 0, 1, 0, 1, 1]);
+        assert_eq!((c.pages, st.clients.len()), (2, 2));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+pub mod browser;
+
 pub fn webfence() -> Command {
     let mut cmd = Command::cargo_bin("webfence").expect("binary built");
     // A width from the environment would change the layouts tests read.
