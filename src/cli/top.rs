@@ -19,7 +19,7 @@ use crate::source::Input;
 use crate::source::follow::{FollowOptions, Follower};
 use crate::source::wake::Waker;
 use crate::stats::Filter;
-use crate::stats::live::{LiveStats, Snapshot, SortBy, View};
+use crate::stats::live::{LiveClock, LiveStats, Snapshot, SortBy, View};
 
 /// Turns appended bytes into counted requests and live rule decisions.
 struct Collector {
@@ -98,23 +98,6 @@ impl Collector {
                 count: d.evidence.count as u64,
             })
             .collect()
-    }
-}
-
-/// Log time "now": the newest log second, moved on by the wall clock while
-/// nothing new arrives, so rates fall to zero when traffic stops.
-struct Clock {
-    newest: i64,
-    seen_at: Instant,
-}
-
-impl Clock {
-    fn now(&mut self, newest: i64) -> i64 {
-        if newest > self.newest {
-            self.newest = newest;
-            self.seen_at = Instant::now();
-        }
-        self.newest + self.seen_at.elapsed().as_secs() as i64
     }
 }
 
@@ -259,10 +242,7 @@ pub(super) fn top(args: TopArgs) -> Result<ExitCode> {
         live: LiveParser::new(job),
         stats: LiveStats::with_memory_cap(collector_cap),
     };
-    let mut clock = Clock {
-        newest: i64::MIN,
-        seen_at: Instant::now(),
-    };
+    let mut clock = LiveClock::default();
     let view = View {
         sort: SortBy::Now,
         group: args.group,
@@ -367,7 +347,7 @@ fn dashboard(
     terminal: &mut ratatui::DefaultTerminal,
     follower: &mut Follower,
     collector: &mut Collector,
-    clock: &mut Clock,
+    clock: &mut LiveClock,
     dash: &mut Dash,
     args: &TopArgs,
     interval: Duration,

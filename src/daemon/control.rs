@@ -210,6 +210,7 @@ pub struct SourceStatus {
     pub behind_bytes: u64,
 }
 
+#[derive(Clone)]
 pub struct Shared {
     pub enforcer: Arc<Mutex<Enforcer>>,
     pub status: Arc<Mutex<LoopStatus>>,

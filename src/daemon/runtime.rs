@@ -19,6 +19,7 @@ use super::actions::bans::{ENFORCER_QUEUE, ToEnforcer, enforcer_loop};
 use super::actions::enforcer::{Enforcer, EngineUpdate, Hooks, take_updates, wall_ms};
 use super::actions::limits::KernelLimits;
 use super::actions::notify;
+use super::actions::web::{LiveView, WebState};
 use super::control::{self, LoopStatus, ReloadOutcome, Shared, SourceStatus};
 use super::detectors::rules::{RuleDetector, seeded_engine};
 use super::lock;
@@ -29,6 +30,7 @@ use crate::detect::allow::{Allowlist, SystemHost};
 use crate::detect::{Config, RuleSet};
 use crate::enforce::hooks::HookRunner;
 use crate::enforce::ledger::Ledger;
+use crate::pipeline::LiveEvent;
 use crate::source::conns::KernelConns;
 use crate::source::follow;
 use crate::source::system::ProcProbe;
@@ -267,15 +269,26 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         default_ban_s: DEFAULT_MANUAL_BAN_S,
         request_reload: || RELOAD.store(true, Ordering::SeqCst),
     };
-    if let Some(addr) = settings.metrics {
+    let web = WebState::new(settings.web.clone());
+    let listening = settings.metrics.or(settings.web.as_ref().map(|w| w.listen));
+    if let Some(addr) = listening {
+        let what = if settings.metrics.is_some() {
+            "[metrics]"
+        } else {
+            "[web]"
+        };
         let listener = super::actions::metrics::bind(addr)
-            .with_context(|| format!("cannot listen on {addr} for [metrics]"))?;
-        let shared = shared();
+            .with_context(|| format!("cannot listen on {addr} for {what}"))?;
+        let (shared, web) = (shared(), web.clone());
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || super::actions::metrics::serve(listener, shared))?;
+            .spawn(move || super::actions::metrics::serve(listener, shared, web))?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics, health on /healthz");
+        if settings.web.is_some() {
+            tracing::info!(%addr, "live dashboard on http://{addr}/");
+        }
     }
+    let mut live_view = LiveView::new(web.clone(), set.memory_cap);
     match control::bind(&settings.socket) {
         Ok(listener) => {
             let shared = shared();
@@ -388,6 +401,20 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                         }
                     );
                     lock(&status).rules = n;
+                    // The dashboard follows [web] on a reload; where it
+                    // listens is fixed at the start.
+                    match (listening, &settings.web) {
+                        (Some(at), Some(w)) if w.listen != at => tracing::warn!(
+                            "[web] listen changed: the dashboard stays on {at} until a restart"
+                        ),
+                        (None, Some(w)) => tracing::warn!(
+                            "[web] enabled by a reload: it listens on {} after a restart",
+                            w.listen
+                        ),
+                        _ => {}
+                    }
+                    *lock(&web.settings) = settings.web.clone().filter(|_| listening.is_some());
+                    live_view.reconfigure();
                     notifier.reconfigure(settings.notify.clone());
                     let _ =
                         to_blocklists.send((settings.blocklists.clone(), allow_nets(&rules.allow)));
@@ -416,13 +443,20 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             };
             lock(&status).last_reload = Some(outcome);
         }
-        let read_any = logs.poll(&mut |e| rules.on(e));
+        let read_any = logs.poll(&mut |e| {
+            if let LiveEvent::Request(r, ..) = &e {
+                live_view.record(r);
+            }
+            rules.on(e)
+        });
+        live_view.tick(wall_ms());
         if let Some(f) = logs.detected_format() {
             rules.format = Some(f);
         }
         let decisions = rules.engine.take_decisions();
         if !decisions.is_empty() {
             lock(&status).count(&decisions);
+            live_view.decided(&decisions);
             // Blocks while the queue is full: reading ahead of enforcement
             // by more than a few batches only grows memory.
             if to_enforcer.send(ToEnforcer::Decisions(decisions)).is_err() {

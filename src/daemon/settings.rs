@@ -32,6 +32,8 @@ pub struct Settings {
     pub notify: Vec<crate::notify::channel::ChannelSpec>,
     /// `[metrics] listen`.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[web]`, when enabled; served on the metrics listener.
+    pub web: Option<super::actions::web::WebSettings>,
     /// `[digest.NAME]`.
     pub digests: Vec<super::actions::digest::DigestSpec>,
     /// `[blocklists.NAME]`.
@@ -173,6 +175,7 @@ impl Settings {
                 }
             }
         });
+        let web = super::actions::web::compile(config, metrics, &mut errors);
         let path = |v: &Option<Sp<String>>, default: &str| match v {
             Some(p) => config.relative_path(p.at, &p.value),
             None => PathBuf::from(default),
@@ -194,6 +197,7 @@ impl Settings {
             limits,
             notify,
             metrics,
+            web,
             digests,
             blocklists,
             verify_crawlers: config.crawlers.verify.unwrap_or(true),

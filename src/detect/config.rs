@@ -754,6 +754,28 @@ pub struct RawMetrics {
     pub listen: Option<Sp<String>>,
 }
 
+/// `[web]`: a read-only live dashboard at `/`, with `/api/live` and
+/// `/events` (Server-Sent Events), on the metrics listener.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    /// Serve the dashboard (default false).
+    pub enabled: Option<bool>,
+    /// Address and port when `[metrics]` has none (default
+    /// "127.0.0.1:9736"); the same as `[metrics] listen` otherwise.
+    pub listen: Option<Sp<String>>,
+    /// A bearer token the page and API ask for (`?token=` or
+    /// `Authorization: Bearer`).
+    pub token: Option<Sp<String>>,
+    /// HTTP basic authentication: user name…
+    pub user: Option<Sp<String>>,
+    /// …and password.
+    pub password: Option<Sp<String>>,
+    /// Serve on an address other than loopback with no token or password
+    /// (default false: refused).
+    pub public: Option<bool>,
+}
+
 /// Every file, layered.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -773,6 +795,7 @@ pub struct Config {
     /// A later file replaces a channel whole.
     pub notify: Vec<(Sp<String>, RawNotify)>,
     pub metrics: Option<(Origin, RawMetrics)>,
+    pub web: Option<(Origin, RawWeb)>,
     pub digests: Vec<(Sp<String>, RawDigest)>,
     pub blocklists: Vec<(Sp<String>, RawBlocklist)>,
     pub crawlers: RawCrawlers,
@@ -782,7 +805,7 @@ pub struct Config {
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, digest, blocklists, crawlers";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, web, digest, blocklists, crawlers";
 
 fn de_error(
     sources: &SourceFiles,
@@ -1099,6 +1122,11 @@ impl Config {
                 "metrics" => {
                     if let Some(m) = section::<RawMetrics>(value, &sources, file, errors) {
                         self.metrics = Some((at, m));
+                    }
+                }
+                "web" => {
+                    if let Some(w) = section::<RawWeb>(value, &sources, file, errors) {
+                        self.web = Some((at, w));
                     }
                 }
                 "limits" => {

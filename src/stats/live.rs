@@ -201,6 +201,33 @@ impl Tally5 {
     }
 }
 
+/// Log time "now": the newest log second, moved on by the wall clock while
+/// nothing new arrives, so rates fall to zero when traffic stops.
+#[derive(Debug, Clone)]
+pub struct LiveClock {
+    newest: i64,
+    seen_at: std::time::Instant,
+}
+
+impl Default for LiveClock {
+    fn default() -> Self {
+        LiveClock {
+            newest: i64::MIN,
+            seen_at: std::time::Instant::now(),
+        }
+    }
+}
+
+impl LiveClock {
+    pub fn now(&mut self, newest: i64) -> i64 {
+        if newest > self.newest {
+            self.newest = newest;
+            self.seen_at = std::time::Instant::now();
+        }
+        self.newest + self.seen_at.elapsed().as_secs() as i64
+    }
+}
+
 /// A client row of a snapshot.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ClientRow {

@@ -11,7 +11,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+use super::web::WebState;
 use crate::daemon::control::{Shared, status};
 use crate::daemon::lock;
 
@@ -368,10 +370,29 @@ fn classic(open_metrics: &str) -> String {
     out
 }
 
-/// Serves the endpoints until the process ends.
-pub fn serve(listener: TcpListener, shared: Shared) {
+/// Most requests answered at once; past it a connection waits in the
+/// kernel's backlog (each event stream of the dashboard holds one).
+const MAX_CONNECTIONS: usize = 32;
+
+/// Serves the endpoints (and the dashboard, when `[web]` is on) until the
+/// process ends, a thread per connection.
+pub fn serve(listener: TcpListener, shared: Shared, web: Arc<WebState>) {
+    let busy = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming().flatten() {
-        answer(stream, &shared);
+        while busy.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        busy.fetch_add(1, Ordering::SeqCst);
+        let (shared, web, busy) = (shared.clone(), web.clone(), busy.clone());
+        let spawned = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                answer(stream, &shared, &web);
+                busy.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start a thread for an HTTP request");
+        }
     }
 }
 
@@ -380,7 +401,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
-fn answer(mut stream: TcpStream, shared: &Shared) {
+fn answer(mut stream: TcpStream, shared: &Shared, web: &Arc<WebState>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let mut buf = [0u8; 2048];
@@ -400,7 +421,10 @@ fn answer(mut stream: TcpStream, shared: &Shared) {
     let head = String::from_utf8_lossy(&buf[..got]);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    if method == "GET" && super::web::answer(&mut stream, shared, web, path, query, &head) {
+        return;
+    }
     let (code, kind, body) = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",

@@ -15,3 +15,4 @@ pub mod guard;
 pub mod limits;
 pub mod metrics;
 pub mod notify;
+pub mod web;

@@ -113,7 +113,8 @@ function makeTable(title, columns, rows, opts) {
     }
     tbody.replaceChildren(...shown.map((r) => el("tr", {},
       columns.map((c) => el("td", { class: c.cls || c.kind || "text" }, c.show ? c.show(r) : c.get(r))))));
-    count.textContent = shown.length === all.length ? `${all.length} rows` : `${shown.length} of ${all.length} rows`;
+    const rows = (k) => `${k} row${k === 1 ? "" : "s"}`;
+    count.textContent = shown.length === all.length ? rows(all.length) : `${shown.length} of ${rows(all.length)}`;
     if (all.length === 0) tbody.replaceChildren(el("tr", {}, el("td", { colspan: columns.length, class: "note" }, opts.empty || "nothing")));
   }
   draw();
