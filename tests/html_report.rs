@@ -291,6 +291,19 @@ fn the_report_reads_on_a_phone_and_in_the_dark() {
     let bg = b.eval("getComputedStyle(document.body).backgroundColor");
     assert_eq!(bg, "rgb(21, 23, 26)", "dark scheme");
     b.screenshot(&shots.join("report-phone-dark.png"));
+    // Printed: no controls, tables whole.
+    b.call(
+        "Emulation.setEmulatedMedia",
+        serde_json::json!({"media": "print"}),
+    );
+    assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('.controls')).display"),
+        "none"
+    );
+    assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('.tablewrap')).overflowY"),
+        "visible"
+    );
     assert_eq!(b.errors(), Vec::<String>::new());
 }
 

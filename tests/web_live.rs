@@ -137,6 +137,34 @@ fn the_dashboard_needs_its_token_and_streams_events() {
 }
 
 #[test]
+fn the_dashboard_can_ask_for_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _d = start(dir.path(), port, "user = \"admin\"\npassword = \"pw\"");
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        panic!("no listener");
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(
+        resp.contains("WWW-Authenticate: Basic realm=\"webfence\""),
+        "{resp}"
+    );
+    // admin:pw, and admin:px
+    assert_eq!(
+        get(port, "/api/live", &["Authorization: Basic YWRtaW46cHc="]).0,
+        200
+    );
+    assert_eq!(
+        get(port, "/api/live", &["Authorization: Basic YWRtaW46cHg="]).0,
+        401
+    );
+}
+
+#[test]
 fn web_settings_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
