@@ -2,7 +2,7 @@
 //!
 //! The crate is one pipeline, one module per stage:
 //! [`source`] (bytes of complete lines, from files or followed live) →
-//! [`log`] (parse into [`log::Request`]) → [`stats`] (aggregate, or live
+//! [`log`] (parse into [`log::Request`]; [`net`] for packets) → [`stats`] (aggregate, or live
 //! windows) and [`detect`] (rules into decisions) → [`enforce`] (kernel bans)
 //! and [`report`] (tables, JSON, CSV). [`pipeline`] runs the batch stages
 //! across threads; [`cli`] is the thin front, with `webfence top`'s dashboard.
@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod detect;
 pub mod enforce;
 pub mod log;
+pub mod net;
 pub mod notify;
 pub mod pipeline;
 pub mod report;

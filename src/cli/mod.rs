@@ -10,6 +10,7 @@ mod html;
 mod import;
 mod replay;
 mod run;
+mod sniff;
 mod top;
 pub mod values;
 
@@ -79,6 +80,10 @@ enum Command {
     /// Connections to this machine's listening ports per client, busiest
     /// first (established and half-open), from the kernel's table.
     Conns(ConnsArgs),
+    /// Who on the network is torrenting: capture for a while (or read a
+    /// saved capture) and rank local addresses by BitTorrent packets (TCP,
+    /// uTP, DHT, trackers) with their remote peers.
+    Sniff(SniffArgs),
     /// A summary of the last period (requests, busiest clients, paths,
     /// statuses, bans by rule, guard episodes), from the logs and the
     /// ledger: what a [digest.NAME] sends, for a cron job or a look.
@@ -103,6 +108,44 @@ enum Command {
     /// Write the man pages and completions under DIR (for packaging).
     #[command(hide = true)]
     Assets { dir: std::path::PathBuf },
+}
+
+#[derive(Debug, Args)]
+struct SniffArgs {
+    /// Interface to capture on ("any" for all) [default: the default
+    /// route's]. Needs CAP_NET_RAW.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", conflicts_with = "read")]
+    interface: Option<String>,
+    /// How long to capture (10s, 1m…).
+    #[arg(long = "for", value_name = "DURATION", default_value = "10s", value_parser = values::parse_duration)]
+    duration: u64,
+    /// Read a saved capture (pcap or pcapng) instead, as `tshark -r` does.
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    read: Option<std::path::PathBuf>,
+    /// The local network(s): CIDRs, repeatable or comma-separated
+    /// [default: the private ranges 10/8, 172.16/12, 192.168/16,
+    /// 100.64/10, fc00::/7].
+    #[arg(long, value_name = "CIDR")]
+    local: Vec<String>,
+    /// Rows (0 for all).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    top: usize,
+    /// Count every port: by default TCP 22, 80, 443 and UDP 443 (SSH, web,
+    /// QUIC) are skipped, in the kernel for a live capture.
+    #[arg(long)]
+    all_ports: bool,
+    /// TCP ports to skip instead of 22, 80, 443 (repeatable).
+    #[arg(long = "skip-tcp", value_name = "PORT", conflicts_with = "all_ports")]
+    skip_tcp: Vec<u16>,
+    /// UDP ports to skip instead of 443 (repeatable).
+    #[arg(long = "skip-udp", value_name = "PORT", conflicts_with = "all_ports")]
+    skip_udp: Vec<u16>,
+    /// One JSON document.
+    #[arg(long)]
+    json: bool,
+    /// No notes on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -833,6 +876,7 @@ pub fn main() -> ExitCode {
         Command::Unban(args) => control::unban(args),
         Command::Status(args) => control::status(args),
         Command::Conns(args) => conns::conns(args),
+        Command::Sniff(args) => sniff::sniff(args),
         Command::Digest(args) => digest::digest(args),
         Command::Import(args) => import::import(args),
         Command::Reload(args) => control::reload(args),

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod guard;
 pub mod matcher;
 pub mod memo;
+pub mod p2p;
 pub mod rules;
 pub mod shard;
 pub mod window;

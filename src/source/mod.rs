@@ -5,6 +5,7 @@
 pub mod blocklist;
 pub mod conns;
 pub mod follow;
+pub mod packets;
 pub mod system;
 pub mod wake;
 

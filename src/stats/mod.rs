@@ -3,6 +3,7 @@
 
 pub mod conns;
 pub mod filter;
+pub mod lan;
 pub mod live;
 
 use std::collections::HashMap;

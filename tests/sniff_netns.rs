@@ -1,0 +1,237 @@
+//! `webfence sniff` with real traffic between network namespaces: two real
+//! BitTorrent peers (python3-libtorrent) over TCP, then over uTP, with the
+//! DHT on, beside ordinary traffic (HTTP, DNS, SSH-like TCP, QUIC-like
+//! UDP) that must not be taken for BitTorrent. Needs root, ip and Debian's
+//! python3-libtorrent; skipped without them unless WEBFENCE_REQUIRE_NETNS
+//! is set (scripts/test sets it and installs them).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_webfence");
+
+fn sh(argv: &[&str]) -> bool {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn available() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let ok = root && sh(&["ip", "-V"]) && sh(&["/usr/bin/python3", "-c", "import libtorrent"]);
+    if !ok {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "root, ip and python3-libtorrent are required here"
+        );
+        eprintln!("skipped: needs root, ip and python3-libtorrent");
+    }
+    ok
+}
+
+/// A gateway namespace routing between three others, each on its own veth
+/// pair: N is 10.233.N.2, the gateway's side (device `cN`) 10.233.N.1.
+/// 1 and 2 are the LAN; 3 is "the internet".
+struct Star {
+    gw: String,
+    hosts: [String; 3],
+}
+
+impl Star {
+    fn new(tag: &str) -> Star {
+        let id = format!("{tag}{}", std::process::id() % 100_000);
+        let star = Star {
+            gw: format!("wsg{id}"),
+            hosts: [1, 2, 3].map(|n| format!("wsh{n}{id}")),
+        };
+        let g = star.gw.as_str();
+        assert!(sh(&["ip", "netns", "add", g]));
+        assert!(sh(&["ip", "-n", g, "link", "set", "lo", "up"]));
+        assert!(sh(&["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        for (i, h) in star.hosts.iter().enumerate() {
+            let n = i + 1;
+            for step in [
+                format!("ip netns add {h}"),
+                format!("ip -n {g} link add c{n} type veth peer name eth0 netns {h}"),
+                format!("ip -n {g} addr add 10.233.{n}.1/24 dev c{n}"),
+                format!("ip -n {h} addr add 10.233.{n}.2/24 dev eth0"),
+                format!("ip -n {g} link set c{n} up"),
+                format!("ip -n {h} link set eth0 up"),
+                format!("ip -n {h} link set lo up"),
+                format!("ip -n {h} route add default via 10.233.{n}.1"),
+            ] {
+                let argv: Vec<&str> = step.split(' ').collect();
+                assert!(sh(&argv), "setup failed: {step}");
+            }
+        }
+        star
+    }
+
+    fn run(&self, ns: &str, argv: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(argv);
+        cmd
+    }
+}
+
+impl Drop for Star {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = sh(&["ip", "netns", "del", h]);
+        }
+        let _ = sh(&["ip", "netns", "del", &self.gw]);
+    }
+}
+
+/// Kills a process when the test ends early.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child; a no-op once it has exited.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a helper script and waits for it to print `ready`.
+fn start(mut cmd: Command) -> (Proc, BufReader<std::process::ChildStdout>) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the helper did not start");
+    (Proc(child), out)
+}
+
+/// Reads lines until one equals `want` (or the output ends).
+fn wait_line(out: &mut BufReader<std::process::ChildStdout>, want: &str) -> bool {
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap_or(0) > 0 {
+        if line.trim() == want {
+            return true;
+        }
+        line.clear();
+    }
+    false
+}
+
+fn script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/packets")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// One transfer between a seeder in host 3 and a leecher in host 1.
+fn transfer(star: &Star, dir: &Path, mode: &str, port: u16) {
+    let folder = dir.join(mode);
+    std::fs::create_dir_all(&folder).unwrap();
+    let f = folder.to_str().unwrap();
+    let port = port.to_string();
+    let (_seed, _) = start(star.run(
+        &star.hosts[2],
+        &["/usr/bin/python3", &script("peer.py"), "seed", f, "10.233.3.2", &port, mode, "20"],
+    ));
+    let (_leech, mut out) = start(star.run(
+        &star.hosts[0],
+        &[
+            "/usr/bin/python3",
+            &script("peer.py"),
+            "leech",
+            f,
+            "10.233.1.2",
+            "7001",
+            mode,
+            "8",
+            "10.233.3.2",
+            &port,
+        ],
+    ));
+    assert!(wait_line(&mut out, "complete"), "the {mode} download did not complete");
+}
+
+#[test]
+fn torrenting_address_tops_the_list_and_ordinary_traffic_is_not_bittorrent() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let star = Star::new("s");
+    let (_server, _) = start(star.run(
+        &star.hosts[2],
+        &["/usr/bin/python3", &script("traffic.py"), "serve", "10.233.3.2"],
+    ));
+    // The capture on the gateway's "internet" side.
+    let sniff = star
+        .run(
+            &star.gw,
+            &[BIN, "sniff", "-i", "c3", "--for", "60s", "--local", "10.233.1.0/24,10.233.2.0/24", "--json"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sniff = sniff;
+    let _guard = KillOnDrop(sniff.id() as i32);
+    let mut err = BufReader::new(sniff.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("capturing on c3"), "{line}");
+
+    let started = Instant::now();
+    let mut talk = star
+        .run(&star.hosts[1], &["/usr/bin/python3", &script("traffic.py"), "talk", "10.233.3.2", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    transfer(&star, dir.path(), "tcp", 6881);
+    transfer(&star, dir.path(), "utp", 6882);
+    assert!(talk.wait().unwrap().success(), "the ordinary traffic failed");
+    assert!(started.elapsed() < Duration::from_secs(60), "too slow for the capture");
+    // Ctrl-C ends the capture early, and it still prints what it saw.
+    // SAFETY: signalling our own child (`ip netns exec` execs webfence).
+    unsafe { libc::kill(sniff.id() as i32, libc::SIGINT) };
+    let out = sniff.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = doc["addresses"].as_array().unwrap();
+    let row = |ip: &str| rows.iter().find(|r| r["address"] == ip).cloned().unwrap_or(Value::Null);
+    let torrenter = row("10.233.1.2");
+    let ordinary = row("10.233.2.2");
+    assert_eq!(rows[0]["address"], "10.233.1.2", "{doc:#}");
+    for class in ["bittorrent", "utp", "dht"] {
+        assert!(
+            torrenter[class]["packets"].as_u64().unwrap_or(0) > 0,
+            "no {class} packets: {torrenter:#}"
+        );
+    }
+    assert!(torrenter["bittorrent"]["packets"].as_u64().unwrap() > 100, "{torrenter:#}");
+    assert!(torrenter["utp"]["packets"].as_u64().unwrap() > 100, "{torrenter:#}");
+    assert_eq!(torrenter["p2p_peers"], 1, "one remote peer: {torrenter:#}");
+    assert_eq!(ordinary["p2p_packets"], 0, "ordinary traffic taken for BitTorrent: {ordinary:#}");
+    assert!(ordinary["all_packets"].as_u64().unwrap_or(0) > 200, "{ordinary:#}");
+    // SSH (2222 here is not skipped) and DNS were seen, not skipped.
+    assert_eq!(doc["skipped_ports"]["tcp"], serde_json::json!([22, 80, 443]));
+}
