@@ -59,7 +59,15 @@ impl Star {
         let g = star.gw.as_str();
         assert!(sh(&["ip", "netns", "add", g]));
         assert!(sh(&["ip", "-n", g, "link", "set", "lo", "up"]));
-        assert!(sh(&["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        assert!(sh(&[
+            "ip",
+            "netns",
+            "exec",
+            g,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1"
+        ]));
         for (i, h) in star.hosts.iter().enumerate() {
             let n = i + 1;
             for step in [
@@ -116,7 +124,11 @@ impl Drop for Proc {
 
 /// Starts a helper script and waits for it to print `ready`.
 fn start(mut cmd: Command) -> (Proc, BufReader<std::process::ChildStdout>) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -152,7 +164,16 @@ fn transfer(star: &Star, dir: &Path, mode: &str, port: u16) {
     let port = port.to_string();
     let (_seed, _) = start(star.run(
         &star.hosts[2],
-        &["/usr/bin/python3", &script("peer.py"), "seed", f, "10.233.3.2", &port, mode, "20"],
+        &[
+            "/usr/bin/python3",
+            &script("peer.py"),
+            "seed",
+            f,
+            "10.233.3.2",
+            &port,
+            mode,
+            "20",
+        ],
     ));
     let (_leech, mut out) = start(star.run(
         &star.hosts[0],
@@ -169,7 +190,10 @@ fn transfer(star: &Star, dir: &Path, mode: &str, port: u16) {
             &port,
         ],
     ));
-    assert!(wait_line(&mut out, "complete"), "the {mode} download did not complete");
+    assert!(
+        wait_line(&mut out, "complete"),
+        "the {mode} download did not complete"
+    );
 }
 
 #[test]
@@ -181,13 +205,28 @@ fn torrenting_address_tops_the_list_and_ordinary_traffic_is_not_bittorrent() {
     let star = Star::new("s");
     let (_server, _) = start(star.run(
         &star.hosts[2],
-        &["/usr/bin/python3", &script("traffic.py"), "serve", "10.233.3.2"],
+        &[
+            "/usr/bin/python3",
+            &script("traffic.py"),
+            "serve",
+            "10.233.3.2",
+        ],
     ));
     // The capture on the gateway's "internet" side.
     let sniff = star
         .run(
             &star.gw,
-            &[BIN, "sniff", "-i", "c3", "--for", "60s", "--local", "10.233.1.0/24,10.233.2.0/24", "--json"],
+            &[
+                BIN,
+                "sniff",
+                "-i",
+                "c3",
+                "--for",
+                "60s",
+                "--local",
+                "10.233.1.0/24,10.233.2.0/24",
+                "--json",
+            ],
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -202,14 +241,29 @@ fn torrenting_address_tops_the_list_and_ordinary_traffic_is_not_bittorrent() {
 
     let started = Instant::now();
     let mut talk = star
-        .run(&star.hosts[1], &["/usr/bin/python3", &script("traffic.py"), "talk", "10.233.3.2", "30"])
+        .run(
+            &star.hosts[1],
+            &[
+                "/usr/bin/python3",
+                &script("traffic.py"),
+                "talk",
+                "10.233.3.2",
+                "30",
+            ],
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     transfer(&star, dir.path(), "tcp", 6881);
     transfer(&star, dir.path(), "utp", 6882);
-    assert!(talk.wait().unwrap().success(), "the ordinary traffic failed");
-    assert!(started.elapsed() < Duration::from_secs(60), "too slow for the capture");
+    assert!(
+        talk.wait().unwrap().success(),
+        "the ordinary traffic failed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "too slow for the capture"
+    );
     // Ctrl-C ends the capture early, and it still prints what it saw.
     // SAFETY: signalling our own child (`ip netns exec` execs webfence).
     unsafe { libc::kill(sniff.id() as i32, libc::SIGINT) };
@@ -217,7 +271,12 @@ fn torrenting_address_tops_the_list_and_ordinary_traffic_is_not_bittorrent() {
     assert!(out.status.success());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = doc["addresses"].as_array().unwrap();
-    let row = |ip: &str| rows.iter().find(|r| r["address"] == ip).cloned().unwrap_or(Value::Null);
+    let row = |ip: &str| {
+        rows.iter()
+            .find(|r| r["address"] == ip)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     let torrenter = row("10.233.1.2");
     let ordinary = row("10.233.2.2");
     assert_eq!(rows[0]["address"], "10.233.1.2", "{doc:#}");
@@ -227,11 +286,125 @@ fn torrenting_address_tops_the_list_and_ordinary_traffic_is_not_bittorrent() {
             "no {class} packets: {torrenter:#}"
         );
     }
-    assert!(torrenter["bittorrent"]["packets"].as_u64().unwrap() > 100, "{torrenter:#}");
-    assert!(torrenter["utp"]["packets"].as_u64().unwrap() > 100, "{torrenter:#}");
+    assert!(
+        torrenter["bittorrent"]["packets"].as_u64().unwrap() > 100,
+        "{torrenter:#}"
+    );
+    assert!(
+        torrenter["utp"]["packets"].as_u64().unwrap() > 100,
+        "{torrenter:#}"
+    );
     assert_eq!(torrenter["p2p_peers"], 1, "one remote peer: {torrenter:#}");
-    assert_eq!(ordinary["p2p_packets"], 0, "ordinary traffic taken for BitTorrent: {ordinary:#}");
-    assert!(ordinary["all_packets"].as_u64().unwrap_or(0) > 200, "{ordinary:#}");
+    assert_eq!(
+        ordinary["p2p_packets"], 0,
+        "ordinary traffic taken for BitTorrent: {ordinary:#}"
+    );
+    assert!(
+        ordinary["all_packets"].as_u64().unwrap_or(0) > 200,
+        "{ordinary:#}"
+    );
     // SSH (2222 here is not skipped) and DNS were seen, not skipped.
-    assert_eq!(doc["skipped_ports"]["tcp"], serde_json::json!([22, 80, 443]));
+    assert_eq!(
+        doc["skipped_ports"]["tcp"],
+        serde_json::json!([22, 80, 443])
+    );
+}
+
+/// The daemon's packet source on the gateway: a packet rule null-routes
+/// the torrenting address through the `route` backend; the ordinary one
+/// keeps its route; `status` shows both.
+#[test]
+fn a_packet_rule_null_routes_the_torrenting_address() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let star = Star::new("r");
+    let (_server, _) = start(star.run(
+        &star.hosts[2],
+        &[
+            "/usr/bin/python3",
+            &script("traffic.py"),
+            "serve",
+            "10.233.3.2",
+        ],
+    ));
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let cfg = common::write(
+        d,
+        "w.toml",
+        &format!(
+            "default_rules = false\n[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"route\"\n\
+             [packets]\nenabled = true\ninterface = \"c3\"\nlocal = [\"10.233.1.0/24\", \"10.233.2.0/24\"]\nsample = \"2s\"\nevery = \"2s\"\n\
+             [packets.rules.lan-torrent]\nclasses = [\"bittorrent\", \"utp\", \"dht\"]\nlimit = 100\nduration = \"1h\"\n",
+            d = d.display()
+        ),
+    );
+    let daemon = star
+        .run(&star.gw, &[BIN, "run", "-c", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _daemon = Proc(daemon);
+    let status = || -> Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(d.join("ctl.sock"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status()["loop"]["packets"]["samples"].as_u64().unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no sample: {}",
+            std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut talk = star
+        .run(
+            &star.hosts[1],
+            &[
+                "/usr/bin/python3",
+                &script("traffic.py"),
+                "talk",
+                "10.233.3.2",
+                "30",
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    transfer(&star, d, "tcp", 6881);
+    assert!(talk.wait().unwrap().success());
+    let blackholes = || {
+        let out = Command::new("ip")
+            .args(["-n", &star.gw, "route", "show", "type", "blackhole"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !blackholes().contains("10.233.1.2") {
+        assert!(
+            Instant::now() < deadline,
+            "no null route: {}\n{}",
+            blackholes(),
+            std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !blackholes().contains("10.233.2.2"),
+        "the ordinary address was null-routed"
+    );
+    let s = status();
+    assert_eq!(s["bans"]["active_by_rule"]["lan-torrent"], 1, "{s:#}");
+    assert!(s["all_problems"].as_array().unwrap().is_empty(), "{s:#}");
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("lan-torrent"), "{log}");
 }

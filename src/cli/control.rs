@@ -866,6 +866,54 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
                 .unwrap_or_default()
         );
     }
+    if let Some(p) = lp.get("packets").filter(|p| !p.is_null()) {
+        let last = p
+            .get("last_sample_ms")
+            .and_then(Value::as_i64)
+            .map(|ms| {
+                format!(
+                    "last sample {} ago",
+                    human_span(((now - ms).max(0) / 1000) as u64)
+                )
+            })
+            .unwrap_or_else(|| "no sample yet".into());
+        let top: Vec<String> = p
+            .get("top")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| num(r, "p2p_packets") > 0)
+            .map(|r| {
+                format!(
+                    "{} {} BitTorrent packets",
+                    text(r, "address"),
+                    thousands(num(r, "p2p_packets") as u64)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "packets   {}: {}, {} samples, {} packets{}{}",
+            text(p, "interface"),
+            last,
+            thousands(num(p, "samples") as u64),
+            thousands(num(p, "packets") as u64),
+            if top.is_empty() {
+                String::new()
+            } else {
+                format!("; top: {}", top.join(", "))
+            },
+            p.get("error")
+                .and_then(Value::as_str)
+                .map(|e| format!(
+                    "; {} {}",
+                    style.paint("1;31", "CAPTURE FAILED:"),
+                    crate::log::parse::escape_for_display(e.as_bytes())
+                ))
+                .unwrap_or_default()
+        );
+    }
     for c in lp
         .get("notify")
         .and_then(Value::as_array)

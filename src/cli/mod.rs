@@ -114,7 +114,12 @@ enum Command {
 struct SniffArgs {
     /// Interface to capture on ("any" for all) [default: the default
     /// route's]. Needs CAP_NET_RAW.
-    #[arg(short = 'i', long = "interface", value_name = "IFACE", conflicts_with = "read")]
+    #[arg(
+        short = 'i',
+        long = "interface",
+        value_name = "IFACE",
+        conflicts_with = "read"
+    )]
     interface: Option<String>,
     /// How long to capture (10s, 1m…).
     #[arg(long = "for", value_name = "DURATION", default_value = "10s", value_parser = values::parse_duration)]

@@ -45,14 +45,19 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
                 let net: ipnet::IpNet = part
                     .parse()
                     .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .with_context(|| format!("invalid --local '{part}': expected a CIDR such as 192.168.1.0/24"))?;
+                    .with_context(|| {
+                        format!("invalid --local '{part}': expected a CIDR such as 192.168.1.0/24")
+                    })?;
                 nets.push(net);
             }
         }
         Locals::new(nets)
     };
     let skip = if args.all_ports {
-        Skip { tcp: vec![], udp: vec![] }
+        Skip {
+            tcp: vec![],
+            udp: vec![],
+        }
     } else {
         let mut s = Skip::default();
         for (list, ports) in [(&mut s.tcp, &args.skip_tcp), (&mut s.udp, &args.skip_udp)] {
@@ -107,11 +112,18 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
             };
             let mut capture = afpacket::Capture::open(&iface, &skip)?;
             if !args.quiet {
-                eprintln!("webfence: capturing on {iface} for {}", crate::report::text::duration(args.duration as f64));
+                eprintln!(
+                    "webfence: capturing on {iface} for {}",
+                    crate::report::text::duration(args.duration as f64)
+                );
             }
             install_interrupt();
             let stop = || INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
-            capture.run(Instant::now() + Duration::from_secs(args.duration), &stop, &mut on)?;
+            capture.run(
+                Instant::now() + Duration::from_secs(args.duration),
+                &stop,
+                &mut on,
+            )?;
             let k = capture.stats();
             (iface, k.dropped, None)
         }
@@ -165,7 +177,10 @@ fn text(o: &Outcome) -> String {
         thousands(o.packets),
         o.seconds,
         if o.kernel_dropped > 0 {
-            format!(", {} dropped by the kernel (the reader was too slow)", thousands(o.kernel_dropped))
+            format!(
+                ", {} dropped by the kernel (the reader was too slow)",
+                thousands(o.kernel_dropped)
+            )
         } else {
             String::new()
         },
@@ -189,7 +204,16 @@ fn text(o: &Outcome) -> String {
     let _ = writeln!(
         out,
         "\n{:<40} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10}",
-        "local address", "bittorrent", "bytes", "tcp", "utp", "dht", "tracker", "peers", "all pkts", "all bytes"
+        "local address",
+        "bittorrent",
+        "bytes",
+        "tcp",
+        "utp",
+        "dht",
+        "tracker",
+        "peers",
+        "all pkts",
+        "all bytes"
     );
     for r in &o.addresses {
         let _ = writeln!(
@@ -220,7 +244,13 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 fn install_interrupt() {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
     }
 }

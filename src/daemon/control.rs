@@ -97,6 +97,8 @@ pub struct LoopStatus {
     /// The most connections seen at once per hour (the last 48 hours):
     /// (hour start, peak, when), for digests.
     pub conn_peaks: Vec<(i64, u64, i64)>,
+    /// The packet source (`[packets]`), when enabled.
+    pub packets: Option<super::detectors::packets::PacketStatus>,
 }
 
 impl LoopStatus {
@@ -112,11 +114,18 @@ impl LoopStatus {
                 let e = b.error.as_ref()?;
                 Some(format!("blocklist {} is not in force: {e}", b.name))
             });
+        let packets = self.packets.as_ref().and_then(|p| {
+            let e = p.error.as_ref()?;
+            Some(format!(
+                "packet capture is not working, LAN traffic is not watched: {e}"
+            ))
+        });
         self.problems
             .iter()
             .chain(&self.watch_problems)
             .cloned()
             .chain(lists)
+            .chain(packets)
             .collect()
     }
 

@@ -247,6 +247,26 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             .spawn(move || watch.run(state, watch_inbox))?
     };
 
+    // The packet source: samples on a thread of its own.
+    let (to_packets, packets_inbox) = std::sync::mpsc::channel();
+    let mut packets_running = false;
+    if let Some(p) = settings.packets.clone() {
+        lock(&status).packets = Some(Default::default());
+        let source = super::sources::packets::PacketSource {
+            settings: p,
+            enforcer: enforcer.clone(),
+            status: status.clone(),
+            set: set.clone(),
+            dry_run,
+            notify: Some(notifier.clone()),
+            stop: &STOP,
+        };
+        std::thread::Builder::new()
+            .name("packets".into())
+            .spawn(move || source.run(packets_inbox))?;
+        packets_running = true;
+    }
+
     // Blocklists: loaded, swapped and refreshed on a thread of their own.
     let (to_blocklists, blocklist_inbox) = std::sync::mpsc::channel();
     {
@@ -414,6 +434,20 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                         _ => {}
                     }
                     *lock(&web.settings) = settings.web.clone().filter(|_| listening.is_some());
+                    match (&settings.packets, packets_running) {
+                        (Some(p), true) => {
+                            let _ = to_packets.send(Some(p.clone()));
+                        }
+                        (None, true) => {
+                            let _ = to_packets.send(None);
+                            packets_running = false;
+                            lock(&status).packets = None;
+                        }
+                        (Some(_), false) => tracing::warn!(
+                            "[packets] enabled by a reload: the capture starts after a restart"
+                        ),
+                        (None, false) => {}
+                    }
                     live_view.reconfigure();
                     notifier.reconfigure(settings.notify.clone());
                     let _ =

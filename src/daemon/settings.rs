@@ -34,6 +34,8 @@ pub struct Settings {
     pub metrics: Option<std::net::SocketAddr>,
     /// `[web]`, when enabled; served on the metrics listener.
     pub web: Option<super::actions::web::WebSettings>,
+    /// `[packets]`, when enabled.
+    pub packets: Option<super::detectors::packets::PacketSettings>,
     /// `[digest.NAME]`.
     pub digests: Vec<super::actions::digest::DigestSpec>,
     /// `[blocklists.NAME]`.
@@ -176,6 +178,7 @@ impl Settings {
             }
         });
         let web = super::actions::web::compile(config, metrics, &mut errors);
+        let packets = super::detectors::packets::compile(config, &channel_names, &mut errors);
         let path = |v: &Option<Sp<String>>, default: &str| match v {
             Some(p) => config.relative_path(p.at, &p.value),
             None => PathBuf::from(default),
@@ -198,6 +201,7 @@ impl Settings {
             notify,
             metrics,
             web,
+            packets,
             digests,
             blocklists,
             verify_crawlers: config.crawlers.verify.unwrap_or(true),

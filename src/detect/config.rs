@@ -776,6 +776,55 @@ pub struct RawWeb {
     pub public: Option<bool>,
 }
 
+/// `[packets]`: a packet source on a schedule, and rules over packet
+/// classes per local address ("LAN abusers").
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPackets {
+    /// Capture packets (default false). Needs CAP_NET_RAW.
+    pub enabled: Option<bool>,
+    /// Interface to capture on ("any" for all; default: the default
+    /// route's).
+    pub interface: Option<Sp<String>>,
+    /// Local networks whose addresses are counted and may be acted on
+    /// (default: the private ranges).
+    pub local: Option<Vec<Sp<String>>>,
+    /// How long each sample captures (default "10s").
+    pub sample: Option<Sp<String>>,
+    /// How often a sample starts (default "5m"); the same as `sample` for
+    /// a continuous capture.
+    pub every: Option<Sp<String>>,
+    /// TCP ports skipped in the kernel (default 22, 80, 443).
+    pub skip_tcp: Option<Vec<u16>>,
+    /// UDP ports skipped in the kernel (default 443).
+    pub skip_udp: Option<Vec<u16>>,
+    /// Notify channels that get the "LAN abusers" list after a sample in
+    /// which an address sent `report_over` BitTorrent packets or more.
+    pub report_to: Option<Vec<Sp<String>>>,
+    /// Default 100.
+    pub report_over: Option<u64>,
+    /// `[packets.rules.NAME]`: a rate of packet classes per local address
+    /// within one sample.
+    pub rules: Option<BTreeMap<String, RawPacketRule>>,
+}
+
+/// `[packets.rules.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPacketRule {
+    /// "rate", the only kind (default).
+    pub kind: Option<Sp<String>>,
+    /// Classes counted: bittorrent, utp, dht, tracker, other (default the
+    /// first four).
+    pub classes: Option<Vec<Sp<String>>>,
+    /// Packets within one sample above which the rule acts.
+    pub limit: Option<Sp<u64>>,
+    /// "ban" (default; with the `route` backend, a null route) or "log".
+    pub action: Option<Sp<String>>,
+    /// How long a ban lasts (default "1h").
+    pub duration: Option<Sp<String>>,
+}
+
 /// Every file, layered.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -796,6 +845,7 @@ pub struct Config {
     pub notify: Vec<(Sp<String>, RawNotify)>,
     pub metrics: Option<(Origin, RawMetrics)>,
     pub web: Option<(Origin, RawWeb)>,
+    pub packets: Option<(Origin, RawPackets)>,
     pub digests: Vec<(Sp<String>, RawDigest)>,
     pub blocklists: Vec<(Sp<String>, RawBlocklist)>,
     pub crawlers: RawCrawlers,
@@ -805,7 +855,7 @@ pub struct Config {
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, web, digest, blocklists, crawlers";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, web, packets, digest, blocklists, crawlers";
 
 fn de_error(
     sources: &SourceFiles,
@@ -1127,6 +1177,11 @@ impl Config {
                 "web" => {
                     if let Some(w) = section::<RawWeb>(value, &sources, file, errors) {
                         self.web = Some((at, w));
+                    }
+                }
+                "packets" => {
+                    if let Some(p) = section::<RawPackets>(value, &sources, file, errors) {
+                        self.packets = Some((at, p));
                     }
                 }
                 "limits" => {

@@ -244,7 +244,10 @@ fn first_packet(p: &Packet<'_>) -> (Class, Option<FlowState>) {
             }
         }
         Proto::Udp => {
-            if payload.len() >= 16 && payload[..8] == UDP_TRACKER_MAGIC && payload[8..12] == [0, 0, 0, 0] {
+            if payload.len() >= 16
+                && payload[..8] == UDP_TRACKER_MAGIC
+                && payload[8..12] == [0, 0, 0, 0]
+            {
                 (Class::Tracker, None)
             } else if p.sport != 53 && p.dport != 53 && p.sport != 5353 && p.dport != 5353 {
                 match utp_header(payload) {
@@ -421,7 +424,15 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn class_of(c: &mut Classifier, src: &str, dst: &str, tcp: bool, sport: u16, dport: u16, payload: &[u8]) -> Verdict {
+    fn class_of(
+        c: &mut Classifier,
+        src: &str,
+        dst: &str,
+        tcp: bool,
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+    ) -> Verdict {
         let bytes = build::ip(a(src), a(dst), tcp, sport, dport, payload);
         let p = decode(Link::RawIp, &bytes).unwrap();
         c.classify(&p)
@@ -440,25 +451,78 @@ mod tests {
         let mut c = Classifier::new();
         let mut hs = HANDSHAKE.to_vec();
         hs.extend_from_slice(&[0; 48]);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", true, 40000, 6881, &hs).class, Class::Bittorrent);
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "203.0.113.9", true, 40000, 6881, &hs).class,
+            Class::Bittorrent
+        );
         // The rest of the flow, both ways.
-        assert_eq!(class_of(&mut c, "203.0.113.9", "10.0.0.2", true, 6881, 40000, &[0, 0, 0, 1, 2]).class, Class::Bittorrent);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", true, 40000, 6881, b"xx").class, Class::Bittorrent);
+        assert_eq!(
+            class_of(
+                &mut c,
+                "203.0.113.9",
+                "10.0.0.2",
+                true,
+                6881,
+                40000,
+                &[0, 0, 0, 1, 2]
+            )
+            .class,
+            Class::Bittorrent
+        );
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "203.0.113.9", true, 40000, 6881, b"xx").class,
+            Class::Bittorrent
+        );
         // Another flow of the same hosts is not.
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", true, 40001, 80, b"GET / HTTP/1.1\r\n").class, Class::Other);
+        assert_eq!(
+            class_of(
+                &mut c,
+                "10.0.0.2",
+                "203.0.113.9",
+                true,
+                40001,
+                80,
+                b"GET / HTTP/1.1\r\n"
+            )
+            .class,
+            Class::Other
+        );
     }
 
     #[test]
     fn dht_messages_by_their_keys() {
         let mut c = Classifier::new();
         let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
-        assert_eq!(class_of(&mut c, "10.0.0.2", "198.51.100.1", false, 6881, 6881, ping).class, Class::Dht);
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "198.51.100.1", false, 6881, 6881, ping).class,
+            Class::Dht
+        );
         let reply = b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re";
-        assert_eq!(class_of(&mut c, "198.51.100.7", "10.0.0.2", false, 6881, 6881, reply).class, Class::Dht);
+        assert_eq!(
+            class_of(&mut c, "198.51.100.7", "10.0.0.2", false, 6881, 6881, reply).class,
+            Class::Dht
+        );
         let error = b"d1:eli201e23:A Generic Error Ocurrede1:t2:aa1:y1:ee";
-        assert_eq!(class_of(&mut c, "198.51.100.8", "10.0.0.2", false, 1, 2, error).class, Class::Dht);
-        for not in [&b"d1:y1:qe"[..], b"d1:t2:aa1:y1:qe", b"d1:t2:aa1:y1:xe", b"hello", b"d", b"d999999:", b"dl", b"d1:t2:aa1:y1:q1:q4:ping1:ai5e"] {
-            assert_eq!(class_of(&mut c, "10.0.0.3", "198.51.100.9", false, 5000, 5001, not).class, Class::Other, "{}", String::from_utf8_lossy(not));
+        assert_eq!(
+            class_of(&mut c, "198.51.100.8", "10.0.0.2", false, 1, 2, error).class,
+            Class::Dht
+        );
+        for not in [
+            &b"d1:y1:qe"[..],
+            b"d1:t2:aa1:y1:qe",
+            b"d1:t2:aa1:y1:xe",
+            b"hello",
+            b"d",
+            b"d999999:",
+            b"dl",
+            b"d1:t2:aa1:y1:q1:q4:ping1:ai5e",
+        ] {
+            assert_eq!(
+                class_of(&mut c, "10.0.0.3", "198.51.100.9", false, 5000, 5001, not).class,
+                Class::Other,
+                "{}",
+                String::from_utf8_lossy(not)
+            );
         }
     }
 
@@ -468,12 +532,50 @@ mod tests {
         // first made the whole flow DHT, and uTP was never seen.
         let mut c = Classifier::new();
         let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 7001, 6882, ping).class, Class::Dht);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 7001, 6882, &utp(ST_SYN, 0, 5, &[])).class, Class::Other);
-        let v = class_of(&mut c, "203.0.113.9", "10.0.0.2", false, 6882, 7001, &utp(ST_STATE, 0, 5, &[]));
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 7001, 6882, ping).class,
+            Class::Dht
+        );
+        assert_eq!(
+            class_of(
+                &mut c,
+                "10.0.0.2",
+                "203.0.113.9",
+                false,
+                7001,
+                6882,
+                &utp(ST_SYN, 0, 5, &[])
+            )
+            .class,
+            Class::Other
+        );
+        let v = class_of(
+            &mut c,
+            "203.0.113.9",
+            "10.0.0.2",
+            false,
+            6882,
+            7001,
+            &utp(ST_STATE, 0, 5, &[]),
+        );
         assert_eq!((v.class, v.also_packets), (Class::Utp, 1));
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 7001, 6882, ping).class, Class::Dht);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 7001, 6882, &utp(0, 0, 6, b"data")).class, Class::Utp);
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 7001, 6882, ping).class,
+            Class::Dht
+        );
+        assert_eq!(
+            class_of(
+                &mut c,
+                "10.0.0.2",
+                "203.0.113.9",
+                false,
+                7001,
+                6882,
+                &utp(0, 0, 6, b"data")
+            )
+            .class,
+            Class::Utp
+        );
     }
 
     #[test]
@@ -481,12 +583,51 @@ mod tests {
         let mut c = Classifier::new();
         let mut connect = UDP_TRACKER_MAGIC.to_vec();
         connect.extend_from_slice(&[0, 0, 0, 0, 1, 2, 3, 4]);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "192.0.2.50", false, 7000, 6969, &connect).class, Class::Tracker);
+        assert_eq!(
+            class_of(
+                &mut c,
+                "10.0.0.2",
+                "192.0.2.50",
+                false,
+                7000,
+                6969,
+                &connect
+            )
+            .class,
+            Class::Tracker
+        );
         // The tracker's answer and the announce that follows: the flow.
-        assert_eq!(class_of(&mut c, "192.0.2.50", "10.0.0.2", false, 6969, 7000, &[0; 16]).class, Class::Tracker);
+        assert_eq!(
+            class_of(
+                &mut c,
+                "192.0.2.50",
+                "10.0.0.2",
+                false,
+                6969,
+                7000,
+                &[0; 16]
+            )
+            .class,
+            Class::Tracker
+        );
         let announce = b"GET /announce?info_hash=%12%34&peer_id=-lt2080-&port=6881 HTTP/1.1\r\nHost: t\r\n\r\n";
-        assert_eq!(class_of(&mut c, "10.0.0.2", "192.0.2.51", true, 41000, 80, announce).class, Class::Tracker);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "192.0.2.51", true, 41001, 80, b"GET /index.html?q=info HTTP/1.1\r\n").class, Class::Other);
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "192.0.2.51", true, 41000, 80, announce).class,
+            Class::Tracker
+        );
+        assert_eq!(
+            class_of(
+                &mut c,
+                "10.0.0.2",
+                "192.0.2.51",
+                true,
+                41001,
+                80,
+                b"GET /index.html?q=info HTTP/1.1\r\n"
+            )
+            .class,
+            Class::Other
+        );
     }
 
     #[test]
@@ -497,10 +638,21 @@ mod tests {
         assert_eq!(v.class, Class::Other, "a header alone is a candidate");
         // The answer: ST_STATE with the SYN's id confirms, and the SYN is
         // counted then.
-        let v = class_of(&mut c, "203.0.113.9", "10.0.0.2", false, 6881, 6881, &utp(ST_STATE, 0, 1000, &[]));
+        let v = class_of(
+            &mut c,
+            "203.0.113.9",
+            "10.0.0.2",
+            false,
+            6881,
+            6881,
+            &utp(ST_STATE, 0, 1000, &[]),
+        );
         assert_eq!((v.class, v.also_packets), (Class::Utp, 1));
         let data = utp(0, 0, 1001, b"payload");
-        assert_eq!(class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 6881, 6881, &data).class, Class::Utp);
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "203.0.113.9", false, 6881, 6881, &data).class,
+            Class::Utp
+        );
         // With a selective-ack extension.
         let mut sack = utp(0, 1, 7, &[0, 4, 1, 2, 3, 4]);
         sack.truncate(26);
@@ -515,22 +667,79 @@ mod tests {
         let mut q = vec![0x41, 0x00, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         q.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
         for _ in 0..3 {
-            assert_eq!(class_of(&mut c, "10.0.0.2", "192.0.2.53", false, 40001, 53, &q).class, Class::Other);
+            assert_eq!(
+                class_of(&mut c, "10.0.0.2", "192.0.2.53", false, 40001, 53, &q).class,
+                Class::Other
+            );
         }
         // The same bytes on another port: a candidate, never confirmed by
         // an answer that is not uTP.
         let v = class_of(&mut c, "10.0.0.2", "192.0.2.54", false, 40002, 5300, &q);
         assert_eq!(v.class, Class::Other);
-        let answer = [0x41, 0x00, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 7, b'e', b'x', 0, 0, 1, 0, 1];
-        assert_eq!(class_of(&mut c, "192.0.2.54", "10.0.0.2", false, 5300, 40002, &answer).class, Class::Other);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "192.0.2.54", false, 40002, 5300, &utp(0, 0, 0x4101, b"x")).class, Class::Other, "the flow is known not to be uTP");
+        let answer = [
+            0x41, 0x00, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 7, b'e', b'x', 0, 0, 1, 0, 1,
+        ];
+        assert_eq!(
+            class_of(
+                &mut c,
+                "192.0.2.54",
+                "10.0.0.2",
+                false,
+                5300,
+                40002,
+                &answer
+            )
+            .class,
+            Class::Other
+        );
+        assert_eq!(
+            class_of(
+                &mut c,
+                "10.0.0.2",
+                "192.0.2.54",
+                false,
+                40002,
+                5300,
+                &utp(0, 0, 0x4101, b"x")
+            )
+            .class,
+            Class::Other,
+            "the flow is known not to be uTP"
+        );
         // QUIC: a long header (0xc0..) and short headers (0x40..0x7f).
         let mut initial = vec![0xc3, 0, 0, 0, 1, 8];
         initial.extend_from_slice(&[9; 60]);
-        assert_eq!(class_of(&mut c, "10.0.0.2", "192.0.2.80", false, 50000, 443, &initial).class, Class::Other);
+        assert_eq!(
+            class_of(
+                &mut c,
+                "10.0.0.2",
+                "192.0.2.80",
+                false,
+                50000,
+                443,
+                &initial
+            )
+            .class,
+            Class::Other
+        );
         let short = [0x41; 40];
-        assert_eq!(class_of(&mut c, "10.0.0.2", "192.0.2.80", false, 50000, 443, &short).class, Class::Other);
-        assert_eq!(class_of(&mut c, "192.0.2.80", "10.0.0.2", false, 443, 50000, &[0x45; 40]).class, Class::Other);
+        assert_eq!(
+            class_of(&mut c, "10.0.0.2", "192.0.2.80", false, 50000, 443, &short).class,
+            Class::Other
+        );
+        assert_eq!(
+            class_of(
+                &mut c,
+                "192.0.2.80",
+                "10.0.0.2",
+                false,
+                443,
+                50000,
+                &[0x45; 40]
+            )
+            .class,
+            Class::Other
+        );
     }
 
     #[test]

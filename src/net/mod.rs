@@ -141,14 +141,21 @@ fn v6(ip: &[u8]) -> Option<Packet<'_>> {
 }
 
 fn transport(src: IpAddr, dst: IpAddr, proto: u8, len: u32, rest: &[u8]) -> Option<Packet<'_>> {
-    let port = |at: usize| -> Option<u16> { Some(u16::from_be_bytes([*rest.get(at)?, *rest.get(at + 1)?])) };
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*rest.get(at)?, *rest.get(at + 1)?]))
+    };
     let (proto, sport, dport, payload) = match proto {
         6 => {
             let offset = usize::from(*rest.get(12)? >> 4) * 4;
             if offset < 20 {
                 return None;
             }
-            (Proto::Tcp, port(0)?, port(2)?, rest.get(offset..).unwrap_or(&[]))
+            (
+                Proto::Tcp,
+                port(0)?,
+                port(2)?,
+                rest.get(offset..).unwrap_or(&[]),
+            )
         }
         17 => (Proto::Udp, port(0)?, port(2)?, rest.get(8..).unwrap_or(&[])),
         _ => (Proto::Other, 0, 0, &[][..]),
@@ -171,7 +178,14 @@ fn transport(src: IpAddr, dst: IpAddr, proto: u8, len: u32, rest: &[u8]) -> Opti
 pub mod build {
     use std::net::IpAddr;
 
-    pub fn ip(src: IpAddr, dst: IpAddr, tcp: bool, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    pub fn ip(
+        src: IpAddr,
+        dst: IpAddr,
+        tcp: bool,
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut l4 = Vec::new();
         l4.extend_from_slice(&sport.to_be_bytes());
         l4.extend_from_slice(&dport.to_be_bytes());
@@ -209,7 +223,11 @@ pub mod build {
     /// The same in an Ethernet frame.
     pub fn ethernet(ip: &[u8]) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
-        f.extend_from_slice(if ip.first().is_some_and(|b| b >> 4 == 6) { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        f.extend_from_slice(if ip.first().is_some_and(|b| b >> 4 == 6) {
+            &[0x86, 0xdd]
+        } else {
+            &[0x08, 0x00]
+        });
         f.extend_from_slice(ip);
         f
     }
@@ -227,14 +245,20 @@ mod tests {
     fn tcp_and_udp_over_both_families_and_links() {
         let p = build::ip(a("10.0.0.2"), a("203.0.113.9"), true, 51413, 6881, b"hello");
         let got = decode(Link::RawIp, &p).unwrap();
-        assert_eq!((got.proto, got.sport, got.dport, got.payload), (Proto::Tcp, 51413, 6881, &b"hello"[..]));
+        assert_eq!(
+            (got.proto, got.sport, got.dport, got.payload),
+            (Proto::Tcp, 51413, 6881, &b"hello"[..])
+        );
         assert_eq!(got.len as usize, p.len());
         let e = build::ethernet(&p);
         assert_eq!(decode(Link::Ethernet, &e), Some(got));
         let u = build::ip(a("fd00::2"), a("2001:db8::9"), false, 6881, 6881, b"d1:ad");
         let frame = build::ethernet(&u);
         let got = decode(Link::Ethernet, &frame).unwrap();
-        assert_eq!((got.src, got.proto, got.payload), (a("fd00::2"), Proto::Udp, &b"d1:ad"[..]));
+        assert_eq!(
+            (got.src, got.proto, got.payload),
+            (a("fd00::2"), Proto::Udp, &b"d1:ad"[..])
+        );
     }
 
     #[test]

@@ -31,10 +31,16 @@ impl Locals {
 
     /// The private ranges: RFC 1918, CGNAT (RFC 6598) and IPv6 ULA.
     pub fn private() -> Locals {
-        let nets = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"]
-            .iter()
-            .filter_map(|n| n.parse().ok())
-            .collect();
+        let nets = [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "fc00::/7",
+        ]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
         Locals { nets }
     }
 
@@ -199,20 +205,47 @@ mod tests {
         let mut c = Classifier::new();
         let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
         for peer in ["198.51.100.1", "198.51.100.2", "198.51.100.2"] {
-            let bytes = build::ip("10.0.0.5".parse().unwrap(), peer.parse().unwrap(), false, 6881, 6881, ping);
+            let bytes = build::ip(
+                "10.0.0.5".parse().unwrap(),
+                peer.parse().unwrap(),
+                false,
+                6881,
+                6881,
+                ping,
+            );
             let p = decode(Link::RawIp, &bytes).unwrap();
             let v = c.classify(&p);
             s.record(&locals, &p, v);
         }
-        let bytes = build::ip("10.0.0.6".parse().unwrap(), "192.0.2.1".parse().unwrap(), true, 5000, 22, b"SSH-2.0");
+        let bytes = build::ip(
+            "10.0.0.6".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            true,
+            5000,
+            22,
+            b"SSH-2.0",
+        );
         let p = decode(Link::RawIp, &bytes).unwrap();
         let v = c.classify(&p);
         s.record(&locals, &p, v);
         let rows = s.rows(0);
         assert_eq!(rows[0].address, "10.0.0.5");
-        assert_eq!((rows[0].dht.packets, rows[0].p2p_peers, rows[0].all_packets), (3, 2, 3));
-        assert_eq!((rows[1].address.as_str(), rows[1].p2p_packets, rows[1].all_packets), ("10.0.0.6", 0, 1));
-        assert_eq!(s.count("10.0.0.5".parse().unwrap(), &[Class::Dht, Class::Utp]), 3);
+        assert_eq!(
+            (rows[0].dht.packets, rows[0].p2p_peers, rows[0].all_packets),
+            (3, 2, 3)
+        );
+        assert_eq!(
+            (
+                rows[1].address.as_str(),
+                rows[1].p2p_packets,
+                rows[1].all_packets
+            ),
+            ("10.0.0.6", 0, 1)
+        );
+        assert_eq!(
+            s.count("10.0.0.5".parse().unwrap(), &[Class::Dht, Class::Utp]),
+            3
+        );
         assert!(Locals::private().contains("192.168.1.9".parse().unwrap()));
         assert!(!Locals::private().contains("8.8.8.8".parse().unwrap()));
     }

@@ -5,4 +5,5 @@
 
 pub mod connections;
 pub mod guards;
+pub mod packets;
 pub mod rules;

@@ -4,3 +4,4 @@
 
 pub mod logs;
 pub mod machine;
+pub mod packets;

@@ -38,7 +38,8 @@ pub fn default_interface() -> Option<String> {
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000")).then(|| f[0].to_string())
+            (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000"))
+                .then(|| f[0].to_string())
         })
         .next()
 }
@@ -53,7 +54,8 @@ impl Capture {
         let index = if iface == "any" {
             0
         } else {
-            let name = std::ffi::CString::new(iface).map_err(|_| CaptureError::NoInterface(iface.to_string()))?;
+            let name = std::ffi::CString::new(iface)
+                .map_err(|_| CaptureError::NoInterface(iface.to_string()))?;
             // SAFETY: a valid NUL-terminated string.
             let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
             if i == 0 {
@@ -63,7 +65,13 @@ impl Capture {
         };
         let all = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket creation; the result is checked.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, i32::from(all)) };
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                i32::from(all),
+            )
+        };
         if raw < 0 {
             let e = std::io::Error::last_os_error();
             return Err(if e.raw_os_error() == Some(libc::EPERM) {
@@ -136,7 +144,12 @@ impl Capture {
 
     /// Hands out packets until `until` (or `stop` says so); returns how
     /// many were handed out.
-    pub fn run(&mut self, until: Instant, stop: &dyn Fn() -> bool, on: &mut dyn FnMut(&Frame<'_>)) -> Result<u64, CaptureError> {
+    pub fn run(
+        &mut self,
+        until: Instant,
+        stop: &dyn Fn() -> bool,
+        on: &mut dyn FnMut(&Frame<'_>),
+    ) -> Result<u64, CaptureError> {
         let mut buf = vec![0u8; bpf::SNAPLEN as usize];
         let mut n = 0u64;
         while Instant::now() < until && !stop() {
@@ -157,7 +170,9 @@ impl Capture {
             if got < 0 {
                 let e = std::io::Error::last_os_error();
                 match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted => continue,
                     _ => {
                         return Err(CaptureError::Socket {
                             iface: self.iface.clone(),
@@ -168,7 +183,7 @@ impl Capture {
             }
             // On loopback each packet passes twice, sent and received:
             // the sent copy is skipped.
-            if self.loopback && from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if self.loopback && from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             n += 1;
@@ -211,7 +226,11 @@ impl Capture {
     }
 
     /// A capture of `duration` on `iface`, the whole of it.
-    pub fn sample(&mut self, duration: Duration, on: &mut dyn FnMut(&Frame<'_>)) -> Result<u64, CaptureError> {
+    pub fn sample(
+        &mut self,
+        duration: Duration,
+        on: &mut dyn FnMut(&Frame<'_>),
+    ) -> Result<u64, CaptureError> {
         self.run(Instant::now() + duration, &|| false, on)
     }
 }

@@ -180,7 +180,11 @@ pub fn run(prog: &[Insn], ethertype: u16, packet: &[u8]) -> u32 {
             },
             c if c == LDX | IMM => x = i.k,
             c if c == JMP | JEQ || c == JMP | JSET => {
-                let taken = if c == JMP | JEQ { a == i.k } else { a & i.k != 0 };
+                let taken = if c == JMP | JEQ {
+                    a == i.k
+                } else {
+                    a & i.k != 0
+                };
                 pc += usize::from(if taken { i.jt } else { i.jf });
             }
             RET => return i.k,
@@ -196,31 +200,73 @@ mod tests {
     use crate::net::build;
 
     fn verdict(src: &str, dst: &str, tcp: bool, sport: u16, dport: u16) -> u32 {
-        let p = build::ip(src.parse().unwrap(), dst.parse().unwrap(), tcp, sport, dport, b"x");
+        let p = build::ip(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            tcp,
+            sport,
+            dport,
+            b"x",
+        );
         let ethertype = if p[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
         run(&program(&Skip::default()), ethertype, &p)
     }
 
     #[test]
     fn web_and_ssh_are_dropped_the_rest_is_snapped() {
-        for (tcp, sport, dport) in [(true, 40000, 80), (true, 443, 40000), (true, 22, 5000), (false, 50000, 443)] {
-            assert_eq!(verdict("10.0.0.2", "192.0.2.1", tcp, sport, dport), 0, "{tcp} {sport} {dport}");
-            assert_eq!(verdict("fd00::2", "2001:db8::1", tcp, sport, dport), 0, "v6 {tcp} {sport} {dport}");
+        for (tcp, sport, dport) in [
+            (true, 40000, 80),
+            (true, 443, 40000),
+            (true, 22, 5000),
+            (false, 50000, 443),
+        ] {
+            assert_eq!(
+                verdict("10.0.0.2", "192.0.2.1", tcp, sport, dport),
+                0,
+                "{tcp} {sport} {dport}"
+            );
+            assert_eq!(
+                verdict("fd00::2", "2001:db8::1", tcp, sport, dport),
+                0,
+                "v6 {tcp} {sport} {dport}"
+            );
         }
-        for (tcp, sport, dport) in [(true, 40000, 6881), (false, 6881, 6881), (false, 40000, 53), (true, 40000, 8080)] {
+        for (tcp, sport, dport) in [
+            (true, 40000, 6881),
+            (false, 6881, 6881),
+            (false, 40000, 53),
+            (true, 40000, 8080),
+        ] {
             assert_eq!(verdict("10.0.0.2", "192.0.2.1", tcp, sport, dport), SNAPLEN);
-            assert_eq!(verdict("fd00::2", "2001:db8::1", tcp, sport, dport), SNAPLEN);
+            assert_eq!(
+                verdict("fd00::2", "2001:db8::1", tcp, sport, dport),
+                SNAPLEN
+            );
         }
         // ARP and friends are dropped; ICMP kept (the totals count it).
         assert_eq!(run(&program(&Skip::default()), 0x0806, &[0; 28]), 0);
-        let mut icmp = build::ip("10.0.0.2".parse().unwrap(), "192.0.2.1".parse().unwrap(), false, 0, 0, b"");
+        let mut icmp = build::ip(
+            "10.0.0.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            false,
+            0,
+            0,
+            b"",
+        );
         icmp[9] = 1;
         assert_eq!(run(&program(&Skip::default()), 0x0800, &icmp), SNAPLEN);
     }
 
     #[test]
     fn ports_follow_ip_options_and_fragments_are_kept() {
-        let mut p = build::ip("10.0.0.2".parse().unwrap(), "192.0.2.1".parse().unwrap(), true, 40000, 80, b"x");
+        let mut p = build::ip(
+            "10.0.0.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            true,
+            40000,
+            80,
+            b"x",
+        );
         // Four bytes of IP options: the ports move.
         p[0] = 0x46;
         p.splice(20..20, [1, 1, 1, 1]);
@@ -230,8 +276,18 @@ mod tests {
         p[7] = 0x10;
         assert_eq!(run(&program(&Skip::default()), 0x0800, &p), SNAPLEN);
         // Nothing skipped: port 80 kept.
-        let none = Skip { tcp: vec![], udp: vec![] };
-        let q = build::ip("10.0.0.2".parse().unwrap(), "192.0.2.1".parse().unwrap(), true, 40000, 80, b"x");
+        let none = Skip {
+            tcp: vec![],
+            udp: vec![],
+        };
+        let q = build::ip(
+            "10.0.0.2".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            true,
+            40000,
+            80,
+            b"x",
+        );
         assert_eq!(run(&program(&none), 0x0800, &q), SNAPLEN);
     }
 
@@ -243,7 +299,16 @@ mod tests {
         };
         let prog = program(&many);
         assert!(prog.iter().all(|i| i.jt < u8::MAX && i.jf < u8::MAX));
-        let p = |dport| build::ip("10.0.0.2".parse().unwrap(), "192.0.2.1".parse().unwrap(), true, 40000, dport, b"x");
+        let p = |dport| {
+            build::ip(
+                "10.0.0.2".parse().unwrap(),
+                "192.0.2.1".parse().unwrap(),
+                true,
+                40000,
+                dport,
+                b"x",
+            )
+        };
         assert_eq!(run(&prog, 0x0800, &p(6881)), SNAPLEN);
         assert_eq!(run(&prog, 0x0800, &p(40)), 0);
     }

@@ -31,14 +31,18 @@ pub enum CaptureError {
     NotCapture { path: PathBuf, magic: String },
     #[error("{path}: {reason}")]
     Header { path: PathBuf, reason: String },
-    #[error("{path}: packet {number}: {reason} (the {number_before} packets before it are counted)")]
+    #[error(
+        "{path}: packet {number}: {reason} (the {number_before} packets before it are counted)"
+    )]
     Packet {
         path: PathBuf,
         number: u64,
         number_before: u64,
         reason: String,
     },
-    #[error("{path}: link type {linktype} is not read here (Ethernet, raw IP, Linux cooked and BSD loopback are)")]
+    #[error(
+        "{path}: link type {linktype} is not read here (Ethernet, raw IP, Linux cooked and BSD loopback are)"
+    )]
     LinkType { path: PathBuf, linktype: u32 },
     #[error(
         "capturing packets needs CAP_NET_RAW: run as root, or give the binary the capability (setcap cap_net_raw+ep $(command -v webfence)), or read a saved capture with -r"
@@ -71,24 +75,34 @@ pub fn read_file(path: &Path, on: &mut dyn FnMut(&Frame<'_>)) -> Result<FileSumm
     })?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; 4];
-    reader.read_exact(&mut magic).map_err(|_| CaptureError::NotCapture {
-        path: path.to_path_buf(),
-        magic: "fewer than 4 bytes".into(),
-    })?;
+    reader
+        .read_exact(&mut magic)
+        .map_err(|_| CaptureError::NotCapture {
+            path: path.to_path_buf(),
+            magic: "fewer than 4 bytes".into(),
+        })?;
     let chained = std::io::Cursor::new(magic).chain(reader);
     match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] | [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] => {
-            read_pcap(path, chained, on)
-        }
+        [0xd4, 0xc3, 0xb2, 0xa1]
+        | [0xa1, 0xb2, 0xc3, 0xd4]
+        | [0x4d, 0x3c, 0xb2, 0xa1]
+        | [0xa1, 0xb2, 0x3c, 0x4d] => read_pcap(path, chained, on),
         [0x0a, 0x0d, 0x0d, 0x0a] => read_pcapng(path, chained, on),
         _ => Err(CaptureError::NotCapture {
             path: path.to_path_buf(),
-            magic: format!("{:02x} {:02x} {:02x} {:02x}", magic[0], magic[1], magic[2], magic[3]),
+            magic: format!(
+                "{:02x} {:02x} {:02x} {:02x}",
+                magic[0], magic[1], magic[2], magic[3]
+            ),
         }),
     }
 }
 
-fn read_pcap(path: &Path, input: impl Read, on: &mut dyn FnMut(&Frame<'_>)) -> Result<FileSummary, CaptureError> {
+fn read_pcap(
+    path: &Path,
+    input: impl Read,
+    on: &mut dyn FnMut(&Frame<'_>),
+) -> Result<FileSummary, CaptureError> {
     let mut reader = pcap_file::pcap::PcapReader::new(input).map_err(|e| CaptureError::Header {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -116,12 +130,17 @@ fn read_pcap(path: &Path, input: impl Read, on: &mut dyn FnMut(&Frame<'_>)) -> R
     Ok(summary)
 }
 
-fn read_pcapng(path: &Path, input: impl Read, on: &mut dyn FnMut(&Frame<'_>)) -> Result<FileSummary, CaptureError> {
+fn read_pcapng(
+    path: &Path,
+    input: impl Read,
+    on: &mut dyn FnMut(&Frame<'_>),
+) -> Result<FileSummary, CaptureError> {
     use pcap_file::pcapng::Block;
-    let mut reader = pcap_file::pcapng::PcapNgReader::new(input).map_err(|e| CaptureError::Header {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let mut reader =
+        pcap_file::pcapng::PcapNgReader::new(input).map_err(|e| CaptureError::Header {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let mut summary = FileSummary::default();
     let mut links: Vec<Option<Link>> = Vec::new();
     let mut blocks = 0u64;
@@ -153,7 +172,11 @@ fn read_pcapng(path: &Path, input: impl Read, on: &mut dyn FnMut(&Frame<'_>)) ->
         };
         summary.frames += 1;
         match links.get(interface).copied().flatten() {
-            Some(link) => on(&Frame { time_ms, link, data }),
+            Some(link) => on(&Frame {
+                time_ms,
+                link,
+                data,
+            }),
             None => summary.skipped_links += 1,
         }
     }
