@@ -38,7 +38,12 @@ fn lan(r: &mut Rng) -> IpAddr {
 }
 
 fn remote(r: &mut Rng) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(198, 18 + r.below(2) as u8, r.below(256) as u8, 1 + r.below(250) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        198,
+        18 + r.below(2) as u8,
+        r.below(256) as u8,
+        1 + r.below(250) as u8,
+    ))
 }
 
 fn utp(kind: u8, conn: u16, data: &[u8]) -> Vec<u8> {
@@ -51,7 +56,8 @@ fn utp(kind: u8, conn: u16, data: &[u8]) -> Vec<u8> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(n), Some(out)) = (args.get(1).and_then(|a| a.parse::<u64>().ok()), args.get(2)) else {
+    let (Some(n), Some(out)) = (args.get(1).and_then(|a| a.parse::<u64>().ok()), args.get(2))
+    else {
         eprintln!("usage: genpcap PACKETS OUT.pcap [SEED]");
         std::process::exit(2);
     };
@@ -80,7 +86,10 @@ fn main() {
             0 | 1 => {
                 let mut hs = b"\x13BitTorrent protocol".to_vec();
                 hs.extend(r.bytes(48));
-                let mut v = vec![build::ip(a, b, true, pa, 6881, &hs), build::ip(b, a, true, 6881, pa, &hs)];
+                let mut v = vec![
+                    build::ip(a, b, true, pa, 6881, &hs),
+                    build::ip(b, a, true, 6881, pa, &hs),
+                ];
                 for _ in 0..8 {
                     v.push(build::ip(b, a, true, 6881, pa, &r.bytes(1400)));
                     v.push(build::ip(a, b, true, pa, 6881, &[0, 0, 0, 13, 6]));
@@ -90,23 +99,50 @@ fn main() {
             // uTP: SYN, STATE, data.
             2 => {
                 let c = r.below(65535) as u16;
-                let mut v = vec![build::ip(a, b, false, pa, pb, &utp(4, c, &[])), build::ip(b, a, false, pb, pa, &utp(2, c, &[]))];
+                let mut v = vec![
+                    build::ip(a, b, false, pa, pb, &utp(4, c, &[])),
+                    build::ip(b, a, false, pb, pa, &utp(2, c, &[])),
+                ];
                 for _ in 0..6 {
-                    v.push(build::ip(a, b, false, pa, pb, &utp(0, c.wrapping_add(1), &r.bytes(1000))));
+                    v.push(build::ip(
+                        a,
+                        b,
+                        false,
+                        pa,
+                        pb,
+                        &utp(0, c.wrapping_add(1), &r.bytes(1000)),
+                    ));
                 }
                 v
             }
             // DHT queries and answers.
             3 => vec![
-                build::ip(a, b, false, pa, 6881, b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"),
-                build::ip(b, a, false, 6881, pa, b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re"),
+                build::ip(
+                    a,
+                    b,
+                    false,
+                    pa,
+                    6881,
+                    b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
+                ),
+                build::ip(
+                    b,
+                    a,
+                    false,
+                    6881,
+                    pa,
+                    b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re",
+                ),
             ],
             // A UDP tracker connect.
             4 => {
                 let mut c = 0x0417_2710_1980u64.to_be_bytes().to_vec();
                 c.extend_from_slice(&[0, 0, 0, 0]);
                 c.extend(r.bytes(4));
-                vec![build::ip(a, b, false, pa, 6969, &c), build::ip(b, a, false, 6969, pa, &r.bytes(16))]
+                vec![
+                    build::ip(a, b, false, pa, 6969, &c),
+                    build::ip(b, a, false, 6969, pa, &r.bytes(16)),
+                ]
             }
             // DNS.
             5..=7 => {
@@ -114,7 +150,10 @@ fn main() {
                 q.extend_from_slice(b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01");
                 let mut ans = q.clone();
                 ans[2] = 0x81;
-                vec![build::ip(a, b, false, pa, 53, &q), build::ip(b, a, false, 53, pa, &ans)]
+                vec![
+                    build::ip(a, b, false, pa, 53, &q),
+                    build::ip(b, a, false, 53, pa, &ans),
+                ]
             }
             // QUIC-like.
             8..=10 => {
@@ -127,10 +166,19 @@ fn main() {
                 v
             }
             // SSH-like and other TCP.
-            11..=13 => (0..6).map(|_| build::ip(a, b, true, pa, 2222, &r.bytes(200))).collect(),
+            11..=13 => (0..6)
+                .map(|_| build::ip(a, b, true, pa, 2222, &r.bytes(200)))
+                .collect(),
             // Web.
             _ => {
-                let mut v = vec![build::ip(a, b, true, pa, 80, b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n")];
+                let mut v = vec![build::ip(
+                    a,
+                    b,
+                    true,
+                    pa,
+                    80,
+                    b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                )];
                 for _ in 0..6 {
                     v.push(build::ip(b, a, true, 80, pa, &r.bytes(1400)));
                 }
