@@ -407,4 +407,66 @@ fn a_packet_rule_null_routes_the_torrenting_address() {
     assert!(s["all_problems"].as_array().unwrap().is_empty(), "{s:#}");
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default();
     assert!(log.contains("lan-torrent"), "{log}");
+    // The text status names the source and the torrenting address.
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(d.join("ctl.sock"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("packets   c3: last sample"), "{text}");
+    assert!(text.contains("10.233.1.2"), "{text}");
+}
+
+/// A capture that cannot start (the interface does not exist) is loud:
+/// in `status`, where the daemon is NOT PROTECTING, and in the log.
+#[test]
+fn a_failing_capture_is_a_problem_in_status() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let cfg = common::write(
+        d,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
+             [packets]\nenabled = true\ninterface = \"nosuchif9\"\nsample = \"1s\"\nevery = \"1s\"\n",
+            d = d.display()
+        ),
+    );
+    let daemon = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _daemon = Proc(daemon);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new(BIN)
+            .args(["status", "--socket"])
+            .arg(d.join("ctl.sock"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("CAPTURE FAILED") {
+            assert_eq!(out.status.code(), Some(3), "{text}");
+            assert!(text.contains("no such interface: nosuchif9"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no capture problem shown: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("packet capture failed"), "{log}");
 }

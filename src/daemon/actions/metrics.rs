@@ -325,6 +325,23 @@ pub fn render(shared: &Shared) -> String {
         "Hook runs dropped because their queue was full",
         counter(num(&hooks, "dropped")),
     );
+    if let Some(p) = lp.get("packets").filter(|p| !p.is_null()) {
+        r.register(
+            "packets_captured",
+            "Packets the packet source captured (after the kernel filter)",
+            counter(num(p, "packets")),
+        );
+        r.register(
+            "packet_samples",
+            "Packet samples taken",
+            counter(num(p, "samples")),
+        );
+        r.register(
+            "packet_capture_working",
+            "1 while the packet source's last sample worked",
+            gauge(i64::from(p.get("error").is_none_or(Value::is_null))),
+        );
+    }
     r.register(
         "engine_state_bytes",
         "Memory held by the rules' counting state",

@@ -287,6 +287,7 @@ pub fn live(shared: &Shared, web: &WebState) -> Value {
         "problems": s["all_problems"],
         "guards": lp.get("guards").cloned().unwrap_or_default(),
         "conns": connections(),
+        "packets": lp.get("packets").cloned().unwrap_or_default(),
         "lines": lp.get("lines").cloned().unwrap_or_default(),
         "lag_seconds": lp.get("lag_seconds").cloned().unwrap_or_default(),
         "version": env!("CARGO_PKG_VERSION"),

@@ -50,6 +50,11 @@
     { label: "client", kind: "text", cls: "key", get: (c) => c.client }, n("total", (c) => c.total),
     n("established", (c) => c.established), n("SYN_RECV", (c) => c.syn_recv),
   ], [], { id: "conns", empty: "no inbound connection" });
+  const lan = makeTable("LAN: BitTorrent by local address", [
+    { label: "address", kind: "text", cls: "key", get: (r) => r.address },
+    n("BitTorrent packets", (r) => r.p2p_packets), n("tcp", (r) => r.bittorrent.packets), n("utp", (r) => r.utp.packets),
+    n("dht", (r) => r.dht.packets), n("tracker", (r) => r.tracker.packets), n("peers", (r) => r.p2p_peers), n("all packets", (r) => r.all_packets),
+  ], [], { id: "lan", empty: "no packet sample yet", note: "The last [packets] sample." });
   for (const t of [clients, decisions, bans, guards, conns]) app.append(t.node);
 
   function draw(d) {
@@ -74,6 +79,8 @@
     bans.setRows(d.bans || []);
     guards.setRows(d.guards || []);
     conns.setRows((d.conns && d.conns.clients) || []);
+    if (d.packets && !lan.node.isConnected) app.append(lan.node);
+    if (d.packets) lan.setRows(d.packets.top || []);
     sub.textContent = `updated ${when(d.now_ms)} · webfence ${d.version}` + (d.lag_seconds > 5 ? ` · reading ${Math.round(d.lag_seconds)} s behind` : "");
     document.body.setAttribute("data-updated", String(d.now_ms));
   }
