@@ -337,12 +337,17 @@ fn a_packet_rule_null_routes_the_torrenting_address() {
         &format!(
             "default_rules = false\n[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"route\"\n\
              [packets]\nenabled = true\ninterface = \"c3\"\nlocal = [\"10.233.1.0/24\", \"10.233.2.0/24\"]\nsample = \"2s\"\nevery = \"2s\"\n\
-             [packets.rules.lan-torrent]\nclasses = [\"bittorrent\", \"utp\", \"dht\"]\nlimit = 100\nduration = \"1h\"\n",
+             report_to = [\"lan\"]\nreport_over = 50\n\
+             [packets.rules.lan-torrent]\nclasses = [\"bittorrent\", \"utp\", \"dht\"]\nlimit = 100\nduration = \"1h\"\n\
+             [notify.lan]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"cat >> {d}/notified.json\"]\ngroup_wait = \"1s\"\n",
             d = d.display()
         ),
     );
+    // This daemon reads packets one system call each (the fallback where
+    // a ring cannot be set up); the sniff test above uses the ring.
     let daemon = star
         .run(&star.gw, &[BIN, "run", "-c", cfg.to_str().unwrap()])
+        .env("WEBFENCE_CAPTURE", "recvfrom")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
         .spawn()
@@ -407,6 +412,17 @@ fn a_packet_rule_null_routes_the_torrenting_address() {
     assert!(s["all_problems"].as_array().unwrap().is_empty(), "{s:#}");
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default();
     assert!(log.contains("lan-torrent"), "{log}");
+    // The "LAN abusers" list reached its channel, naming the address.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let sent = std::fs::read_to_string(d.join("notified.json")).unwrap_or_default();
+        if sent.contains("LAN abusers on c3") && sent.contains("10.233.1.2: ") {
+            assert!(!sent.contains("10.233.2.2: "), "{sent}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no LAN abusers message: {sent}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The text status names the source and the torrenting address.
     let out = Command::new(BIN)
         .args(["status", "--socket"])

@@ -20,6 +20,9 @@ use crate::stats::lan::{LanStats, Locals};
 #[derive(Debug, serde::Serialize)]
 struct Outcome {
     source: String,
+    /// How a live capture read packets: "ring" (TPACKET_V3) or "recvfrom".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture: Option<&'static str>,
     seconds: f64,
     packets: u64,
     undecodable: u64,
@@ -81,6 +84,7 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
         None => undecodable += 1,
     };
     let started = Instant::now();
+    let mut how = None;
     let (source, kernel_dropped, first_last) = match &args.read {
         Some(path) => {
             let mut first = None;
@@ -111,6 +115,11 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
                 )?,
             };
             let mut capture = afpacket::Capture::open(&iface, &skip)?;
+            how = Some(if capture.uses_ring() {
+                "ring"
+            } else {
+                "recvfrom"
+            });
             if !args.quiet {
                 eprintln!(
                     "webfence: capturing on {iface} for {}",
@@ -134,6 +143,7 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
     };
     let outcome = Outcome {
         source,
+        capture: how,
         seconds,
         packets: stats.packets,
         undecodable,
