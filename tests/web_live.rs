@@ -240,3 +240,50 @@ fn the_live_page_follows_the_log_in_a_browser() {
         "requests elsewhere: {requests:?}"
     );
 }
+
+/// With `[packets]` on, the live page has a LAN table fed by the samples
+/// (capturing on loopback needs root: skipped without it).
+#[test]
+fn the_live_page_shows_the_packet_source() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root {
+        eprintln!("skipped: capturing needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _d = start(
+        dir.path(),
+        port,
+        "[packets]\nenabled = true\ninterface = \"lo\"\nlocal = [\"127.0.0.0/8\"]\nsample = \"1s\"\nevery = \"1s\"\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Each request is loopback traffic the next sample counts.
+        let (code, body) = get(port, "/api/live", &[]);
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["packets"]["samples"].as_u64().unwrap_or(0) >= 2
+            && v["packets"]["top"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|r| r["address"] == "127.0.0.1"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no packet sample in /api/live: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&format!("http://127.0.0.1:{port}/"));
+    b.wait_for(
+        "[...document.querySelectorAll('[data-table=lan] tbody td')].some(c => c.textContent === '127.0.0.1')",
+        Duration::from_secs(10),
+    );
+    assert_eq!(b.errors(), Vec::<String>::new());
+}
