@@ -360,12 +360,21 @@ fn a_page_with_no_request_left_still_draws() {
     let dir = tempfile::tempdir().unwrap();
     let log = three_hours(dir.path());
     let (page, _) = page_of(
-        &["report", log.to_str().unwrap(), "--no-rules", "--since", "2030-01-01"],
+        &[
+            "report",
+            log.to_str().unwrap(),
+            "--no-rules",
+            "--since",
+            "2030-01-01",
+        ],
         dir.path(),
     );
     let mut b = Browser::launch(1280, 800);
     load(&mut b, &page, "");
     assert_eq!(card(&mut b, "requests"), "0");
-    assert_eq!(b.eval("document.getElementById('timeline-chart').textContent"), "no requests");
+    assert_eq!(
+        b.eval("document.getElementById('timeline-chart').textContent"),
+        "no requests"
+    );
     assert_eq!(b.errors(), Vec::<String>::new());
 }

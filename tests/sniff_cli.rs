@@ -248,26 +248,56 @@ fn packet_settings_are_checked() {
         dir.path(),
         "p.toml",
         "[daemon]\nlogs = [\"/tmp/x.log\"]\n[packets]\nenabled = true\nsample = \"10m\"\nevery = \"5m\"\nlocal = [\"10.0.0/8\"]\nreport_to = [\"nowhere\"]\n\
-         [packets.rules.a]\nclasses = [\"bittorent\"]\nlimit = 5\n[packets.rules.b]\naction = \"ban\"\n",
+         [rules.a]\nkind = \"packets\"\nclasses = [\"bittorent\"]\nlimit = 5\n[rules.b]\nkind = \"packets\"\naction = \"ban\"\n\
+         [rules.c]\nkind = \"packets\"\nlimit = 5\nwindow = \"10s\"\n[rules.d]\nkind = \"rate\"\nlimit = 5\nwindow = \"10s\"\nclasses = [\"dht\"]\n",
     );
     fails_with(
         &["check", "-c", cfg.to_str().unwrap()],
         &[
             "p.toml",
+            "unknown packet class 'bittorent'",
+            "rule 'b' (packets) needs a limit",
+            "'window' does not apply to packet rules",
+            "'classes' applies to packet rules, not to rate rules",
+        ],
+    );
+    // The source's own settings (checked once the rules are right).
+    let src = write(
+        dir.path(),
+        "s.toml",
+        "[daemon]\nlogs = [\"/tmp/x.log\"]\n[packets]\nenabled = true\nsample = \"10m\"\nevery = \"5m\"\nlocal = [\"10.0.0/8\"]\nreport_to = [\"nowhere\"]\n",
+    );
+    fails_with(
+        &["check", "-c", src.to_str().unwrap()],
+        &[
+            "s.toml",
             "every (300 s) is shorter than sample (600 s)",
             "invalid local network '10.0.0/8'",
             "no [notify.nowhere] channel",
-            "unknown class 'bittorent'",
-            "packet rule 'b' needs a limit",
         ],
     );
     let typo = write(
         dir.path(),
         "t.toml",
-        "[packets]\nenabled = true\n[packets.rules.c]\nlimit = 1\nlimt = 2\n",
+        "[packets]\nenabled = true\nsampel = \"5s\"\n",
     );
     fails_with(
         &["check", "-c", typo.to_str().unwrap()],
-        &["t.toml:5:1", "unknown key 'limt' (did you mean 'limit'?)"],
+        &[
+            "t.toml:3:1",
+            "unknown key 'sampel' (did you mean 'sample'?)",
+        ],
+    );
+    // A packet rule is listed with the others.
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[rules.lan-torrent]\nkind = \"packets\"\nlimit = 500\nduration = \"1h\"\n",
+    );
+    let (out, _) = succeeds(&["rules", "-c", ok.to_str().unwrap(), "--wide"]);
+    assert!(
+        out.contains("lan-torrent")
+            && out.contains("> 500 packets (bittorrent, utp, dht, tracker) per local address"),
+        "{out}"
     );
 }

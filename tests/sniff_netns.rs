@@ -338,7 +338,7 @@ fn a_packet_rule_null_routes_the_torrenting_address() {
             "default_rules = false\n[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"route\"\n\
              [packets]\nenabled = true\ninterface = \"c3\"\nlocal = [\"10.233.1.0/24\", \"10.233.2.0/24\"]\nsample = \"2s\"\nevery = \"2s\"\n\
              report_to = [\"lan\"]\nreport_over = 50\n\
-             [packets.rules.lan-torrent]\nclasses = [\"bittorrent\", \"utp\", \"dht\"]\nlimit = 100\nduration = \"1h\"\n\
+             [rules.lan-torrent]\nkind = \"packets\"\nclasses = [\"bittorrent\", \"utp\", \"dht\"]\nlimit = 100\nduration = \"1h\"\n\
              [notify.lan]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"cat >> {d}/notified.json\"]\ngroup_wait = \"1s\"\n",
             d = d.display()
         ),

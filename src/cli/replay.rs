@@ -205,7 +205,7 @@ pub(super) fn check(args: CheckArgs) -> Result<ExitCode> {
             };
             println!(
                 "{files}: ok: {} rules enabled{}, {} scores, {} actions{machine}",
-                rules.rules.len() + rules.conn_rules.len(),
+                rules.rules.len() + rules.conn_rules.len() + rules.packet_rules.len(),
                 if inactive > 0 {
                     format!(" ({inactive} inactive)")
                 } else {

@@ -184,7 +184,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     };
     let now = wall_ms();
     let status = Arc::new(Mutex::new(LoopStatus {
-        rules: set.rules.len() + set.conn_rules.len(),
+        rules: set.rules.len() + set.conn_rules.len() + set.packet_rules.len(),
         started_ms: now,
         dry_run,
         ..LoopStatus::default()
@@ -247,6 +247,12 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             .spawn(move || watch.run(state, watch_inbox))?
     };
 
+    if settings.packets.is_none() && !set.packet_rules.is_empty() {
+        tracing::warn!(
+            rules = set.packet_rules.len(),
+            "packet rules are configured but [packets] is not enabled: they decide nothing"
+        );
+    }
     // The packet source: samples on a thread of its own.
     let (to_packets, packets_inbox) = std::sync::mpsc::channel();
     let mut packets_running = false;
@@ -366,7 +372,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     install_signal_handlers();
     tracing::info!(
         logs = %settings.logs.join(", "),
-        rules = set.rules.len() + set.conn_rules.len(),
+        rules = set.rules.len() + set.conn_rules.len() + set.packet_rules.len(),
         guards = settings.guards.len(),
         limits = settings.limits.is_some(),
         dry_run,
@@ -410,7 +416,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                 dry_run,
             ) {
                 Ok(set) => {
-                    let n = set.rules.len() + set.conn_rules.len();
+                    let n = set.rules.len() + set.conn_rules.len() + set.packet_rules.len();
                     let message = format!(
                         "{n} rules loaded, {} guards{}",
                         settings.guards.len(),
@@ -436,7 +442,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                     *lock(&web.settings) = settings.web.clone().filter(|_| listening.is_some());
                     match (&settings.packets, packets_running) {
                         (Some(p), true) => {
-                            let _ = to_packets.send(Some(p.clone()));
+                            let _ = to_packets.send(Some((p.clone(), set.clone())));
                         }
                         (None, true) => {
                             let _ = to_packets.send(None);
@@ -648,7 +654,7 @@ fn reload(
         ..new
     };
     tracing::info!(
-        rules = set.rules.len() + set.conn_rules.len(),
+        rules = set.rules.len() + set.conn_rules.len() + set.packet_rules.len(),
         guards = settings.guards.len(),
         logs = %settings.logs.join(", "),
         "configuration reloaded; counting windows start afresh"

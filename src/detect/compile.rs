@@ -247,6 +247,73 @@ impl Compiler<'_> {
 
 /// `kind = "connections"`: limit, key (ip or net), states, ports, and an
 /// action; no score (there is no request to score).
+fn packet_rule(
+    c: &mut Compiler,
+    name: &str,
+    at: Origin,
+    raw: &super::config::RawRule,
+) -> Option<super::packetrules::PacketRule> {
+    use super::p2p::Class;
+    let limit = match &raw.limit {
+        Some(l) if (1..=1_000_000_000).contains(&l.value) => l.value as u64,
+        Some(l) => {
+            c.err(
+                l.at,
+                format!("invalid limit {}: expected 1 to 1000000000", l.value),
+            );
+            return None;
+        }
+        None => {
+            c.err(at, format!("rule '{name}' (packets) needs a limit: the most packets one local address may send within a sample"));
+            return None;
+        }
+    };
+    for (v, what) in [
+        (raw.window.as_ref().map(|x| x.at), "window"),
+        (raw.key.as_ref().map(|x| x.at), "key"),
+        (raw.distinct.as_ref().map(|x| x.at), "distinct"),
+        (raw.score.as_ref().map(|x| x.at), "score"),
+        (raw.matches.as_ref().map(|_| at), "match"),
+        (raw.unless.as_ref().map(|_| at), "unless"),
+        (raw.states.as_ref().map(|_| at), "states"),
+        (raw.ports.as_ref().map(|_| at), "ports"),
+    ] {
+        if let Some(at) = v {
+            c.err(at, format!("'{what}' does not apply to packet rules (they count packets per local address within a [packets] sample, whose length is the window)"));
+        }
+    }
+    let mut classes = Vec::new();
+    for cl in raw.classes.iter().flatten() {
+        match Class::from_name(&cl.value) {
+            Some(k) if !classes.contains(&k) => classes.push(k),
+            Some(_) => {}
+            None => c.err(
+                cl.at,
+                format!(
+                    "unknown packet class '{}' (expected bittorrent, utp, dht, tracker or other)",
+                    cl.value
+                ),
+            ),
+        }
+    }
+    if raw.classes.is_none() {
+        classes = Class::P2P.to_vec();
+    }
+    let action = c.action(raw.action.as_ref());
+    let duration_s = match &raw.duration {
+        Some(d) => c.duration(d, "duration").unwrap_or(DEFAULT_BAN_S),
+        None => DEFAULT_BAN_S,
+    };
+    Some(super::packetrules::PacketRule {
+        name: name.to_string(),
+        description: raw.description.clone().unwrap_or_default(),
+        classes,
+        limit,
+        action,
+        duration_s,
+    })
+}
+
 fn connection_rule(
     c: &mut Compiler,
     name: &str,
@@ -426,6 +493,7 @@ impl RuleSet {
 
         let mut rules = Vec::new();
         let mut conn_rules = Vec::new();
+        let mut packet_rules = Vec::new();
         for (name, raw) in &config.rules {
             if raw.enabled == Some(false) {
                 continue;
@@ -433,7 +501,7 @@ impl RuleSet {
             let rname = name.value.clone();
             c.name(name.at, "rule", &rname);
             let Some(kind) = raw.kind.as_ref().map(|k| k.value) else {
-                c.err(name.at, format!("rule '{rname}' has no kind (expected rate, distinct, match, unexpected_host or connections)"));
+                c.err(name.at, format!("rule '{rname}' has no kind (expected rate, distinct, match, unexpected_host, connections or packets)"));
                 continue;
             };
             if kind == RuleKind::Connections {
@@ -441,6 +509,22 @@ impl RuleSet {
                     conn_rules.push(r);
                 }
                 continue;
+            }
+            if kind == RuleKind::Packets {
+                if let Some(r) = packet_rule(&mut c, &name.value, name.at, raw) {
+                    packet_rules.push(r);
+                }
+                continue;
+            }
+            if let Some(cl) = raw.classes.as_ref() {
+                let at = cl.first().map_or(name.at, |f| f.at);
+                c.err(
+                    at,
+                    format!(
+                        "'classes' applies to packet rules, not to {} rules",
+                        kind.name()
+                    ),
+                );
             }
             for (v, what) in [
                 (raw.states
@@ -753,6 +837,7 @@ impl RuleSet {
             condless,
             rules,
             conn_rules,
+            packet_rules,
             scores,
             actions,
             escalation: Escalation {

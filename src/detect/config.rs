@@ -254,6 +254,9 @@ pub enum RuleKind {
     /// More than `limit` concurrent connections per key (ip or net) in the
     /// kernel's table, optionally only in `states` and to `ports`.
     Connections,
+    /// More than `limit` packets of `classes` from one local address within
+    /// one `[packets]` sample.
+    Packets,
 }
 
 impl RuleKind {
@@ -264,6 +267,7 @@ impl RuleKind {
             RuleKind::Match => "match",
             RuleKind::UnexpectedHost => "unexpected_host",
             RuleKind::Connections => "connections",
+            RuleKind::Packets => "packets",
         }
     }
 }
@@ -438,6 +442,9 @@ pub struct RawRule {
     /// Connection rules: only connections to these local ports (default:
     /// every listening port).
     pub ports: Option<Vec<Sp<i64>>>,
+    /// Packet rules: the classes counted (bittorrent, utp, dht, tracker,
+    /// other; default the first four).
+    pub classes: Option<Vec<Sp<String>>>,
 }
 
 impl RawRule {
@@ -776,8 +783,8 @@ pub struct RawWeb {
     pub public: Option<bool>,
 }
 
-/// `[packets]`: a packet source on a schedule, and rules over packet
-/// classes per local address ("LAN abusers").
+/// `[packets]`: a packet source on a schedule, whose counts per local
+/// address `kind = "packets"` rules decide on ("LAN abusers").
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPackets {
@@ -803,26 +810,6 @@ pub struct RawPackets {
     pub report_to: Option<Vec<Sp<String>>>,
     /// Default 100.
     pub report_over: Option<u64>,
-    /// `[packets.rules.NAME]`: a rate of packet classes per local address
-    /// within one sample.
-    pub rules: Option<BTreeMap<String, RawPacketRule>>,
-}
-
-/// `[packets.rules.NAME]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPacketRule {
-    /// "rate", the only kind (default).
-    pub kind: Option<Sp<String>>,
-    /// Classes counted: bittorrent, utp, dht, tracker, other (default the
-    /// first four).
-    pub classes: Option<Vec<Sp<String>>>,
-    /// Packets within one sample above which the rule acts.
-    pub limit: Option<Sp<u64>>,
-    /// "ban" (default; with the `route` backend, a null route) or "log".
-    pub action: Option<Sp<String>>,
-    /// How long a ban lasts (default "1h").
-    pub duration: Option<Sp<String>>,
 }
 
 /// Every file, layered.

@@ -570,7 +570,9 @@ impl Engine {
                 format!("unexpected Host {host:?}")
             }
             // Connection rules decide in `connrules`, never from a request.
+            // Connection and packet rules are decided apart, never here.
             RuleKind::Connections => format!("{count} connections (limit {})", rule.limit),
+            RuleKind::Packets => format!("{count} packets (limit {})", rule.limit),
         }
     }
 

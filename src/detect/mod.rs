@@ -20,6 +20,7 @@ pub mod guard;
 pub mod matcher;
 pub mod memo;
 pub mod p2p;
+pub mod packetrules;
 pub mod rules;
 pub mod shard;
 pub mod window;

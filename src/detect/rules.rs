@@ -191,6 +191,8 @@ pub struct RuleSet {
     /// `kind = "connections"`: run by the daemon over the kernel's
     /// connection table, not over requests.
     pub conn_rules: Vec<super::connrules::ConnRule>,
+    /// `kind = "packets"` rules, decided on `[packets]` samples.
+    pub packet_rules: Vec<super::packetrules::PacketRule>,
     pub scores: Vec<Score>,
     pub actions: Vec<NamedAction>,
     pub escalation: Escalation,

@@ -278,6 +278,7 @@ fn test_text(rules: &RuleSet, i: usize) -> String {
         RuleKind::Match => "each matching request".to_string(),
         RuleKind::UnexpectedHost => "each request for a Host not in [sites]".to_string(),
         RuleKind::Connections => format!("> {} connections per {}", r.limit, r.key.describe()),
+        RuleKind::Packets => format!("> {} packets per local address", r.limit),
     }
 }
 
@@ -326,6 +327,20 @@ pub fn rules_text(rules: &RuleSet, style: Style) -> String {
                 "> {} connections per {per} ({}) to {ports}",
                 r.limit,
                 r.states_text()
+            )
+            .into(),
+            action_dur(&r.action, r.duration_s).into(),
+            r.description.clone().into(),
+        ]);
+    }
+    for r in &rules.packet_rules {
+        rows.push(vec![
+            r.name.clone().into(),
+            "packets".to_string().into(),
+            format!(
+                "> {} packets ({}) per local address in a [packets] sample",
+                r.limit,
+                r.classes_text()
             )
             .into(),
             action_dur(&r.action, r.duration_s).into(),

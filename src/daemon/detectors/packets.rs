@@ -1,32 +1,13 @@
-//! `[packets]` compiled, and its rules run over one sample's counts:
-//! "more than 500 BitTorrent packets in a 10-second sample from one local
-//! address" → a decision like any rule's (a ban is a null route with the
-//! `route` backend).
-//!
-//! A sample is a tumbling window: counts start from zero each sample, so a
-//! burst that straddles two continuous samples counts in both halves.
+//! `[packets]` compiled (the source's schedule, interface and local
+//! networks), its status, and the "LAN abusers" list. The rules over its
+//! counts are `kind = "packets"` rules (`detect/packetrules.rs`).
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::detect::Decision;
-use crate::detect::addr::{Subject, to_bits};
 use crate::detect::config::{Config, ConfigError};
-use crate::detect::engine::{Evidence, Mark};
-use crate::detect::p2p::Class;
-use crate::detect::rules::Action;
 use crate::source::packets::bpf::{MAX_SKIPPED, Skip};
-use crate::stats::lan::{LanStats, LocalRow};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PacketRule {
-    pub name: String,
-    pub classes: Vec<Class>,
-    pub limit: u64,
-    /// Ban or log.
-    pub ban: bool,
-    pub duration_s: u64,
-}
+use crate::stats::lan::LocalRow;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PacketSettings {
@@ -39,7 +20,6 @@ pub struct PacketSettings {
     pub skip: Skip,
     pub report_to: Vec<String>,
     pub report_over: u64,
-    pub rules: Vec<PacketRule>,
 }
 
 /// `[packets]` checked; `None` when disabled.
@@ -119,65 +99,6 @@ pub fn compile(
             );
         }
     }
-    let mut rules = Vec::new();
-    for (name, r) in p.rules.iter().flatten() {
-        if let Some(k) = &r.kind
-            && k.value != "rate"
-        {
-            err(
-                k.at,
-                format!(
-                    "packet rule '{name}': kind '{}' is not known here (packet rules are \"rate\")",
-                    k.value
-                ),
-            );
-        }
-        let mut classes = Vec::new();
-        for c in r.classes.iter().flatten() {
-            match Class::from_name(&c.value) {
-                Some(class) => classes.push(class),
-                None => err(
-                    c.at,
-                    format!(
-                        "packet rule '{name}': unknown class '{}' (expected bittorrent, utp, dht, tracker or other)",
-                        c.value
-                    ),
-                ),
-            }
-        }
-        if r.classes.is_none() {
-            classes = Class::P2P.to_vec();
-        }
-        let Some(limit) = &r.limit else {
-            err(
-                *at,
-                format!("packet rule '{name}' needs a limit (packets within one sample)"),
-            );
-            continue;
-        };
-        let ban = match r.action.as_ref().map(|a| a.value.as_str()) {
-            None | Some("ban") => true,
-            Some("log") => false,
-            Some(other) => {
-                if let Some(a) = &r.action {
-                    err(
-                        a.at,
-                        format!(
-                            "packet rule '{name}': action '{other}' is not known here (ban or log)"
-                        ),
-                    );
-                }
-                true
-            }
-        };
-        rules.push(PacketRule {
-            name: name.clone(),
-            classes,
-            limit: limit.value,
-            ban,
-            duration_s: duration(&r.duration, 3600, &mut err),
-        });
-    }
     (errors.len() == before).then_some(PacketSettings {
         interface: p.interface.as_ref().map(|i| i.value.clone()),
         locals,
@@ -186,7 +107,6 @@ pub fn compile(
         skip,
         report_to,
         report_over: p.report_over.unwrap_or(100),
-        rules,
     })
 }
 
@@ -202,47 +122,6 @@ pub struct PacketStatus {
     pub top: Vec<LocalRow>,
     /// Why the last sample failed, if it did.
     pub error: Option<String>,
-}
-
-/// The decisions one sample's counts make.
-pub fn decide(rules: &[PacketRule], stats: &LanStats, sample_s: u64, at_ms: i64) -> Vec<Decision> {
-    let mut out = Vec::new();
-    let mut locals: Vec<_> = stats.locals().collect();
-    locals.sort();
-    for ip in locals {
-        for r in rules {
-            let count = stats.count(ip, &r.classes);
-            if count <= r.limit {
-                continue;
-            }
-            let names: Vec<&str> = r.classes.iter().map(|c| c.name()).collect();
-            out.push(Decision {
-                rule: r.name.clone(),
-                subject: Subject::host(to_bits(ip)),
-                action: if r.ban { Action::Ban } else { Action::Log },
-                duration_s: r.ban.then_some(r.duration_s),
-                at: at_ms,
-                reason: format!(
-                    "{count} packets ({}) in a {sample_s} s sample, above {}",
-                    names.join(", "),
-                    r.limit
-                ),
-                repeat: 0,
-                evidence: Evidence {
-                    count: count as f64,
-                    window_s: sample_s,
-                    threshold: r.limit as f64,
-                    first: Mark {
-                        loc: 0,
-                        at: at_ms - sample_s as i64 * 1000,
-                    },
-                    last: Mark { loc: 0, at: at_ms },
-                    samples: Vec::new(),
-                },
-            });
-        }
-    }
-    out
 }
 
 /// The "LAN abusers" list: addresses with `over` BitTorrent packets or
@@ -272,10 +151,10 @@ mod tests {
     use super::*;
     use crate::detect::p2p::Classifier;
     use crate::net::{Link, build, decode};
-    use crate::stats::lan::Locals;
+    use crate::stats::lan::{LanStats, Locals};
 
     #[test]
-    fn a_rule_over_its_limit_decides_once_per_address() {
+    fn the_abusers_list_names_who_is_over() {
         let locals = Locals::new(vec!["10.0.0.0/24".parse().unwrap()]);
         let mut s = LanStats::default();
         let mut c = Classifier::new();
@@ -293,38 +172,6 @@ mod tests {
             let v = c.classify(&p);
             s.record(&locals, &p, v);
         }
-        let rules = vec![
-            PacketRule {
-                name: "torrent".into(),
-                classes: Class::P2P.to_vec(),
-                limit: 20,
-                ban: true,
-                duration_s: 3600,
-            },
-            PacketRule {
-                name: "utp-only".into(),
-                classes: vec![Class::Utp],
-                limit: 20,
-                ban: true,
-                duration_s: 60,
-            },
-        ];
-        let d = decide(&rules, &s, 10, 5_000);
-        assert_eq!(d.len(), 1);
-        assert_eq!(
-            (
-                d[0].rule.as_str(),
-                d[0].subject.to_string().as_str(),
-                d[0].duration_s
-            ),
-            ("torrent", "10.0.0.5", Some(3600))
-        );
-        assert!(
-            d[0].reason
-                .starts_with("30 packets (bittorrent, utp, dht, tracker) in a 10 s sample"),
-            "{}",
-            d[0].reason
-        );
         let text = abusers_text(&s.rows(0), 10, "eth1", 10).unwrap();
         assert!(text.contains("10.0.0.5: 30 packets"), "{text}");
         assert_eq!(abusers_text(&s.rows(0), 31, "eth1", 10), None);

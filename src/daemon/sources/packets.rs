@@ -17,16 +17,18 @@ use crate::daemon::actions::bans::enforce;
 use crate::daemon::actions::enforcer::{Enforcer, wall_ms};
 use crate::daemon::actions::notify::NotifySender;
 use crate::daemon::control::LoopStatus;
-use crate::daemon::detectors::packets::{PacketSettings, PacketStatus, abusers_text, decide};
+use crate::daemon::detectors::packets::{PacketSettings, PacketStatus, abusers_text};
 use crate::daemon::lock;
 use crate::detect::RuleSet;
 use crate::detect::p2p::Classifier;
+use crate::detect::packetrules::decide;
 use crate::net::decode;
 use crate::source::packets::afpacket::{self, Capture};
 use crate::stats::lan::{LanStats, Locals};
 
 pub struct PacketSource {
     pub settings: PacketSettings,
+    /// The rules; its `packet_rules` decide on each sample.
     pub enforcer: Arc<Mutex<Enforcer>>,
     pub status: Arc<Mutex<LoopStatus>>,
     pub set: RuleSet,
@@ -36,16 +38,19 @@ pub struct PacketSource {
 }
 
 impl PacketSource {
-    /// Runs until `stop`; new settings arrive on `inbox` (a reload), and
-    /// `None` there ends the source (`[packets]` turned off).
-    pub fn run(mut self, inbox: Receiver<Option<PacketSettings>>) {
+    /// Runs until `stop`; new settings and rules arrive on `inbox` (a
+    /// reload), and `None` there ends the source (`[packets]` turned off).
+    pub fn run(mut self, inbox: Receiver<Option<(PacketSettings, RuleSet)>>) {
         // Addresses banned by a packet rule, until when (wall ms): not
         // decided on again while the ban stands.
         let mut banned: HashMap<IpAddr, i64, foldhash::fast::RandomState> = HashMap::default();
         let mut failing = false;
         while !self.stop.load(Ordering::SeqCst) {
             match inbox.try_recv() {
-                Ok(Some(s)) => self.settings = s,
+                Ok(Some((s, set))) => {
+                    self.settings = s;
+                    self.set = set;
+                }
                 Ok(None) | Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
                 Err(std::sync::mpsc::TryRecvError::Empty) => {}
             }
@@ -108,7 +113,7 @@ impl PacketSource {
         drop(capture);
         let now = wall_ms();
         banned.retain(|_, until| *until > now);
-        let decisions: Vec<_> = decide(&s.rules, &stats, s.sample_s, now)
+        let decisions: Vec<_> = decide(&self.set.packet_rules, &stats, s.sample_s, now)
             .into_iter()
             .filter(|d| !banned.contains_key(&d.subject.addr()))
             .collect();
