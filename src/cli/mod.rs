@@ -683,8 +683,9 @@ fn threads(n: Option<usize>) -> usize {
 }
 
 /// Notes on stderr: the detected format and problems that did not stop the run.
-fn print_notes(detection: Option<&crate::log::Detection>, warnings: &[String]) {
-    if let Some(d) = detection {
+fn print_notes(input: &pipeline::InputSummary) {
+    let warnings = &input.warnings;
+    if let Some(d) = &input.detection {
         eprintln!(
             "webfence: detected log format '{}' ({} of {} sample lines fit)",
             d.name(),
@@ -698,12 +699,8 @@ fn print_notes(detection: Option<&crate::log::Detection>, warnings: &[String]) {
 }
 
 /// The error for inputs of which no line parsed, with the first bad lines.
-fn unparsable(
-    names: &[String],
-    format: &str,
-    malformed: u64,
-    samples: &[pipeline::MalformedSample],
-) -> String {
+fn unparsable(names: &[String], input: &pipeline::InputSummary) -> String {
+    let (format, malformed, samples) = (&input.format, input.malformed, &input.samples);
     let mut msg = format!(
         "no line of {} could be parsed as '{format}' ({malformed} malformed)",
         names.join(", "),
@@ -799,18 +796,11 @@ fn report(args: ReportArgs) -> Result<ExitCode> {
     };
     let analysis = pipeline::analyze(&job)?;
     if !args.run.quiet {
-        print_notes(analysis.detection.as_ref(), &analysis.warnings);
+        print_notes(&analysis.input);
     }
-    if analysis.stats.requests == 0 && analysis.stats.filtered == 0 && analysis.malformed > 0 {
-        eprintln!(
-            "webfence: error: {}",
-            unparsable(
-                &names,
-                &analysis.format,
-                analysis.malformed,
-                &analysis.samples
-            )
-        );
+    if analysis.stats.requests == 0 && analysis.stats.filtered == 0 && analysis.input.malformed > 0
+    {
+        eprintln!("webfence: error: {}", unparsable(&names, &analysis.input));
         return Ok(ExitCode::FAILURE);
     }
 

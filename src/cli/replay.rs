@@ -71,13 +71,10 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     if !args.run.quiet {
-        print_notes(run.detection.as_ref(), &run.warnings);
+        print_notes(&run.input);
     }
-    if engine.totals.requests == 0 && run.malformed > 0 {
-        eprintln!(
-            "webfence: error: {}",
-            unparsable(&run.names, &run.format, run.malformed, &run.samples)
-        );
+    if engine.totals.requests == 0 && run.input.malformed > 0 {
+        eprintln!("webfence: error: {}", unparsable(&run.names, &run.input));
         return Ok(ExitCode::FAILURE);
     }
     let cx = Cx {
@@ -125,7 +122,7 @@ pub(super) fn replay(args: ReplayArgs) -> Result<ExitCode> {
         None => summary,
     };
     let _ = writeln!(out, "\n{summary}");
-    for s in &run.samples {
+    for s in &run.input.samples {
         let _ = writeln!(out, "  malformed {}:{}: {}", s.file, s.line, s.reason);
     }
     emit(out.as_bytes())?;
@@ -150,7 +147,7 @@ fn summary_line(
     let rate = if elapsed > 0.0 {
         format!(
             ", {} lines/s",
-            thousands((run.lines as f64 / elapsed) as u64)
+            thousands((run.input.lines as f64 / elapsed) as u64)
         )
     } else {
         String::new()
@@ -158,8 +155,8 @@ fn summary_line(
     let t = &engine.totals;
     format!(
         "replayed {} lines{span} in {elapsed:.2}s{rate} ({} malformed): {} decisions ({} bans) on {} clients; {} requests would have been blocked; {} allowlisted; peak state {} KiB{}",
-        thousands(run.lines),
-        thousands(run.malformed),
+        thousands(run.input.lines),
+        thousands(run.input.malformed),
         thousands(decisions.len() as u64),
         thousands(bans as u64),
         thousands(clients.len() as u64),

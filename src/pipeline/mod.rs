@@ -46,9 +46,10 @@ pub struct MalformedSample {
     pub text: String,
 }
 
+/// What reading the inputs met, whatever was done with the lines
+/// (`report`'s analysis and `replay` share it).
 #[derive(Debug, Default)]
-pub struct Analysis {
-    pub stats: Stats,
+pub struct InputSummary {
     pub lines: u64,
     pub malformed: u64,
     pub samples: Vec<MalformedSample>,
@@ -57,6 +58,12 @@ pub struct Analysis {
     pub detection: Option<Detection>,
     /// Problems that did not stop the run (a truncated .gz, say).
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Analysis {
+    pub stats: Stats,
+    pub input: InputSummary,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,12 +374,14 @@ pub fn analyze(job: &Job) -> Result<Analysis, PipelineError> {
 
     Ok(Analysis {
         stats: total.stats,
-        lines: reader.lines,
-        malformed: total.malformed,
-        samples: total.samples.into_iter().map(|(_, s)| s).collect(),
-        format: parser.name().to_string(),
-        detection,
-        warnings: reader.warnings,
+        input: InputSummary {
+            lines: reader.lines,
+            malformed: total.malformed,
+            samples: total.samples.into_iter().map(|(_, s)| s).collect(),
+            format: parser.name().to_string(),
+            detection,
+            warnings: reader.warnings,
+        },
     })
 }
 

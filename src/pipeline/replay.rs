@@ -21,7 +21,7 @@ use super::{
 use crate::detect::rules::ClassifyScratch;
 use crate::detect::shard::ShardPlan;
 use crate::detect::{self, Decision, Engine, Event, RuleSet, allow::Allowlist};
-use crate::log::{self, Detection, Parser, Scratch};
+use crate::log::{self, Parser, Scratch};
 use crate::source::{Input, LineChunker, lines};
 
 /// One chunk turned into events by a worker, handed to the shards in order.
@@ -66,12 +66,7 @@ struct InFlight {
 /// What a replay saw, besides the decisions it streamed.
 #[derive(Debug)]
 pub struct ReplayRun {
-    pub lines: u64,
-    pub malformed: u64,
-    pub samples: Vec<MalformedSample>,
-    pub format: String,
-    pub detection: Option<Detection>,
-    pub warnings: Vec<String>,
+    pub input: super::InputSummary,
     /// Inputs in the order replayed (oldest first).
     pub names: Vec<String>,
     pub first: Option<i64>,
@@ -330,12 +325,14 @@ pub fn replay(
     samples.truncate(MALFORMED_SAMPLES);
     warnings.extend(reader.warnings.iter().cloned());
     let run = ReplayRun {
-        lines: reader.lines,
-        malformed,
-        samples: samples.into_iter().map(|(_, s)| s).collect(),
-        format: parser.name().to_string(),
-        detection,
-        warnings,
+        input: super::InputSummary {
+            lines: reader.lines,
+            malformed,
+            samples: samples.into_iter().map(|(_, s)| s).collect(),
+            format: parser.name().to_string(),
+            detection,
+            warnings,
+        },
         names,
         first,
         last,

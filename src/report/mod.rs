@@ -244,9 +244,9 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
     Report {
         summary: Summary {
             requests: total,
-            malformed: a.malformed,
+            malformed: a.input.malformed,
             filtered: s.filtered,
-            lines: a.lines,
+            lines: a.input.lines,
             unique_ips: s.clients.len() as u64,
             unique_paths: s.paths.len() as u64,
             unique_user_agents: s.user_agents.len() as u64,
@@ -261,7 +261,7 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
                 .map_or(0.0, |(_, h)| (h as f64 / 60.0 * 100.0).round() / 100.0)
                 .max(mean_rps),
             peak_minute: peak.map(|(m, _)| time(m * 60_000)),
-            format: a.format.clone(),
+            format: a.input.format.clone(),
         },
         ips: ips
             .into_iter()
@@ -300,8 +300,8 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
         error_messages: table(&s.messages, "message", |_| true, total, o),
         timeline_bucket_s,
         timeline,
-        malformed_samples: a.samples.clone(),
-        warnings: a.warnings.clone(),
+        malformed_samples: a.input.samples.clone(),
+        warnings: a.input.warnings.clone(),
     }
 }
 
