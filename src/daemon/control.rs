@@ -99,6 +99,8 @@ pub struct LoopStatus {
     pub conn_peaks: Vec<(i64, u64, i64)>,
     /// The packet source (`[packets]`), when enabled.
     pub packets: Option<super::detectors::packets::PacketStatus>,
+    /// `[farm]`, when set.
+    pub farm: Option<super::actions::farm::FarmStatus>,
 }
 
 impl LoopStatus {
@@ -126,6 +128,14 @@ impl LoopStatus {
             .cloned()
             .chain(lists)
             .chain(packets)
+            .chain(self.farm.as_ref().filter(|f| f.state == "degraded").map(|f| {
+                format!(
+                    "farm degraded ({}): bans are enforced here and {} wait for Redis at {}",
+                    f.error.as_deref().unwrap_or("Redis unreachable"),
+                    f.queued,
+                    f.redis
+                )
+            }))
             .collect()
     }
 

@@ -214,7 +214,27 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         tracing::error!(backend = enforcer.backend_name(), error = %e,
             "backend unavailable; running degraded: bans are recorded and applied when it is back");
     }
+    // [farm]: wrong credentials stop the start; Redis away does not.
+    let farm_outbox = match &settings.farm {
+        Some(f) => {
+            super::actions::farm::check_credentials(f).map_err(|e| anyhow::anyhow!(e))?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            enforcer.farm = Some(tx);
+            Some((f.clone(), rx))
+        }
+        None => None,
+    };
     let enforcer = Arc::new(Mutex::new(enforcer));
+    if let Some((f, rx)) = farm_outbox {
+        tracing::info!(redis = %f.shown, farm = %f.name, node = %f.node, "farm: sharing bans through Redis");
+        super::actions::farm::Farm {
+            settings: f,
+            enforcer: enforcer.clone(),
+            status: status.clone(),
+            stop: &STOP,
+        }
+        .start(rx)?;
+    }
 
     // The machine loop: guards, connection rules and kernel limits.
     let log_figures = SharedLogFigures::default();

@@ -36,6 +36,8 @@ pub struct Settings {
     pub web: Option<super::actions::web::WebSettings>,
     /// `[packets]`, when enabled.
     pub packets: Option<super::detectors::packets::PacketSettings>,
+    /// `[farm]`, when set.
+    pub farm: Option<super::actions::farm::FarmSettings>,
     /// `[digest.NAME]`.
     pub digests: Vec<super::actions::digest::DigestSpec>,
     /// `[blocklists.NAME]`.
@@ -179,6 +181,7 @@ impl Settings {
         });
         let web = super::actions::web::compile(config, metrics, &mut errors);
         let packets = super::detectors::packets::compile(config, &channel_names, &mut errors);
+        let farm = super::actions::farm::compile(config, &mut errors);
         let path = |v: &Option<Sp<String>>, default: &str| match v {
             Some(p) => config.relative_path(p.at, &p.value),
             None => PathBuf::from(default),
@@ -202,6 +205,7 @@ impl Settings {
             metrics,
             web,
             packets,
+            farm,
             digests,
             blocklists,
             verify_crawlers: config.crawlers.verify.unwrap_or(true),

@@ -812,6 +812,24 @@ pub struct RawPackets {
     pub report_over: Option<u64>,
 }
 
+/// `[farm]`: nodes share their bans through Redis.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFarm {
+    /// redis://[user:password@]host[:port][/db], or rediss:// for TLS.
+    pub redis: Option<Sp<String>>,
+    /// Key prefix, so several farms can share one Redis (default
+    /// "webfence").
+    pub name: Option<Sp<String>>,
+    /// This node's name (default: the host name).
+    pub node: Option<Sp<String>>,
+    /// The widest IPv4 network a ban read from the farm may cover (default
+    /// 16): a poisoned stream cannot ban 0.0.0.0/0.
+    pub min_prefix_v4: Option<u8>,
+    /// The same for IPv6 (default 32).
+    pub min_prefix_v6: Option<u8>,
+}
+
 /// Every file, layered.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -833,6 +851,7 @@ pub struct Config {
     pub metrics: Option<(Origin, RawMetrics)>,
     pub web: Option<(Origin, RawWeb)>,
     pub packets: Option<(Origin, RawPackets)>,
+    pub farm: Option<(Origin, RawFarm)>,
     pub digests: Vec<(Sp<String>, RawDigest)>,
     pub blocklists: Vec<(Sp<String>, RawBlocklist)>,
     pub crawlers: RawCrawlers,
@@ -842,7 +861,7 @@ pub struct Config {
     pub files: Vec<String>,
 }
 
-const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, web, packets, digest, blocklists, crawlers";
+const SECTIONS: &str = "default_rules, sites, allowlist, state, escalation, daemon, scores, actions, rules, guards, limits, notify, metrics, web, packets, farm, digest, blocklists, crawlers";
 
 fn de_error(
     sources: &SourceFiles,
@@ -1169,6 +1188,11 @@ impl Config {
                 "packets" => {
                     if let Some(p) = section::<RawPackets>(value, &sources, file, errors) {
                         self.packets = Some((at, p));
+                    }
+                }
+                "farm" => {
+                    if let Some(f) = section::<RawFarm>(value, &sources, file, errors) {
+                        self.farm = Some((at, f));
                     }
                 }
                 "limits" => {

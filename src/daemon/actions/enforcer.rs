@@ -99,6 +99,8 @@ pub struct Enforcer {
     last_ledger_attempt_ms: i64,
     pub hooks: Hooks,
     pub allow: Allowlist,
+    /// `[farm]`: where this node's own bans and unbans go to be published.
+    pub farm: Option<super::farm::FarmOutbox>,
     /// Shared with the follow loop, which drains it without waiting for
     /// the enforcer's lock (held through a big batch).
     updates: Updates,
@@ -174,6 +176,7 @@ impl Enforcer {
             last_ledger_attempt_ms: i64::MIN,
             hooks,
             allow,
+            farm: None,
             updates: Updates::default(),
             recently_expired: Default::default(),
             clock,
@@ -525,6 +528,13 @@ impl Enforcer {
             return Ok(0);
         }
         let started = std::time::Instant::now();
+        // The farm hears of this node's own bans (not of those it read from
+        // the farm), on a channel that never blocks.
+        if let Some(tx) = &self.farm {
+            for b in bans.iter().filter(|b| !b.origin.starts_with("farm:")) {
+                let _ = tx.send(super::farm::FarmOp::Ban(b.clone()));
+            }
+        }
         let now = self.now();
         self.recently_expired
             .retain(|_, &mut at| now.saturating_sub(at) < RECENT_EXPIRY_MS);
@@ -660,6 +670,11 @@ impl Enforcer {
     pub fn unban(&mut self, subjects: &[Subject], by: &str) -> Result<Vec<LedgerBan>, LedgerError> {
         let now = self.now();
         let ended = self.ledger.end(subjects, by, now)?;
+        if let Some(tx) = self.farm.as_ref().filter(|_| by != "farm") {
+            for b in &ended {
+                let _ = tx.send(super::farm::FarmOp::Unban(b.subject));
+            }
+        }
         self.lift(&ended, by);
         Ok(ended)
     }

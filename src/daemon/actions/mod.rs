@@ -11,6 +11,7 @@ pub mod blocklists;
 pub mod commands;
 pub mod digest;
 pub mod enforcer;
+pub mod farm;
 pub mod guard;
 pub mod limits;
 pub mod metrics;

@@ -1,0 +1,565 @@
+//! `[farm]`: nodes of a web farm share their bans through Redis.
+//!
+//! Every ban or unban a node's enforcer makes (a rule's, a guard's, a
+//! manual one) is published: appended to a stream (`NAME:bans`, trimmed to
+//! its last [`STREAM_MAX`] entries) and, for a ban, stored in a hash of the
+//! bans in force (`NAME:active`, subject → the ban, pruned of expired
+//! ones). Every other node reads the stream as it grows (`XREAD BLOCK`) and
+//! applies what it reads through its own enforcer, with the origin node in
+//! its ledger. A node that starts reads the hash first (the bans in force),
+//! then follows the stream from where the hash was read.
+//!
+//! Guarantees:
+//! - bans keep their absolute expiry: a ban read again (a reconnect, the
+//!   hash and the stream both holding it) changes nothing, and a later
+//!   expiry from the deciding node wins;
+//! - a published ban is checked like a manual one: never an allowlisted
+//!   address, never a network wider than `min_prefix_v4` / `min_prefix_v6`,
+//!   never an expiry in the past or beyond 30 days;
+//! - Redis down or slow never delays a local ban: publishing happens on a
+//!   thread of its own from an unbounded channel, into a queue bounded at
+//!   [`QUEUE_MAX`] that is sent when Redis is back (the oldest dropped and
+//!   counted past it), and the node says `farm: degraded` in `status`,
+//!   `/healthz` and the log meanwhile;
+//! - wrong credentials stop `webfence run` at the start with Redis's own
+//!   words.
+//!
+//! Shared counters (`scope = "farm"` rules), Sentinel and the farm-wide
+//! escalation history are not here yet.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde::{Deserialize, Serialize};
+
+use super::enforcer::{Enforcer, wall_ms};
+use crate::daemon::control::LoopStatus;
+use crate::daemon::lock;
+use crate::detect::addr::Subject;
+use crate::detect::config::{Config, ConfigError};
+use crate::enforce::ledger::NewBan;
+
+/// Entries the stream keeps.
+pub const STREAM_MAX: usize = 200_000;
+/// Operations waiting for Redis, at most.
+pub const QUEUE_MAX: usize = 100_000;
+/// A published ban lasting longer than this is refused.
+const MAX_BAN_MS: i64 = 30 * 86_400_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FarmSettings {
+    /// The URL with its password: never shown.
+    pub url: String,
+    /// The URL as shown (password masked).
+    pub shown: String,
+    pub name: String,
+    pub node: String,
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+}
+
+/// `[farm]` checked; `None` when absent.
+pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<FarmSettings> {
+    let (at, f) = config.farm.as_ref()?;
+    let mut err = |at, msg: String| errors.push(config.sources.error(at, msg));
+    let Some(url) = &f.redis else {
+        err(*at, "[farm] needs redis = \"redis://[user:password@]host:port/db\"".into());
+        return None;
+    };
+    if let Err(e) = redis::Client::open(url.value.as_str()) {
+        err(url.at, format!("invalid redis URL: {e}"));
+        return None;
+    }
+    let name = f.name.as_ref().map_or("webfence".to_string(), |n| n.value.clone());
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        if let Some(n) = &f.name {
+            err(n.at, format!("invalid farm name '{}': one word, used as the key prefix", n.value));
+        }
+        return None;
+    }
+    let node = f
+        .node
+        .as_ref()
+        .map(|n| n.value.clone())
+        .unwrap_or_else(super::notify::host_name);
+    Some(FarmSettings {
+        shown: mask(&url.value),
+        url: url.value.clone(),
+        name,
+        node,
+        min_prefix_v4: f.min_prefix_v4.unwrap_or(16).clamp(1, 32),
+        min_prefix_v6: f.min_prefix_v6.unwrap_or(32).clamp(1, 128),
+    })
+}
+
+/// The URL with its password replaced by `***`.
+fn mask(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => format!("{}***{}", &url[..s + 3], &url[at..]),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// What a node publishes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// "ban" or "unban".
+    pub op: String,
+    pub node: String,
+    pub subject: String,
+    #[serde(default)]
+    pub rule: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub started_ms: i64,
+    #[serde(default)]
+    pub expires_ms: i64,
+    /// Wall-clock milliseconds when published (replication lag).
+    #[serde(default)]
+    pub at_ms: i64,
+}
+
+/// What the enforcer hands the farm.
+#[derive(Debug, Clone)]
+pub enum FarmOp {
+    Ban(NewBan),
+    Unban(Subject),
+}
+
+/// The farm's figures for `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FarmStatus {
+    pub node: String,
+    pub redis: String,
+    /// "connected" or "degraded".
+    pub state: String,
+    pub error: Option<String>,
+    pub published: u64,
+    pub applied: u64,
+    pub refused: u64,
+    pub queued: usize,
+    pub dropped: u64,
+    /// Milliseconds between the last applied ban's publication and its
+    /// application here.
+    pub last_lag_ms: Option<i64>,
+    /// Nodes seen and their last heartbeat (wall ms).
+    pub nodes: Vec<(String, i64)>,
+}
+
+fn keys(name: &str) -> (String, String, String) {
+    (format!("{name}:bans"), format!("{name}:active"), format!("{name}:nodes"))
+}
+
+fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    con.set_write_timeout(Some(Duration::from_secs(2)))?;
+    // A ping proves the credentials and the database.
+    redis::cmd("PING").query::<String>(&mut con)?;
+    Ok(con)
+}
+
+/// At the start: wrong credentials are a configuration error, said now;
+/// Redis unreachable is not (the node starts degraded and catches up).
+pub fn check_credentials(s: &FarmSettings) -> Result<(), String> {
+    match connect(&s.url) {
+        Ok(_) => Ok(()),
+        Err(e) if is_auth(&e) => Err(format!("Redis at {} refused this node's credentials: {e}", s.shown)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn is_auth(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+        || text.contains("NOPERM")
+}
+
+pub struct Farm {
+    pub settings: FarmSettings,
+    pub enforcer: Arc<Mutex<Enforcer>>,
+    pub status: Arc<Mutex<LoopStatus>>,
+    pub stop: &'static AtomicBool,
+}
+
+impl Farm {
+    /// Starts the publisher and the follower; `outbox` is what the
+    /// enforcer sends.
+    pub fn start(self, outbox: Receiver<FarmOp>) -> std::io::Result<()> {
+        lock(&self.status).farm = Some(FarmStatus {
+            node: self.settings.node.clone(),
+            redis: self.settings.shown.clone(),
+            state: "connecting".into(),
+            ..FarmStatus::default()
+        });
+        let shared = Arc::new(self);
+        let publisher = shared.clone();
+        std::thread::Builder::new()
+            .name("farm-publish".into())
+            .spawn(move || publisher.publish_loop(outbox))?;
+        std::thread::Builder::new()
+            .name("farm-follow".into())
+            .spawn(move || shared.follow_loop())?;
+        Ok(())
+    }
+
+    fn set_state(&self, f: impl FnOnce(&mut FarmStatus)) {
+        let mut st = lock(&self.status);
+        if let Some(fs) = st.farm.as_mut() {
+            f(fs);
+        }
+    }
+
+    fn degraded(&self, was: &mut bool, e: &redis::RedisError) {
+        if !*was {
+            tracing::error!(redis = %self.settings.shown, error = %e,
+                "farm degraded: Redis unreachable; bans are decided and enforced here, and queued for the farm");
+        }
+        *was = true;
+        let text = e.to_string();
+        self.set_state(|f| {
+            f.state = "degraded".into();
+            f.error = Some(text);
+        });
+    }
+
+    fn recovered(&self, was: &mut bool) {
+        if *was {
+            tracing::info!(redis = %self.settings.shown, "farm connected again");
+        }
+        *was = false;
+        self.set_state(|f| {
+            f.state = "connected".into();
+            f.error = None;
+        });
+    }
+
+    /// Sends what the enforcer decided, in order; keeps it while Redis is
+    /// away.
+    fn publish_loop(&self, outbox: Receiver<FarmOp>) {
+        let (stream, active, nodes) = keys(&self.settings.name);
+        let mut queue: VecDeque<Published> = VecDeque::new();
+        let mut con: Option<redis::Connection> = None;
+        let mut down = false;
+        let mut last_beat = Instant::now() - Duration::from_secs(60);
+        let mut last_prune = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            match outbox.recv_timeout(Duration::from_millis(500)) {
+                Ok(op) => self.enqueue(&mut queue, op),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(op) = outbox.try_recv() {
+                self.enqueue(&mut queue, op);
+            }
+            let c = match con.as_mut() {
+                Some(c) => c,
+                None => match connect(&self.settings.url) {
+                    Ok(c) => con.insert(c),
+                    Err(e) => {
+                        self.degraded(&mut down, &e);
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                },
+            };
+            let result = (|| -> redis::RedisResult<()> {
+                while !queue.is_empty() {
+                    let batch: Vec<&Published> = queue.iter().take(1000).collect();
+                    let mut pipe = redis::pipe();
+                    for p in &batch {
+                        let body = serde_json::to_string(p).unwrap_or_default();
+                        pipe.cmd("XADD")
+                            .arg(&stream)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(STREAM_MAX)
+                            .arg("*")
+                            .arg("b")
+                            .arg(&body)
+                            .ignore();
+                        if p.op == "ban" {
+                            pipe.hset(&active, &p.subject, &body).ignore();
+                        } else {
+                            pipe.hdel(&active, &p.subject).ignore();
+                        }
+                    }
+                    pipe.query::<()>(c)?;
+                    let n = batch.len();
+                    queue.drain(..n);
+                    self.set_state(|f| {
+                        f.published += n as u64;
+                        f.queued = queue.len();
+                    });
+                }
+                if last_beat.elapsed() >= Duration::from_secs(2) {
+                    last_beat = Instant::now();
+                    let _: () = c.hset(&nodes, &self.settings.node, wall_ms())?;
+                    let seen: HashMap<String, i64> = c.hgetall(&nodes)?;
+                    let mut seen: Vec<(String, i64)> = seen.into_iter().collect();
+                    seen.sort();
+                    self.set_state(|f| f.nodes = seen);
+                }
+                if last_prune.elapsed() >= Duration::from_secs(60) {
+                    last_prune = Instant::now();
+                    self.prune(c, &active)?;
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => self.recovered(&mut down),
+                Err(e) => {
+                    self.degraded(&mut down, &e);
+                    con = None;
+                }
+            }
+        }
+    }
+
+    fn enqueue(&self, queue: &mut VecDeque<Published>, op: FarmOp) {
+        let now = wall_ms();
+        let p = match op {
+            FarmOp::Ban(b) => Published {
+                op: "ban".into(),
+                node: self.settings.node.clone(),
+                subject: b.subject.to_string(),
+                rule: b.rule,
+                reason: b.reason,
+                started_ms: b.started_ms,
+                expires_ms: b.expires_ms,
+                at_ms: now,
+            },
+            FarmOp::Unban(s) => Published {
+                op: "unban".into(),
+                node: self.settings.node.clone(),
+                subject: s.to_string(),
+                rule: String::new(),
+                reason: String::new(),
+                started_ms: 0,
+                expires_ms: 0,
+                at_ms: now,
+            },
+        };
+        if queue.len() >= QUEUE_MAX {
+            queue.pop_front();
+            self.set_state(|f| f.dropped += 1);
+        }
+        queue.push_back(p);
+        let n = queue.len();
+        self.set_state(|f| f.queued = n);
+    }
+
+    /// Expired bans leave the hash of bans in force.
+    fn prune(&self, c: &mut redis::Connection, active: &str) -> redis::RedisResult<()> {
+        let all: HashMap<String, String> = c.hgetall(active)?;
+        let now = wall_ms();
+        let gone: Vec<&String> = all
+            .iter()
+            .filter(|(_, v)| serde_json::from_str::<Published>(v).map_or(true, |p| p.expires_ms <= now))
+            .map(|(k, _)| k)
+            .collect();
+        if !gone.is_empty() {
+            let _: () = c.hdel(active, gone)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what the other nodes publish: the bans in force first, then
+    /// the stream from where they were read.
+    fn follow_loop(&self) {
+        let (stream, active, _) = keys(&self.settings.name);
+        let mut last_id: Option<String> = None;
+        let mut down = false;
+        while !self.stop.load(Ordering::SeqCst) {
+            let mut con = match connect(&self.settings.url) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.degraded(&mut down, &e);
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            };
+            let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+            let result = (|| -> redis::RedisResult<()> {
+                if last_id.is_none() {
+                    // Where the stream is now, then the bans in force: what
+                    // comes after is read from the stream (a ban in both is
+                    // applied once).
+                    let tail: redis::streams::StreamRangeReply = c_xrevrange(&mut con, &stream)?;
+                    let id = tail.ids.first().map_or("0-0".to_string(), |e| e.id.clone());
+                    let all: HashMap<String, String> = con.hgetall(&active)?;
+                    let snapshot: Vec<Published> = all.values().filter_map(|v| serde_json::from_str(v).ok()).collect();
+                    self.apply(&snapshot);
+                    last_id = Some(id);
+                }
+                loop {
+                    if self.stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    let from = last_id.clone().unwrap_or_else(|| "0-0".into());
+                    let opts = redis::streams::StreamReadOptions::default().block(1000).count(1000);
+                    let reply: Option<redis::streams::StreamReadReply> = con.xread_options(&[&stream], &[&from], &opts)?;
+                    let Some(reply) = reply else { continue };
+                    let mut got = Vec::new();
+                    for k in reply.keys {
+                        for e in k.ids {
+                            if let Some(body) = e.get::<String>("b")
+                                && let Ok(p) = serde_json::from_str::<Published>(&body)
+                            {
+                                got.push(p);
+                            }
+                            last_id = Some(e.id);
+                        }
+                    }
+                    self.apply(&got);
+                }
+            })();
+            match result {
+                Ok(()) => {}
+                Err(e) => self.degraded(&mut down, &e),
+            }
+        }
+    }
+
+    /// Applies other nodes' bans and unbans, checked.
+    fn apply(&self, items: &[Published]) {
+        let items: Vec<&Published> = items.iter().filter(|p| p.node != self.settings.node).collect();
+        if items.is_empty() {
+            return;
+        }
+        let mut e = lock(&self.enforcer);
+        let now = e.now();
+        let standing: HashMap<Subject, i64> = e
+            .ledger
+            .active(now)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| (b.subject, b.expires_ms))
+            .collect();
+        let mut bans = Vec::new();
+        let mut unbans = Vec::new();
+        let (mut refused, mut lag) = (0u64, None);
+        for p in items {
+            let Ok(subject) = p.subject.parse::<Subject>() else {
+                refused += 1;
+                continue;
+            };
+            if let Some(why) = self.refuse(&e, subject, p, now) {
+                tracing::warn!(node = %p.node, subject = %p.subject, "farm ban refused: {why}");
+                refused += 1;
+                continue;
+            }
+            if p.op == "unban" {
+                unbans.push(subject);
+                continue;
+            }
+            // Applied once, and never extended by a copy of itself.
+            if standing.get(&subject).is_some_and(|&until| until >= p.expires_ms)
+                || bans.iter().any(|b: &NewBan| b.subject == subject && b.expires_ms >= p.expires_ms)
+            {
+                continue;
+            }
+            lag = Some(wall_ms() - p.at_ms);
+            bans.push(NewBan {
+                subject,
+                rule: p.rule.clone(),
+                reason: p.reason.clone(),
+                evidence: None,
+                origin: format!("farm:{}", p.node),
+                started_ms: p.started_ms,
+                expires_ms: p.expires_ms,
+            });
+        }
+        let applied = bans.len() as u64;
+        if !bans.is_empty() {
+            for b in bans.iter().take(20) {
+                tracing::info!(ip = %b.subject, rule = %b.rule, origin = %b.origin, "ban from the farm");
+            }
+            if let Err(err) = e.ban(&bans, Vec::new()) {
+                tracing::error!(error = %err, "cannot record the farm's bans");
+            }
+        }
+        if !unbans.is_empty() {
+            let _ = e.unban(&unbans, "farm");
+        }
+        drop(e);
+        self.set_state(|f| {
+            f.applied += applied;
+            f.refused += refused;
+            if lag.is_some() {
+                f.last_lag_ms = lag;
+            }
+        });
+    }
+
+    fn refuse(&self, e: &Enforcer, subject: Subject, p: &Published, now: i64) -> Option<String> {
+        if p.op != "ban" && p.op != "unban" {
+            return Some(format!("unknown operation '{}'", p.op));
+        }
+        let family = subject.family_prefix();
+        let v4 = subject.addr().is_ipv4();
+        let min = if v4 { self.settings.min_prefix_v4 } else { self.settings.min_prefix_v6 };
+        if family < min {
+            return Some(format!("/{family} is wider than the farm allows (/{min})"));
+        }
+        if p.op == "ban" {
+            if let Some(a) = e.allow.overlapping(subject) {
+                return Some(format!("allowlisted here ({a})"));
+            }
+            if p.expires_ms <= now || p.expires_ms > now + MAX_BAN_MS {
+                return Some(format!("expiry {} out of range", p.expires_ms));
+            }
+        }
+        None
+    }
+}
+
+fn c_xrevrange(con: &mut redis::Connection, stream: &str) -> redis::RedisResult<redis::streams::StreamRangeReply> {
+    con.xrevrange_count(stream, "+", "-", 1)
+}
+
+/// The sending half the enforcer holds.
+pub type FarmOutbox = Sender<FarmOp>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask("redis://webfence:s3cret@10.0.0.5:6379/0"), "redis://webfence:***@10.0.0.5:6379/0");
+        assert_eq!(mask("rediss://:s3cret@h:6380"), "rediss://:***@h:6380");
+        assert_eq!(mask("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_published_ban_reads_back() {
+        let p = Published {
+            op: "ban".into(),
+            node: "web1".into(),
+            subject: "192.0.2.7".into(),
+            rule: "flood".into(),
+            reason: "r".into(),
+            started_ms: 1,
+            expires_ms: 2,
+            at_ms: 3,
+        };
+        let back: Published = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        // Garbage from the stream is no panic, just refused.
+        assert!(serde_json::from_str::<Published>("{\"op\":1}").is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! `[farm]` with a real `redis-server` (Debian's, started here on
+//! loopback with a password): two daemons share their bans, unbans too;
+//! Redis killed and restarted loses nothing and applies nothing twice; a
+//! ban on an address one node allowlists is refused there; a wrong
+//! password stops the start. Skipped without redis-server unless
+//! WEBFENCE_REQUIRE_NETNS is set (scripts/test sets it and installs it).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_webfence");
+const PASSWORD: &str = "s3cret-farm";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn available() -> bool {
+    let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "redis-server is required here"
+        );
+        eprintln!("skipped: needs redis-server");
+    }
+    ok
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn redis(port: u16) -> Proc {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", PASSWORD, "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
+/// A daemon (no kernel backend) named `node`, in `dir`.
+fn node(dir: &Path, node: &str, port: u16, password: &str, extra: &str) -> (Proc, PathBuf) {
+    let d = dir.join(node);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let cfg = common::write(
+        &d,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
+             [farm]\nredis = \"redis://:{password}@127.0.0.1:{port}/0\"\nname = \"shop\"\nnode = \"{node}\"\n{extra}",
+            d = d.display()
+        ),
+    );
+    let child = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = d.join("ctl.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !status(&sock)["pid"].is_number() {
+        assert!(Instant::now() < deadline, "{node} did not start: {}", std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Proc(child), sock)
+}
+
+fn bans(sock: &Path) -> Vec<Value> {
+    let out = Command::new(BIN).args(["bans", "--json", "--socket"]).arg(sock).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn status(sock: &Path) -> Value {
+    let out = Command::new(BIN).args(["status", "--json", "--socket"]).arg(sock).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn ctl(sock: &Path, args: &[&str]) {
+    let out = Command::new(BIN).args(args).arg("--socket").arg(sock).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits until `f` holds; how long it took.
+fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < within, "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed()
+}
+
+fn has(sock: &Path, ip: &str) -> Option<Value> {
+    bans(sock).into_iter().find(|b| b["ip"] == ip || b["subject"] == ip)
+}
+
+#[test]
+fn nodes_share_bans_and_survive_redis_going_away() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = redis(port);
+    let (_a, sa) = node(dir.path(), "web1", port, PASSWORD, "");
+    let (_b, sb) = node(dir.path(), "web2", port, PASSWORD, "[allowlist]\naddresses = [\"198.51.100.0/24\"]\n");
+
+    // A ban on web1 reaches web2, with its origin and the same expiry.
+    ctl(&sa, &["ban", "192.0.2.44", "--for", "2h", "--reason", "seen on web1"]);
+    let took = until("web2 has web1's ban", Duration::from_secs(5), || has(&sb, "192.0.2.44").is_some());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let on_b = has(&sb, "192.0.2.44").unwrap();
+    let on_a = has(&sa, "192.0.2.44").unwrap();
+    assert_eq!(on_b["origin"], "farm:web1", "{on_b}");
+    assert_eq!(on_b["expires_ms"], on_a["expires_ms"]);
+    assert_eq!(on_b["reason"], "seen on web1");
+
+    // An unban on web1 is an unban on web2.
+    ctl(&sa, &["unban", "192.0.2.44"]);
+    until("web2 lifts it", Duration::from_secs(5), || has(&sb, "192.0.2.44").is_none());
+
+    // web2 allowlists 198.51.100.0/24: web1's ban of an address in it is
+    // refused there (and kept on web1).
+    ctl(&sa, &["ban", "198.51.100.9"]);
+    until("web2 refuses", Duration::from_secs(5), || status(&sb)["loop"]["farm"]["refused"].as_u64().unwrap_or(0) >= 1);
+    assert!(has(&sb, "198.51.100.9").is_none());
+    assert!(has(&sa, "198.51.100.9").is_some());
+
+    // Both see each other.
+    until("heartbeats", Duration::from_secs(10), || status(&sa)["loop"]["farm"]["nodes"].as_array().is_some_and(|n| n.len() == 2));
+
+    // Redis goes away: both say so, and keep banning locally.
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    until("web1 degraded", Duration::from_secs(10), || status(&sa)["loop"]["farm"]["state"] == "degraded");
+    let s = status(&sa);
+    assert_eq!(s["protecting"], false, "a degraded farm is a problem: {s:#}");
+    assert!(s["all_problems"].to_string().contains("farm degraded"), "{s:#}");
+    ctl(&sa, &["ban", "203.0.113.77", "--for", "1h"]);
+    assert!(has(&sa, "203.0.113.77").is_some(), "local bans go on");
+    assert!(status(&sa)["loop"]["farm"]["queued"].as_u64().unwrap_or(0) >= 1);
+
+    // Redis is back (empty: no persistence): the queued ban is published,
+    // web2 applies it once, nothing else changes.
+    server = redis(port);
+    until("web2 gets the queued ban", Duration::from_secs(15), || has(&sb, "203.0.113.77").is_some());
+    until("web1 connected", Duration::from_secs(10), || status(&sa)["loop"]["farm"]["state"] == "connected");
+    until("web2 connected", Duration::from_secs(10), || status(&sb)["loop"]["farm"]["state"] == "connected");
+    assert_eq!(status(&sa)["loop"]["farm"]["queued"], 0);
+    let rows: Vec<Value> = bans(&sb).into_iter().filter(|b| b["ip"] == "203.0.113.77").collect();
+    assert_eq!(rows.len(), 1, "applied once: {rows:?}");
+    drop(server);
+}
+
+#[test]
+fn a_wrong_password_is_refused_at_the_start() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = redis(port);
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let cfg = common::write(
+        d,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
+             [farm]\nredis = \"redis://:wrong@127.0.0.1:{port}/0\"\n",
+            d = d.display()
+        ),
+    );
+    let out = Command::new(BIN).args(["run", "-c", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused this node's credentials"), "{err}");
+    assert!(err.contains("redis://:***@127.0.0.1"), "the password is not shown: {err}");
+    assert!(!err.contains(":wrong@"), "{err}");
+}
