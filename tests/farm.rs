@@ -26,7 +26,10 @@ impl Drop for Proc {
 }
 
 fn available() -> bool {
-    let ok = Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
@@ -38,12 +41,27 @@ fn available() -> bool {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn redis(port: u16) -> Proc {
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", PASSWORD, "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -79,25 +97,49 @@ fn node(dir: &Path, node: &str, port: u16, password: &str, extra: &str) -> (Proc
     let sock = d.join("ctl.sock");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !status(&sock)["pid"].is_number() {
-        assert!(Instant::now() < deadline, "{node} did not start: {}", std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "{node} did not start: {}",
+            std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (Proc(child), sock)
 }
 
 fn bans(sock: &Path) -> Vec<Value> {
-    let out = Command::new(BIN).args(["bans", "--json", "--socket"]).arg(sock).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    let out = Command::new(BIN)
+        .args(["bans", "--json", "--socket"])
+        .arg(sock)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn status(sock: &Path) -> Value {
-    let out = Command::new(BIN).args(["status", "--json", "--socket"]).arg(sock).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--socket"])
+        .arg(sock)
+        .output()
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
 fn ctl(sock: &Path, args: &[&str]) {
-    let out = Command::new(BIN).args(args).arg("--socket").arg(sock).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--socket")
+        .arg(sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Waits until `f` holds; how long it took.
@@ -111,7 +153,9 @@ fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration 
 }
 
 fn has(sock: &Path, ip: &str) -> Option<Value> {
-    bans(sock).into_iter().find(|b| b["ip"] == ip || b["subject"] == ip)
+    bans(sock)
+        .into_iter()
+        .find(|b| b["ip"] == ip || b["subject"] == ip)
 }
 
 #[test]
@@ -123,11 +167,29 @@ fn nodes_share_bans_and_survive_redis_going_away() {
     let port = free_port();
     let mut server = redis(port);
     let (_a, sa) = node(dir.path(), "web1", port, PASSWORD, "");
-    let (_b, sb) = node(dir.path(), "web2", port, PASSWORD, "[allowlist]\naddresses = [\"198.51.100.0/24\"]\n");
+    let (_b, sb) = node(
+        dir.path(),
+        "web2",
+        port,
+        PASSWORD,
+        "[allowlist]\naddresses = [\"198.51.100.0/24\"]\n",
+    );
 
     // A ban on web1 reaches web2, with its origin and the same expiry.
-    ctl(&sa, &["ban", "192.0.2.44", "--for", "2h", "--reason", "seen on web1"]);
-    let took = until("web2 has web1's ban", Duration::from_secs(5), || has(&sb, "192.0.2.44").is_some());
+    ctl(
+        &sa,
+        &[
+            "ban",
+            "192.0.2.44",
+            "--for",
+            "2h",
+            "--reason",
+            "seen on web1",
+        ],
+    );
+    let took = until("web2 has web1's ban", Duration::from_secs(5), || {
+        has(&sb, "192.0.2.44").is_some()
+    });
     assert!(took < Duration::from_secs(2), "{took:?}");
     let on_b = has(&sb, "192.0.2.44").unwrap();
     let on_a = has(&sa, "192.0.2.44").unwrap();
@@ -135,27 +197,74 @@ fn nodes_share_bans_and_survive_redis_going_away() {
     assert_eq!(on_b["expires_ms"], on_a["expires_ms"]);
     assert_eq!(on_b["reason"], "seen on web1");
 
+    // The farm's view, from Redis, names the deciding node.
+    let cfg = sb.parent().unwrap().join("w.toml");
+    let out = Command::new(BIN)
+        .args(["bans", "--farm", "--json", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Value = serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap();
+    assert_eq!(
+        (row["subject"].as_str(), row["node"].as_str()),
+        (Some("192.0.2.44"), Some("web1")),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&sb)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("farm      node web2 at redis://:***@127.0.0.1"),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+
     // An unban on web1 is an unban on web2.
     ctl(&sa, &["unban", "192.0.2.44"]);
-    until("web2 lifts it", Duration::from_secs(5), || has(&sb, "192.0.2.44").is_none());
+    until("web2 lifts it", Duration::from_secs(5), || {
+        has(&sb, "192.0.2.44").is_none()
+    });
 
     // web2 allowlists 198.51.100.0/24: web1's ban of an address in it is
     // refused there (and kept on web1).
     ctl(&sa, &["ban", "198.51.100.9"]);
-    until("web2 refuses", Duration::from_secs(5), || status(&sb)["loop"]["farm"]["refused"].as_u64().unwrap_or(0) >= 1);
+    until("web2 refuses", Duration::from_secs(5), || {
+        status(&sb)["loop"]["farm"]["refused"].as_u64().unwrap_or(0) >= 1
+    });
     assert!(has(&sb, "198.51.100.9").is_none());
     assert!(has(&sa, "198.51.100.9").is_some());
 
     // Both see each other.
-    until("heartbeats", Duration::from_secs(10), || status(&sa)["loop"]["farm"]["nodes"].as_array().is_some_and(|n| n.len() == 2));
+    until("heartbeats", Duration::from_secs(10), || {
+        status(&sa)["loop"]["farm"]["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 2)
+    });
 
     // Redis goes away: both say so, and keep banning locally.
     let _ = server.0.kill();
     let _ = server.0.wait();
-    until("web1 degraded", Duration::from_secs(10), || status(&sa)["loop"]["farm"]["state"] == "degraded");
+    until("web1 degraded", Duration::from_secs(10), || {
+        status(&sa)["loop"]["farm"]["state"] == "degraded"
+    });
     let s = status(&sa);
-    assert_eq!(s["protecting"], false, "a degraded farm is a problem: {s:#}");
-    assert!(s["all_problems"].to_string().contains("farm degraded"), "{s:#}");
+    assert_eq!(
+        s["protecting"], false,
+        "a degraded farm is a problem: {s:#}"
+    );
+    assert!(
+        s["all_problems"].to_string().contains("farm degraded"),
+        "{s:#}"
+    );
     ctl(&sa, &["ban", "203.0.113.77", "--for", "1h"]);
     assert!(has(&sa, "203.0.113.77").is_some(), "local bans go on");
     assert!(status(&sa)["loop"]["farm"]["queued"].as_u64().unwrap_or(0) >= 1);
@@ -163,11 +272,20 @@ fn nodes_share_bans_and_survive_redis_going_away() {
     // Redis is back (empty: no persistence): the queued ban is published,
     // web2 applies it once, nothing else changes.
     server = redis(port);
-    until("web2 gets the queued ban", Duration::from_secs(15), || has(&sb, "203.0.113.77").is_some());
-    until("web1 connected", Duration::from_secs(10), || status(&sa)["loop"]["farm"]["state"] == "connected");
-    until("web2 connected", Duration::from_secs(10), || status(&sb)["loop"]["farm"]["state"] == "connected");
+    until("web2 gets the queued ban", Duration::from_secs(15), || {
+        has(&sb, "203.0.113.77").is_some()
+    });
+    until("web1 connected", Duration::from_secs(10), || {
+        status(&sa)["loop"]["farm"]["state"] == "connected"
+    });
+    until("web2 connected", Duration::from_secs(10), || {
+        status(&sb)["loop"]["farm"]["state"] == "connected"
+    });
     assert_eq!(status(&sa)["loop"]["farm"]["queued"], 0);
-    let rows: Vec<Value> = bans(&sb).into_iter().filter(|b| b["ip"] == "203.0.113.77").collect();
+    let rows: Vec<Value> = bans(&sb)
+        .into_iter()
+        .filter(|b| b["ip"] == "203.0.113.77")
+        .collect();
     assert_eq!(rows.len(), 1, "applied once: {rows:?}");
     drop(server);
 }
@@ -191,10 +309,16 @@ fn a_wrong_password_is_refused_at_the_start() {
             d = d.display()
         ),
     );
-    let out = Command::new(BIN).args(["run", "-c", cfg.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused this node's credentials"), "{err}");
-    assert!(err.contains("redis://:***@127.0.0.1"), "the password is not shown: {err}");
+    assert!(
+        err.contains("redis://:***@127.0.0.1"),
+        "the password is not shown: {err}"
+    );
     assert!(!err.contains(":wrong@"), "{err}");
 }

@@ -131,6 +131,9 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
         ip.parse::<Subject>()
             .map_err(|e| anyhow::anyhow!("invalid --ip: {e}"))?;
     }
+    if args.farm {
+        return farm_bans(&args);
+    }
     let req = Request::Bans {
         history: args.history,
         rule: args.rule.clone(),
@@ -866,6 +869,52 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
                 .unwrap_or_default()
         );
     }
+    if let Some(f) = lp.get("farm").filter(|f| !f.is_null()) {
+        let nodes: Vec<String> = f
+            .get("nodes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| {
+                let name = n.get(0)?.as_str()?;
+                let at = n.get(1)?.as_i64()?;
+                Some(format!(
+                    "{name} {} ago",
+                    human_span(((now - at).max(0) / 1000) as u64)
+                ))
+            })
+            .collect();
+        let state = text(f, "state");
+        let _ = writeln!(
+            out,
+            "farm      node {} at {}: {}, nodes: {}; {} published, {} applied, {} refused{}{}",
+            text(f, "node"),
+            text(f, "redis"),
+            if state == "degraded" {
+                style.paint("1;31", "DEGRADED")
+            } else {
+                state
+            },
+            if nodes.is_empty() {
+                "none seen yet".to_string()
+            } else {
+                nodes.join(", ")
+            },
+            thousands(num(f, "published") as u64),
+            thousands(num(f, "applied") as u64),
+            thousands(num(f, "refused") as u64),
+            if num(f, "queued") > 0 {
+                format!(", {} waiting for Redis", thousands(num(f, "queued") as u64))
+            } else {
+                String::new()
+            },
+            f.get("last_lag_ms")
+                .and_then(Value::as_i64)
+                .map(|l| format!(", last ban {l} ms after it was published"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(p) = lp.get("packets").filter(|p| !p.is_null()) {
         let last = p
             .get("last_sample_ms")
@@ -1046,5 +1095,62 @@ pub(super) fn flush(args: FlushArgs) -> Result<ExitCode> {
         crate::enforce::limits::remove(&nft, &settings.table)?;
         println!("removed the kernel connection limits (nftables table inet {limits_table})");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bans --farm`: the farm's bans in force, as Redis holds them.
+fn farm_bans(args: &BansArgs) -> Result<ExitCode> {
+    let settings = load_settings(&args.socket.config.config)?;
+    let Some(farm) = settings.farm else {
+        anyhow::bail!(
+            "no [farm] in the configuration: --farm reads the farm's bans from its Redis"
+        );
+    };
+    let within: Option<Subject> = args.ip.as_deref().and_then(|i| i.parse().ok());
+    let mut rows =
+        crate::daemon::actions::farm::bans_in_force(&farm).map_err(|e| anyhow::anyhow!(e))?;
+    rows.retain(|p| {
+        args.rule.as_ref().is_none_or(|r| &p.rule == r)
+            && within.is_none_or(|w| {
+                p.subject
+                    .parse::<Subject>()
+                    .is_ok_and(|s| s.prefix >= w.prefix && w.contains(s.bits))
+            })
+    });
+    if let Some(n) = args.limit {
+        rows.truncate(n);
+    }
+    let mut out = String::new();
+    if args.json {
+        for p in &rows {
+            let _ = writeln!(out, "{}", serde_json::to_string(p).unwrap_or_default());
+        }
+    } else {
+        let now = crate::daemon::actions::enforcer::wall_ms();
+        let _ = writeln!(
+            out,
+            "{:<40} {:<12} {:<24} {:>10}  reason",
+            "subject", "node", "rule", "left"
+        );
+        for p in &rows {
+            let _ = writeln!(
+                out,
+                "{:<40} {:<12} {:<24} {:>10}  {}",
+                p.subject,
+                crate::log::parse::escape_for_display(p.node.as_bytes()),
+                crate::log::parse::escape_for_display(p.rule.as_bytes()),
+                human_span(((p.expires_ms - now).max(0) / 1000) as u64),
+                crate::log::parse::escape_for_display(p.reason.as_bytes()),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} bans in force across farm '{}' ({})",
+            rows.len(),
+            farm.name,
+            farm.shown
+        );
+    }
+    super::emit(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -290,6 +290,10 @@ struct BansArgs {
     /// One JSON object per ban per line.
     #[arg(long)]
     json: bool,
+    /// The bans in force across the farm, from Redis ([farm]), with the
+    /// node that decided each.
+    #[arg(long, conflicts_with = "history")]
+    farm: bool,
 }
 
 #[derive(Debug, Args)]

@@ -67,17 +67,29 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<FarmSet
     let (at, f) = config.farm.as_ref()?;
     let mut err = |at, msg: String| errors.push(config.sources.error(at, msg));
     let Some(url) = &f.redis else {
-        err(*at, "[farm] needs redis = \"redis://[user:password@]host:port/db\"".into());
+        err(
+            *at,
+            "[farm] needs redis = \"redis://[user:password@]host:port/db\"".into(),
+        );
         return None;
     };
     if let Err(e) = redis::Client::open(url.value.as_str()) {
         err(url.at, format!("invalid redis URL: {e}"));
         return None;
     }
-    let name = f.name.as_ref().map_or("webfence".to_string(), |n| n.value.clone());
+    let name = f
+        .name
+        .as_ref()
+        .map_or("webfence".to_string(), |n| n.value.clone());
     if name.is_empty() || name.contains(char::is_whitespace) {
         if let Some(n) = &f.name {
-            err(n.at, format!("invalid farm name '{}': one word, used as the key prefix", n.value));
+            err(
+                n.at,
+                format!(
+                    "invalid farm name '{}': one word, used as the key prefix",
+                    n.value
+                ),
+            );
         }
         return None;
     }
@@ -158,7 +170,11 @@ pub struct FarmStatus {
 }
 
 fn keys(name: &str) -> (String, String, String) {
-    (format!("{name}:bans"), format!("{name}:active"), format!("{name}:nodes"))
+    (
+        format!("{name}:bans"),
+        format!("{name}:active"),
+        format!("{name}:nodes"),
+    )
 }
 
 fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
@@ -175,7 +191,10 @@ fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
 pub fn check_credentials(s: &FarmSettings) -> Result<(), String> {
     match connect(&s.url) {
         Ok(_) => Ok(()),
-        Err(e) if is_auth(&e) => Err(format!("Redis at {} refused this node's credentials: {e}", s.shown)),
+        Err(e) if is_auth(&e) => Err(format!(
+            "Redis at {} refused this node's credentials: {e}",
+            s.shown
+        )),
         Err(_) => Ok(()),
     }
 }
@@ -368,7 +387,9 @@ impl Farm {
         let now = wall_ms();
         let gone: Vec<&String> = all
             .iter()
-            .filter(|(_, v)| serde_json::from_str::<Published>(v).map_or(true, |p| p.expires_ms <= now))
+            .filter(|(_, v)| {
+                serde_json::from_str::<Published>(v).map_or(true, |p| p.expires_ms <= now)
+            })
             .map(|(k, _)| k)
             .collect();
         if !gone.is_empty() {
@@ -394,6 +415,24 @@ impl Farm {
             };
             let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
             let result = (|| -> redis::RedisResult<()> {
+                // Back after an outage: if the stream no longer holds the
+                // entry after the last one read (trimmed, or Redis came back
+                // empty), the bans in force are read again (applying them
+                // twice changes nothing).
+                if let Some(id) = &last_id {
+                    let head: redis::streams::StreamRangeReply =
+                        con.xrange_count(&stream, "-", "+", 1)?;
+                    if head
+                        .ids
+                        .first()
+                        .is_some_and(|first| id_after(&first.id, id))
+                    {
+                        tracing::info!(
+                            "farm: the stream moved on while this node was away; reading the bans in force again"
+                        );
+                        last_id = None;
+                    }
+                }
                 if last_id.is_none() {
                     // Where the stream is now, then the bans in force: what
                     // comes after is read from the stream (a ban in both is
@@ -401,7 +440,10 @@ impl Farm {
                     let tail: redis::streams::StreamRangeReply = c_xrevrange(&mut con, &stream)?;
                     let id = tail.ids.first().map_or("0-0".to_string(), |e| e.id.clone());
                     let all: HashMap<String, String> = con.hgetall(&active)?;
-                    let snapshot: Vec<Published> = all.values().filter_map(|v| serde_json::from_str(v).ok()).collect();
+                    let snapshot: Vec<Published> = all
+                        .values()
+                        .filter_map(|v| serde_json::from_str(v).ok())
+                        .collect();
                     self.apply(&snapshot);
                     last_id = Some(id);
                 }
@@ -410,8 +452,11 @@ impl Farm {
                         return Ok(());
                     }
                     let from = last_id.clone().unwrap_or_else(|| "0-0".into());
-                    let opts = redis::streams::StreamReadOptions::default().block(1000).count(1000);
-                    let reply: Option<redis::streams::StreamReadReply> = con.xread_options(&[&stream], &[&from], &opts)?;
+                    let opts = redis::streams::StreamReadOptions::default()
+                        .block(1000)
+                        .count(1000);
+                    let reply: Option<redis::streams::StreamReadReply> =
+                        con.xread_options(&[&stream], &[&from], &opts)?;
                     let Some(reply) = reply else { continue };
                     let mut got = Vec::new();
                     for k in reply.keys {
@@ -436,19 +481,21 @@ impl Farm {
 
     /// Applies other nodes' bans and unbans, checked.
     fn apply(&self, items: &[Published]) {
-        let items: Vec<&Published> = items.iter().filter(|p| p.node != self.settings.node).collect();
+        let items: Vec<&Published> = items
+            .iter()
+            .filter(|p| p.node != self.settings.node)
+            .collect();
         if items.is_empty() {
             return;
         }
+        let subjects: Vec<Subject> = items
+            .iter()
+            .filter_map(|p| p.subject.parse().ok())
+            .collect();
         let mut e = lock(&self.enforcer);
         let now = e.now();
-        let standing: HashMap<Subject, i64> = e
-            .ledger
-            .active(now)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|b| (b.subject, b.expires_ms))
-            .collect();
+        // What this node holds already: a few looked up, many read at once.
+        let standing = e.ledger.open_expiries(&subjects, now).unwrap_or_default();
         let mut bans = Vec::new();
         let mut unbans = Vec::new();
         let (mut refused, mut lag) = (0u64, None);
@@ -467,8 +514,12 @@ impl Farm {
                 continue;
             }
             // Applied once, and never extended by a copy of itself.
-            if standing.get(&subject).is_some_and(|&until| until >= p.expires_ms)
-                || bans.iter().any(|b: &NewBan| b.subject == subject && b.expires_ms >= p.expires_ms)
+            if standing
+                .get(&subject)
+                .is_some_and(|&until| until >= p.expires_ms)
+                || bans
+                    .iter()
+                    .any(|b: &NewBan| b.subject == subject && b.expires_ms >= p.expires_ms)
             {
                 continue;
             }
@@ -511,7 +562,11 @@ impl Farm {
         }
         let family = subject.family_prefix();
         let v4 = subject.addr().is_ipv4();
-        let min = if v4 { self.settings.min_prefix_v4 } else { self.settings.min_prefix_v6 };
+        let min = if v4 {
+            self.settings.min_prefix_v4
+        } else {
+            self.settings.min_prefix_v6
+        };
         if family < min {
             return Some(format!("/{family} is wider than the farm allows (/{min})"));
         }
@@ -527,8 +582,45 @@ impl Farm {
     }
 }
 
-fn c_xrevrange(con: &mut redis::Connection, stream: &str) -> redis::RedisResult<redis::streams::StreamRangeReply> {
+/// Whether stream id `a` comes after `b` ("ms-seq").
+fn id_after(a: &str, b: &str) -> bool {
+    let parse = |s: &str| {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a) > parse(b)
+}
+
+fn c_xrevrange(
+    con: &mut redis::Connection,
+    stream: &str,
+) -> redis::RedisResult<redis::streams::StreamRangeReply> {
     con.xrevrange_count(stream, "+", "-", 1)
+}
+
+/// The farm's bans in force, soonest to end last, for `bans --farm`.
+pub fn bans_in_force(s: &FarmSettings) -> Result<Vec<Published>, String> {
+    let mut con = connect(&s.url)
+        .map_err(|e| format!("cannot read the farm's bans from Redis at {}: {e}", s.shown))?;
+    let (_, active, _) = keys(&s.name);
+    let all: HashMap<String, String> = con
+        .hgetall(&active)
+        .map_err(|e| format!("cannot read the farm's bans from Redis at {}: {e}", s.shown))?;
+    let now = wall_ms();
+    let mut rows: Vec<Published> = all
+        .values()
+        .filter_map(|v| serde_json::from_str::<Published>(v).ok())
+        .filter(|p| p.expires_ms > now)
+        .collect();
+    rows.sort_by(|a, b| {
+        b.expires_ms
+            .cmp(&a.expires_ms)
+            .then(a.subject.cmp(&b.subject))
+    });
+    Ok(rows)
 }
 
 /// The sending half the enforcer holds.
@@ -539,8 +631,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stream_ids_compare_as_numbers() {
+        assert!(id_after("1700000000001-0", "1700000000000-5"));
+        assert!(!id_after("10-2", "10-10"));
+        assert!(id_after("100-0", "99-0"));
+        assert!(!id_after("5-0", "5-0"));
+    }
+
+    #[test]
     fn passwords_are_masked() {
-        assert_eq!(mask("redis://webfence:s3cret@10.0.0.5:6379/0"), "redis://webfence:***@10.0.0.5:6379/0");
+        assert_eq!(
+            mask("redis://webfence:s3cret@10.0.0.5:6379/0"),
+            "redis://webfence:***@10.0.0.5:6379/0"
+        );
         assert_eq!(mask("rediss://:s3cret@h:6380"), "rediss://:***@h:6380");
         assert_eq!(mask("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }

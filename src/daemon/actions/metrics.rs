@@ -325,6 +325,35 @@ pub fn render(shared: &Shared) -> String {
         "Hook runs dropped because their queue was full",
         counter(num(&hooks, "dropped")),
     );
+    if let Some(f) = lp.get("farm").filter(|f| !f.is_null()) {
+        r.register(
+            "farm_connected",
+            "1 while Redis takes and gives this node's farm bans",
+            gauge(i64::from(
+                f.get("state").and_then(Value::as_str) == Some("connected"),
+            )),
+        );
+        r.register(
+            "farm_bans_published",
+            "Bans and unbans this node published to the farm",
+            counter(num(f, "published")),
+        );
+        r.register(
+            "farm_bans_applied",
+            "Bans from other nodes applied here",
+            counter(num(f, "applied")),
+        );
+        r.register(
+            "farm_bans_refused",
+            "Bans from other nodes refused here (allowlist, prefix, expiry)",
+            counter(num(f, "refused")),
+        );
+        r.register(
+            "farm_queued",
+            "Bans and unbans waiting for Redis",
+            gauge(num(f, "queued") as i64),
+        );
+    }
     if let Some(p) = lp.get("packets").filter(|p| !p.is_null()) {
         r.register(
             "packets_captured",
