@@ -364,6 +364,17 @@ impl Ledger {
     }
 
     /// Bans for `webfence bans`, newest first.
+    /// The `limit` most recent bans in force, newest first, read with a
+    /// limit in SQL: the live page asks every second, under 100k bans.
+    pub fn newest_active(&self, now_ms: i64, limit: usize) -> Result<Vec<LedgerBan>, LedgerError> {
+        self.select(
+            &format!(
+                "SELECT {COLUMNS} FROM bans WHERE ended IS NULL AND expires > ?1 ORDER BY started DESC, id DESC LIMIT ?2"
+            ),
+            params![now_ms, limit as i64],
+        )
+    }
+
     pub fn query(&self, q: &Query, now_ms: i64) -> Result<Vec<LedgerBan>, LedgerError> {
         let mut bans = if q.history {
             self.select(
@@ -531,6 +542,28 @@ mod tests {
         let renewed = l.renewals(bans).unwrap();
         l.record(bans, &renewed).unwrap();
         renewed
+    }
+
+    #[test]
+    fn newest_active_is_limited_newest_first_and_skips_expired() {
+        let mut l = Ledger::open(Path::new(":memory:")).unwrap();
+        record(
+            &mut l,
+            &[
+                ban("192.0.2.1", "a", 0, 100),
+                ban("192.0.2.2", "a", 10, 100),
+                ban("192.0.2.3", "a", 20, 5),
+                ban("192.0.2.4", "a", 30, 100),
+            ],
+        );
+        let got: Vec<String> = l
+            .newest_active(40, 2)
+            .unwrap()
+            .iter()
+            .map(|b| b.subject.to_string())
+            .collect();
+        assert_eq!(got, ["192.0.2.4", "192.0.2.2"]);
+        assert_eq!(l.newest_active(40, 10).unwrap().len(), 3);
     }
 
     /// Bans in force per family, and per rule in a period, for the

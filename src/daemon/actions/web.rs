@@ -257,12 +257,9 @@ pub fn live(shared: &Shared, web: &WebState) -> Value {
     let bans: Vec<Value> = {
         let e = lock(&shared.enforcer);
         let now = e.now();
-        let mut active = e.ledger.active(now).unwrap_or_default();
-        // Newest first; the page shows the first hundred.
-        active.reverse();
+        let active = e.ledger.newest_active(now, 100).unwrap_or_default();
         active
             .iter()
-            .take(100)
             .map(|b| {
                 json!({
                     "client": b.subject.to_string(),
