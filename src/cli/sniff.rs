@@ -76,7 +76,11 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
     let mut classifier = Classifier::new();
     let mut stats = LanStats::default();
     let mut undecodable = 0u64;
+    // Saved captures hold the web and SSH traffic a live capture's kernel
+    // filter skips: the same ports are skipped here (a no-op live), on the
+    // one decode of each frame.
     let mut on = |f: &Frame<'_>| match decode(f.link, f.data) {
+        Some(p) if skip.skips(&p) => {}
         Some(p) => {
             let v = classifier.classify(&p);
             stats.record(&locals, &p, v);
@@ -92,11 +96,6 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
             let summary = packets::read_file(path, &mut |f| {
                 first.get_or_insert(f.time_ms);
                 last = Some(f.time_ms);
-                // Saved captures hold the web and SSH traffic a live
-                // capture's filter would have skipped: skipped alike.
-                if !args.all_ports && skipped(&skip, f) {
-                    return;
-                }
                 on(f);
             })?;
             if summary.skipped_links > 0 && !args.quiet {
@@ -163,19 +162,6 @@ pub(super) fn sniff(args: SniffArgs) -> Result<ExitCode> {
         emit(text(&outcome).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether a saved frame is one the live filter skips.
-fn skipped(skip: &Skip, f: &Frame<'_>) -> bool {
-    let Some(p) = decode(f.link, f.data) else {
-        return false;
-    };
-    let ports = match p.proto {
-        crate::net::Proto::Tcp => &skip.tcp,
-        crate::net::Proto::Udp => &skip.udp,
-        crate::net::Proto::Other => return false,
-    };
-    ports.contains(&p.sport) || ports.contains(&p.dport)
 }
 
 fn text(o: &Outcome) -> String {

@@ -61,6 +61,19 @@ impl Default for Skip {
     }
 }
 
+impl Skip {
+    /// Whether the filter drops this packet (for captures read from a
+    /// file, which no kernel filtered).
+    pub fn skips(&self, p: &crate::net::Packet<'_>) -> bool {
+        let ports = match p.proto {
+            crate::net::Proto::Tcp => &self.tcp,
+            crate::net::Proto::Udp => &self.udp,
+            crate::net::Proto::Other => return false,
+        };
+        ports.contains(&p.sport) || ports.contains(&p.dport)
+    }
+}
+
 enum Op {
     Stmt(u16, u32),
     /// A conditional jump to labels (true, false); "" is the next one.
@@ -289,6 +302,33 @@ mod tests {
             b"x",
         );
         assert_eq!(run(&program(&none), 0x0800, &q), SNAPLEN);
+    }
+
+    #[test]
+    fn skips_agrees_with_the_program() {
+        let skip = Skip::default();
+        for (tcp, sport, dport) in [
+            (true, 40000, 80),
+            (true, 22, 5000),
+            (false, 50000, 443),
+            (true, 40000, 6881),
+            (false, 53, 40000),
+        ] {
+            let p = build::ip(
+                "10.0.0.2".parse().unwrap(),
+                "192.0.2.1".parse().unwrap(),
+                tcp,
+                sport,
+                dport,
+                b"x",
+            );
+            let packet = crate::net::decode(crate::net::Link::RawIp, &p).unwrap();
+            assert_eq!(
+                skip.skips(&packet),
+                run(&program(&skip), 0x0800, &p) == 0,
+                "{tcp} {sport} {dport}"
+            );
+        }
     }
 
     #[test]
