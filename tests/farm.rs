@@ -7,23 +7,16 @@
 
 mod common;
 
+use common::{Proc, free_port};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webfence");
 const PASSWORD: &str = "s3cret-farm";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn available() -> bool {
     let ok = Command::new("redis-server")
@@ -38,14 +31,6 @@ fn available() -> bool {
         eprintln!("skipped: needs redis-server");
     }
     ok
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn redis(port: u16) -> Proc {

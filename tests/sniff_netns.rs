@@ -7,9 +7,11 @@
 
 mod common;
 
+use common::Proc;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -110,15 +112,6 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         // SAFETY: signalling our own child; a no-op once it has exited.
         unsafe { libc::kill(self.0, libc::SIGKILL) };
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

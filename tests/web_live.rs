@@ -5,32 +5,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, artifacts};
+use common::{Proc, free_port};
 use common::{fails_with, write};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A dry-run daemon following `DIR/access.log`, with `web` added to its
 /// configuration; returns once its HTTP side answers.
-fn start(dir: &Path, port: u16, web: &str) -> Daemon {
+fn start(dir: &Path, port: u16, web: &str) -> Proc {
     std::fs::write(dir.join("access.log"), "").unwrap();
     let cfg = write(
         dir,
@@ -58,7 +42,7 @@ fn start(dir: &Path, port: u16, web: &str) -> Daemon {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Daemon(child)
+    Proc(child)
 }
 
 fn get(port: u16, path: &str, headers: &[&str]) -> (u16, String) {

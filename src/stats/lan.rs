@@ -192,6 +192,32 @@ impl LanStats {
     }
 }
 
+/// `n` DHT pings from `local` (in 10.0.0.0/24) to one remote peer, counted:
+/// a sample for the tests of what reads these counts.
+#[cfg(test)]
+pub(crate) fn dht_sample(local: &str, n: u16) -> LanStats {
+    use crate::detect::p2p::Classifier;
+    use crate::net::{Link, build, decode};
+    let locals = Locals::new(vec!["10.0.0.0/24".parse().unwrap()]);
+    let mut s = LanStats::default();
+    let mut c = Classifier::new();
+    let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+    for k in 0..n {
+        let bytes = build::ip(
+            local.parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+            false,
+            6881,
+            1000 + k,
+            ping,
+        );
+        let p = decode(Link::RawIp, &bytes).unwrap();
+        let v = c.classify(&p);
+        s.record(&locals, &p, v);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,3 +59,22 @@ pub fn report_json(args: &[&str]) -> serde_json::Value {
 pub fn line(ip: &str, time: &str, request: &str, status: u16, bytes: u64, agent: &str) -> String {
     format!(r#"{ip} - - [{time}] "{request}" {status} {bytes} "-" "{agent}""#)
 }
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// A child process killed and reaped when the test ends, however it ends.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -149,29 +149,11 @@ pub fn abusers_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::p2p::Classifier;
-    use crate::net::{Link, build, decode};
-    use crate::stats::lan::{LanStats, Locals};
+    use crate::stats::lan::dht_sample;
 
     #[test]
     fn the_abusers_list_names_who_is_over() {
-        let locals = Locals::new(vec!["10.0.0.0/24".parse().unwrap()]);
-        let mut s = LanStats::default();
-        let mut c = Classifier::new();
-        let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
-        for k in 0..30u16 {
-            let bytes = build::ip(
-                "10.0.0.5".parse().unwrap(),
-                "198.51.100.1".parse().unwrap(),
-                false,
-                6881,
-                1000 + k,
-                ping,
-            );
-            let p = decode(Link::RawIp, &bytes).unwrap();
-            let v = c.classify(&p);
-            s.record(&locals, &p, v);
-        }
+        let s = dht_sample("10.0.0.5", 30);
         let text = abusers_text(&s.rows(0), 10, "eth1", 10).unwrap();
         assert!(text.contains("10.0.0.5: 30 packets"), "{text}");
         assert_eq!(abusers_text(&s.rows(0), 31, "eth1", 10), None);
