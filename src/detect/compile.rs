@@ -675,6 +675,38 @@ impl RuleSet {
                     Outcome::Decide { action, duration_s }
                 }
             };
+            let farm = match &raw.scope {
+                None => false,
+                Some(s) if s.value == "local" => false,
+                Some(s) if s.value == "farm" && kind == RuleKind::Rate && raw.score.is_some() => {
+                    c.err(
+                        s.at,
+                        "a farm rule decides with an action: it cannot add to a score, which is counted on each node",
+                    );
+                    false
+                }
+                Some(s) if s.value == "farm" && kind == RuleKind::Rate => true,
+                Some(s) if s.value == "farm" => {
+                    c.err(
+                        s.at,
+                        format!(
+                            "scope = \"farm\" applies to rate rules, not to {} rules",
+                            kind.name()
+                        ),
+                    );
+                    false
+                }
+                Some(s) => {
+                    c.err(
+                        s.at,
+                        format!(
+                            "invalid scope '{}': expected \"local\" or \"farm\"",
+                            s.value
+                        ),
+                    );
+                    false
+                }
+            };
             let inactive = (kind == RuleKind::UnexpectedHost && sites.is_empty())
                 .then(|| "no [sites] names are configured".to_string());
             rules.push(Rule {
@@ -689,6 +721,7 @@ impl RuleSet {
                 unless,
                 outcome,
                 inactive,
+                farm,
                 origin: name.at,
                 file: config.sources.name(name.at.file).to_string(),
             });

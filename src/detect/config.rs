@@ -445,6 +445,9 @@ pub struct RawRule {
     /// Packet rules: the classes counted (bittorrent, utp, dht, tracker,
     /// other; default the first four).
     pub classes: Option<Vec<Sp<String>>>,
+    /// Rate rules: "local" (default) counts this node's requests; "farm"
+    /// counts every node's, through `[farm]`'s Redis.
+    pub scope: Option<Sp<String>>,
 }
 
 impl RawRule {
@@ -469,7 +472,9 @@ impl RawRule {
             score,
             score_name,
             states,
-            ports
+            ports,
+            classes,
+            scope
         );
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::addr::{NetSet, Subject, from_bits, mask};
 use super::config::{FieldName, RuleKind};
+use super::farmcount::{FarmCounts, Incoming, Outgoing};
 use super::rules::{Action, Event, IpPart, Outcome, Rule, RuleSet};
 use super::window::{DistinctState, KeyState, RateState, SAMPLES, ScoreState, Stamp, Table, key};
 use crate::stats::Map;
@@ -155,6 +156,8 @@ pub struct Engine {
     swept_misc: i64,
     /// Bans decided so far; tells `feed` when to look for a new one.
     bans_made: u64,
+    /// `scope = "farm"` rules' shared counts, when the daemon shares them.
+    farm: Option<FarmCounts>,
 }
 
 /// Whether a table is due a sweep. A sweep walks the whole table, so it
@@ -179,6 +182,23 @@ fn count_trace(stamp: Stamp, rule: usize, count: u64, limit: usize) -> Trace {
             limit: limit as u64,
         },
     }
+}
+
+/// Names a farm rule's key across nodes: the rule, its window (nodes
+/// configured differently count apart rather than mix), the subject and
+/// the keyed field's text, cut to 256 bytes.
+fn farm_id(rule: &Rule, subject: Subject, field_text: &mut FieldText, line: &[u8]) -> String {
+    let mut id = format!("{}:{}:{subject}", rule.name, rule.window_ms / 1000);
+    if let Some(f) = rule.key.field {
+        let text = field_text(line, f).unwrap_or_default();
+        let mut cut = text.len().min(256);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        id.push(':');
+        id.push_str(&text[..cut]);
+    }
+    id
 }
 
 fn display_line(line: &[u8]) -> String {
@@ -256,7 +276,119 @@ impl Engine {
             swept: vec![(i64::MIN, 0); rules_len],
             swept_misc: i64::MIN,
             bans_made: 0,
+            farm: None,
         }
+    }
+
+    /// Farm rules count every node's requests from now on: the caller
+    /// moves [`Engine::take_farm_counts`] to the farm and its answers to
+    /// [`Engine::farm_update`].
+    pub fn share_counts(&mut self) {
+        if self.rules.rules.iter().any(|r| r.farm) {
+            self.farm = Some(FarmCounts::default());
+        }
+    }
+
+    /// Whether farm rules count every node's requests.
+    pub fn shares_counts(&self) -> bool {
+        self.farm.is_some()
+    }
+
+    /// The farm rules' requests counted since the last call, per key.
+    pub fn take_farm_counts(&mut self) -> Vec<Outgoing> {
+        let rules = &self.rules.rules;
+        match self.farm.as_mut() {
+            Some(f) => f.take(|r| rules.get(r as usize).map_or(0, |r| r.window_ms)),
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes in what the other nodes counted. A key now over its limit is
+    /// decided here, without waiting for its next request: a flood spread
+    /// over the farm may send none to this node.
+    pub fn farm_update(&mut self, replies: &[Incoming]) {
+        let Some(farm) = self.farm.as_mut() else {
+            return;
+        };
+        for r in replies {
+            farm.update(r);
+        }
+        for r in replies {
+            self.farm_check(r.rule, r.key);
+        }
+    }
+
+    fn farm_check(&mut self, rule: u16, k: super::window::Key) {
+        let i = rule as usize;
+        let (Some(farm), Some(spec)) = (self.farm.as_ref(), self.rules.rules.get(i)) else {
+            return;
+        };
+        let (limit, window, now) = (spec.limit as usize, spec.window_ms, self.now);
+        let others = farm.others(rule, k, now, window);
+        let Some(subject) = farm.subject(rule, k) else {
+            return;
+        };
+        // A key shared by every client (a path) decides on the client of a
+        // request, so only a request here can.
+        if spec.key.ip == IpPart::None || others == 0 || self.ban_of(subject.bits).is_some() {
+            return;
+        }
+        let RuleState::Rate(table) = &mut self.state[i] else {
+            return;
+        };
+        let fired = table.with(k, |s| {
+            let local = s.count(now, window);
+            (local + others > limit).then(|| {
+                let first = s.oldest(now, window).unwrap_or(Stamp { t: now, loc: 0 });
+                let last = s.newest().unwrap_or(first);
+                let samples = s.samples.take();
+                s.reset();
+                (local, first, last, samples)
+            })
+        });
+        let Some((local, first, last, samples)) = fired else {
+            return;
+        };
+        self.farm_fire(i, k, subject, local, others, first, last, samples);
+    }
+
+    /// A farm rule's decision: `local` requests here and `others` on the
+    /// other nodes within the window.
+    #[allow(clippy::too_many_arguments)]
+    fn farm_fire(
+        &mut self,
+        i: usize,
+        k: super::window::Key,
+        subject: Subject,
+        local: usize,
+        others: usize,
+        first: Stamp,
+        last: Stamp,
+        samples: Vec<String>,
+    ) {
+        if let Some(f) = self.farm.as_mut() {
+            f.spent(i as u16, k);
+        }
+        let rule = self.rules.rules[i].clone();
+        let Outcome::Decide { action, duration_s } = rule.outcome.clone() else {
+            return;
+        };
+        let count = (local + others) as f64;
+        let reason = format!(
+            "{} across the farm, {local} of them here",
+            self.reason(&rule, count, &[], subject)
+        );
+        let evidence = Evidence {
+            count,
+            window_s: (rule.window_ms / 1000) as u64,
+            threshold: rule.limit as f64,
+            first: first.into(),
+            last: last.into(),
+            samples,
+        };
+        self.decide(
+            i as u16, rule.name, subject, action, duration_s, reason, evidence, last.loc,
+        );
     }
 
     /// How to get a field's text from a log line, for reasons; known once
@@ -440,6 +572,18 @@ impl Engine {
         let window = rule.window_ms;
         let (k, keyed_subject) = Self::rule_key(rule, ev);
         let traced = self.traced(ev.client);
+        // What the other nodes counted, for a farm rule when counts are
+        // shared (see `farmcount`).
+        let others = match (self.farm.as_mut(), rule.farm) {
+            (Some(farm), true) => {
+                let subject = keyed_subject.unwrap_or(Subject::host(ev.client));
+                let field_text = &mut self.field_text;
+                farm.count(i as u16, k, subject, stamp.t, window, || {
+                    farm_id(rule, subject, field_text, line)
+                })
+            }
+            _ => 0,
+        };
         // (count, first contributing request, samples) when the rule fires.
         let fired: Option<(f64, Stamp, Vec<String>)> = match &mut self.state[i] {
             RuleState::Rate(table) => table.with(k, |s| {
@@ -448,22 +592,30 @@ impl Engine {
                     // decisions do not depend on when sweeps ran.
                     s.reset();
                 }
-                if s.near(stamp.t, limit, SAMPLES, window) {
+                if s.near(
+                    stamp.t,
+                    limit.saturating_sub(others).max(1),
+                    SAMPLES,
+                    window,
+                ) {
                     s.samples.push(display_line(line));
                 }
-                let fired = s.hit(stamp, limit, window);
-                let out = fired.map(|first| {
+                let fired = if others == 0 {
+                    s.hit(stamp, limit, window).map(|first| (limit + 1, first))
+                } else {
+                    s.hit_shared(stamp, limit, window, others)
+                };
+                let out = fired.map(|(n, first)| {
                     let samples = s.samples.take();
                     if keyed_subject.is_some() {
                         s.reset();
                     }
-                    (limit as f64 + 1.0, first, samples)
+                    (n as f64, first, samples)
                 });
                 if traced {
-                    let count = if out.is_some() {
-                        limit as u64 + 1
-                    } else {
-                        s.count(stamp.t, window) as u64
+                    let count = match &out {
+                        Some(o) => o.0 as u64,
+                        None => (s.count(stamp.t, window) + others) as u64,
                     };
                     self.traces.push(count_trace(stamp, i, count, limit));
                 }
@@ -510,11 +662,22 @@ impl Engine {
             return;
         };
         let subject = keyed_subject.unwrap_or(Subject::host(ev.client));
+        if others > 0
+            && let Some(f) = self.farm.as_mut()
+        {
+            f.spent(i as u16, k);
+        }
         match rule.outcome.clone() {
             Outcome::Score { score, points } => self.add_score(score, points, i, ev, line),
             Outcome::Decide { action, duration_s } => {
                 let rule = self.rules.rules[i].clone();
-                let reason = self.reason(&rule, count, line, subject);
+                let mut reason = self.reason(&rule, count, line, subject);
+                if others > 0 {
+                    reason.push_str(&format!(
+                        " across the farm, {} of them here",
+                        count as usize - others
+                    ));
+                }
                 let evidence = Evidence {
                     count,
                     window_s: (rule.window_ms / 1000) as u64,
@@ -525,7 +688,7 @@ impl Engine {
                 };
                 let name = rule.name.clone();
                 self.decide(
-                    i as u16, name, subject, action, duration_s, reason, evidence, ev,
+                    i as u16, name, subject, action, duration_s, reason, evidence, ev.loc,
                 );
             }
         }
@@ -655,7 +818,7 @@ impl Engine {
             spec.duration_s,
             reason,
             evidence,
-            ev,
+            ev.loc,
         );
     }
 
@@ -669,7 +832,7 @@ impl Engine {
         base_s: u64,
         reason: String,
         evidence: Evidence,
-        ev: &Event,
+        loc: u64,
     ) {
         if let Some(t) = self.rule_totals.get_mut(rule_id as usize) {
             t.decisions += 1;
@@ -720,14 +883,15 @@ impl Engine {
         }
         if self.explain.is_some_and(|c| subject.contains(c)) {
             let rule_index = Some(rule_id as usize).filter(|&r| r < self.rules.rules.len());
-            self.trace(
-                ev,
-                rule_index,
-                TraceKind::Decided {
+            self.traces.push(Trace {
+                at: self.now,
+                loc,
+                rule: rule_index,
+                kind: TraceKind::Decided {
                     action: action.name().to_string(),
                     duration_s,
                 },
-            );
+            });
         }
         self.decisions.push(Decision {
             rule,
@@ -759,6 +923,7 @@ impl Engine {
             + slot(self.bans.capacity(), 48)
             + slot(self.history.capacity(), 48)
             + slot(self.quiet.capacity(), 48)
+            + self.farm.as_ref().map_or(0, FarmCounts::bytes)
     }
 
     fn growth(&self) -> usize {
@@ -793,6 +958,10 @@ impl Engine {
             let remember = self.rules.escalation.remember_ms;
             self.history
                 .retain(|_, (_, last)| now.saturating_sub(*last) < remember);
+            let rules = &self.rules.rules;
+            if let Some(f) = self.farm.as_mut() {
+                f.sweep(now, |r| rules.get(r as usize).map_or(0, |r| r.window_ms));
+            }
         }
 
         self.sweep();
@@ -968,6 +1137,197 @@ mod tests {
         let samples = &d[0].evidence.samples;
         assert_eq!(samples.len(), 2, "{samples:?}");
         assert!(samples.iter().all(|s| s.contains("later-")), "{samples:?}");
+    }
+
+    /// What Redis holds for farm counts, as the daemon's script keeps it:
+    /// per key, per bucket and node, the requests counted.
+    #[derive(Default)]
+    struct MemoryFarm {
+        counts: std::collections::HashMap<String, std::collections::HashMap<(i64, usize), u32>>,
+    }
+
+    impl MemoryFarm {
+        fn exchange(&mut self, node: usize, out: Vec<Outgoing>) -> Vec<Incoming> {
+            out.into_iter()
+                .map(|o| {
+                    let key = self.counts.entry(o.id).or_default();
+                    for (b, n) in o.counts {
+                        *key.entry((b, node)).or_default() += n;
+                    }
+                    let mut others: std::collections::BTreeMap<i64, u32> = Default::default();
+                    for (&(b, m), &n) in key.iter() {
+                        if m != node {
+                            *others.entry(b).or_default() += n;
+                        }
+                    }
+                    Incoming {
+                        rule: o.rule,
+                        key: o.key,
+                        others: others.into_iter().collect(),
+                    }
+                })
+                .collect()
+        }
+    }
+
+    fn request(ip: &str, second: i64, agent: &str) -> String {
+        format!(
+            "{ip} - - [10/Mar/2024:10:{:02}:{:02} +0000] \"GET /p HTTP/1.1\" 200 1 \"-\" \"{agent}\"",
+            second / 60,
+            second % 60
+        )
+    }
+
+    fn farm_engines(nodes: usize, limit: u64) -> Vec<Engine> {
+        let config = Config::from_texts(vec![(
+            "t.toml".into(),
+            format!("default_rules = false\n[rules.flood]\nkind = \"rate\"\nscope = \"farm\"\nlimit = {limit}\nwindow = \"10s\"\naction = \"ban\"\nduration = \"1h\"\n"),
+        )])
+        .unwrap();
+        let set = RuleSet::compile(&config).unwrap();
+        (0..nodes)
+            .map(|_| {
+                let mut e = Engine::new(set.clone());
+                e.share_counts();
+                e
+            })
+            .collect()
+    }
+
+    /// The farm counts' error bound (see `farmcount`), on random traffic
+    /// over three nodes with an exchange every 100 ms: a ban is never made
+    /// for a client within its limit over the last window, all nodes
+    /// together; and once every node has exchanged, a client over the
+    /// limit within the window's whole buckets is banned.
+    #[test]
+    fn farm_counts_stay_within_the_bound() {
+        use proptest::prelude::*;
+        const NODES: usize = 3;
+        const LIMIT: u64 = 60;
+        const WINDOW_MS: i64 = 10_000;
+        let parser = Parser::preset(Preset::Combined, TrustedProxies::default());
+        let config = ProptestConfig {
+            cases: 24,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(rates in proptest::collection::vec(0u32..16, 10), seed in any::<u64>())| {
+            let mut rng = seed | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut engines = farm_engines(NODES, LIMIT);
+            let mut farm = MemoryFarm::default();
+            let (mut scratch, mut cs) = (Scratch::default(), ClassifyScratch::default());
+            let zero = request("192.0.2.1", 0, "sim");
+            let base = parser.parse(zero.as_bytes(), &mut scratch).unwrap().time;
+            // Every request's time, per client, over all nodes.
+            let mut sent: Vec<Vec<i64>> = vec![Vec::new(); rates.len()];
+            let mut banned = vec![false; rates.len()];
+            let true_count = |times: &[i64], from_excl: i64, to: i64| {
+                times.iter().filter(|&&t| t > from_excl && t <= to).count() as u64
+            };
+            for round in 0..400i64 {
+                let second = round / 10;
+                let now = base + second * 1000;
+                let mut touched = vec![false; rates.len()];
+                for (c, &rate) in rates.iter().enumerate() {
+                    // `rate` requests a second on average, in bursts.
+                    if banned[c] || next() % 10 >= u64::from(rate.min(10)) {
+                        continue;
+                    }
+                    touched[c] = true;
+                    for _ in 0..(1 + next() % 3) {
+                        let node = (next() % NODES as u64) as usize;
+                        let line = request(&format!("192.0.2.{}", c + 1), second, "sim");
+                        let r = parser.parse(line.as_bytes(), &mut scratch).unwrap();
+                        let ev = engines[node].rules.classify(&r, false, &mut cs);
+                        engines[node].feed(&ev, line.as_bytes());
+                        sent[c].push(now);
+                    }
+                }
+                let mut decided = Vec::new();
+                for (node, engine) in engines.iter_mut().enumerate() {
+                    decided.extend(engine.take_decisions());
+                    let replies = farm.exchange(node, engine.take_farm_counts());
+                    engine.farm_update(&replies);
+                    decided.extend(engine.take_decisions());
+                }
+                for d in decided {
+                    let c = (d.subject.to_string().rsplit('.').next().unwrap().parse::<usize>().unwrap()) - 1;
+                    // Never over the limit: the true count across the farm
+                    // within the window exceeds it.
+                    let t = true_count(&sent[c], d.at - WINDOW_MS, d.at);
+                    prop_assert!(t > LIMIT, "client {c} banned at {} with {t} requests in the window: {}", d.at, d.reason);
+                    banned[c] = true;
+                    for e in engines.iter_mut() {
+                        e.restore_ban(d.subject, d.at + 3_600_000);
+                    }
+                }
+                // Never late: whole buckets over the limit are a ban. Log
+                // times are whole seconds and buckets of a 10 s window one
+                // second: the window's whole buckets start a second in.
+                let from = now - WINDOW_MS + 1000;
+                for c in 0..rates.len() {
+                    if touched[c] && !banned[c] {
+                        let t = true_count(&sent[c], from - 1, now);
+                        prop_assert!(t <= LIMIT, "client {c} sent {t} requests since {from} and is not banned");
+                    }
+                }
+            }
+        });
+    }
+
+    /// The sum over the farm is what bans a flood that no node alone sees
+    /// over the limit, and the reason says so.
+    #[test]
+    fn a_flood_spread_over_nodes_is_banned_by_the_farm_count() {
+        let mut engines = farm_engines(3, 30);
+        let mut farm = MemoryFarm::default();
+        let parser = Parser::preset(Preset::Combined, TrustedProxies::default());
+        let (mut scratch, mut cs) = (Scratch::default(), ClassifyScratch::default());
+        let mut decided = Vec::new();
+        for i in 0..36 {
+            let node = i % 3;
+            let line = request("198.51.100.9", 1, "spread");
+            let r = parser.parse(line.as_bytes(), &mut scratch).unwrap();
+            let ev = engines[node].rules.classify(&r, false, &mut cs);
+            engines[node].feed(&ev, line.as_bytes());
+        }
+        for (node, e) in engines.iter_mut().enumerate() {
+            assert!(
+                e.take_decisions().is_empty(),
+                "12 requests: under the limit here"
+            );
+            let replies = farm.exchange(node, e.take_farm_counts());
+            e.farm_update(&replies);
+            decided.extend(e.take_decisions());
+        }
+        assert_eq!(decided.len(), 1, "{decided:?}");
+        let d = &decided[0];
+        assert_eq!(d.subject.to_string(), "198.51.100.9");
+        assert_eq!(d.evidence.count, 36.0);
+        assert!(
+            d.reason.contains("across the farm, 12 of them here"),
+            "{}",
+            d.reason
+        );
+        assert_eq!(
+            d.evidence.samples.len(),
+            0,
+            "no request here was near the limit alone"
+        );
+        // Without shared counts the same rule counts each node alone.
+        let mut alone = farm_engines(1, 30);
+        for _ in 0..12 {
+            let line = request("198.51.100.9", 1, "spread");
+            let r = parser.parse(line.as_bytes(), &mut scratch).unwrap();
+            let ev = alone[0].rules.classify(&r, false, &mut cs);
+            alone[0].feed(&ev, line.as_bytes());
+        }
+        assert!(alone[0].take_decisions().is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`window`], [`engine`]: per-key state and the sequential engine that
 //!   turns events into [`engine::Decision`]s;
 //! - [`shard`]: how the engine is split by client to run on several threads;
+//! - [`farmcount`]: counts shared across a farm's nodes (`scope = "farm"`);
 //! - [`allow`]: the allowlist.
 
 pub mod addr;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod connrules;
 pub mod crawlers;
 pub mod engine;
+pub mod farmcount;
 pub mod guard;
 pub mod matcher;
 pub mod memo;

@@ -139,6 +139,9 @@ pub struct Rule {
     pub outcome: Outcome,
     /// Why a rule does nothing (unexpected_host without [sites]).
     pub inactive: Option<String>,
+    /// `scope = "farm"`: counted across the farm's nodes when the daemon
+    /// shares counts (see [`super::farmcount`]); counted here otherwise.
+    pub farm: bool,
     pub origin: Origin,
     pub file: String,
 }

@@ -92,6 +92,44 @@ impl RateState {
         (s.t - oldest.t < window_ms).then_some(oldest)
     }
 
+    /// Counts a request at `s` for a key that `others` more requests of
+    /// other nodes share. Returns the count and the oldest request here
+    /// within the window when the total exceeds `limit`.
+    pub fn hit_shared(
+        &mut self,
+        s: Stamp,
+        limit: usize,
+        window_ms: i64,
+        others: usize,
+    ) -> Option<(usize, Stamp)> {
+        if let Some(first) = self.hit(s, limit, window_ms) {
+            return Some((limit + 1 + others, first));
+        }
+        let total = self.count(s.t, window_ms) + others;
+        (total > limit).then(|| (total, self.oldest(s.t, window_ms).unwrap_or(s)))
+    }
+
+    /// The oldest request within the window ending at `now`.
+    pub fn oldest(&self, now: i64, window_ms: i64) -> Option<Stamp> {
+        self.ring
+            .iter()
+            .filter(|s| now - s.t < window_ms)
+            .min_by_key(|s| (s.t, s.loc))
+            .copied()
+    }
+
+    /// The newest request counted.
+    pub fn newest(&self) -> Option<Stamp> {
+        let n = self.ring.len();
+        if n == 0 {
+            return None;
+        }
+        // The newest sits just before head (head is 0 until the ring is
+        // full); no `%`, as this runs on every request.
+        let i = if self.head == 0 { n - 1 } else { self.head - 1 };
+        self.ring.get(i).copied()
+    }
+
     /// Requests within the window ending at `now`.
     pub fn count(&self, now: i64, window_ms: i64) -> usize {
         self.ring.iter().filter(|s| now - s.t < window_ms).count()
@@ -141,14 +179,7 @@ impl KeyState for RateState {
     }
 
     fn last_active(&self) -> i64 {
-        let n = self.ring.len();
-        if n == 0 {
-            return i64::MIN;
-        }
-        // The newest sits just before head (head is 0 until the ring is
-        // full); no `%`, as this runs on every request.
-        let newest = if self.head == 0 { n - 1 } else { self.head - 1 };
-        self.ring.get(newest).map_or(i64::MIN, |s| s.t)
+        self.newest().map_or(i64::MIN, |s| s.t)
     }
 }
 
