@@ -449,6 +449,52 @@ fn many_addresses_are_banned_from_stdin() {
     assert_eq!(status_json(d)["bans"]["active"], 301);
 }
 
+/// Regression: the engine learnt of a lifted ban only after the lines
+/// that woke the loop, so a client unbanned while the daemon slept could
+/// repeat what got it banned once without being banned again.
+#[test]
+fn a_client_unbanned_is_judged_on_its_very_next_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The log alone in its directory: the daemon's own log lines would
+    // wake the loop (inotify) and hide the bug.
+    std::fs::create_dir(d.join("logs")).unwrap();
+    let log = d.join("logs/access.log");
+    std::fs::write(&log, "").unwrap();
+    let cfg = write(
+        d,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{l}\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
+             [rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n",
+            l = log.display(),
+            d = d.display()
+        ),
+    );
+    let _daemon = start_config(d, &cfg, &[]);
+    for round in 0..3 {
+        ctl(d, &["ban", "192.0.2.50"]).success();
+        // The loop sleeps between lines: the ban reaches the engine.
+        std::thread::sleep(Duration::from_millis(300));
+        ctl(d, &["unban", "192.0.2.50"]).success();
+        append(&log, &lines(&["192.0.2.50"], "/trigger"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let bans = ctl(d, &["bans", "--json"]).success();
+            let out = String::from_utf8_lossy(&bans.get_output().stdout).to_string();
+            if out.contains("\"rule\":\"trigger\"") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: not banned again: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ctl(d, &["unban", "192.0.2.50"]).success();
+    }
+}
+
 #[test]
 fn a_flood_of_bans_logs_the_first_fifty_then_one_summary() {
     let dir = tempfile::tempdir().unwrap();

@@ -59,7 +59,8 @@ fn redis(port: u16) -> Proc {
     Proc(child)
 }
 
-/// A daemon (no kernel backend) named `node`, in `dir`.
+/// A daemon (no kernel backend) named `node`, in `dir`; `extra` comes
+/// first in its configuration.
 fn node(dir: &Path, node: &str, port: u16, password: &str, extra: &str) -> (Proc, PathBuf) {
     let d = dir.join(node);
     std::fs::create_dir_all(&d).unwrap();
@@ -68,8 +69,8 @@ fn node(dir: &Path, node: &str, port: u16, password: &str, extra: &str) -> (Proc
         &d,
         "w.toml",
         &format!(
-            "[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
-             [farm]\nredis = \"redis://:{password}@127.0.0.1:{port}/0\"\nname = \"shop\"\nnode = \"{node}\"\n{extra}",
+            "{extra}\n[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
+             [farm]\nredis = \"redis://:{password}@127.0.0.1:{port}/0\"\nname = \"shop\"\nnode = \"{node}\"\n",
             d = d.display()
         ),
     );
@@ -179,7 +180,10 @@ fn nodes_share_bans_and_survive_redis_going_away() {
     let on_b = has(&sb, "192.0.2.44").unwrap();
     let on_a = has(&sa, "192.0.2.44").unwrap();
     assert_eq!(on_b["origin"], "farm:web1", "{on_b}");
-    assert_eq!(on_b["expires_ms"], on_a["expires_ms"]);
+    // Regression: this compared two absent fields (`expires_ms`), so it
+    // held whatever the expiries were.
+    assert!(on_a["expires"].is_string(), "{on_a}");
+    assert_eq!(on_b["expires"], on_a["expires"]);
     assert_eq!(on_b["reason"], "seen on web1");
 
     // The farm's view, from Redis, names the deciding node.
@@ -306,4 +310,125 @@ fn a_wrong_password_is_refused_at_the_start() {
         "the password is not shown: {err}"
     );
     assert!(!err.contains(":wrong@"), "{err}");
+}
+
+/// Appends `n` requests for `path` from `ip`, stamped now, to a node's log.
+fn append(sock: &Path, ip: &str, path: &str, n: usize) {
+    use std::io::Write;
+    let log = sock.parent().unwrap().join("access.log");
+    let stamp = jiff::Zoned::now()
+        .strftime("%d/%b/%Y:%H:%M:%S %z")
+        .to_string();
+    let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    let mut text = String::new();
+    for _ in 0..n {
+        text.push_str(&common::line(
+            ip,
+            &stamp,
+            &format!("GET {path} HTTP/1.1"),
+            200,
+            512,
+            "spread-bot",
+        ));
+        text.push('\n');
+    }
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+const FARM_RULES: &str = "default_rules = false\n\
+    [rules.farm-flood]\nkind = \"rate\"\nscope = \"farm\"\nlimit = 30\nwindow = \"10s\"\nmatch.path.prefix = [\"/farm\"]\naction = \"ban\"\nduration = \"1h\"\n\
+    [rules.local-flood]\nkind = \"rate\"\nlimit = 30\nwindow = \"10s\"\nmatch.path.prefix = [\"/local\"]\naction = \"ban\"\nduration = \"1h\"\n";
+
+/// A client spreading 45 requests over three nodes (15 each, under the
+/// limit of 30 on every one) is banned by the farm rule, everywhere; the
+/// same traffic against a local rule is not. Banned again later on
+/// another node, the ban is twice as long: the farm's history escalates.
+#[test]
+fn a_flood_spread_over_the_farm_is_banned_by_a_farm_rule() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = redis(port);
+    let nodes: Vec<(Proc, PathBuf)> = ["web1", "web2", "web3"]
+        .iter()
+        .map(|n| node(dir.path(), n, port, PASSWORD, FARM_RULES))
+        .collect();
+    for (_, sock) in &nodes {
+        append(sock, "192.0.2.80", "/farm/item", 15);
+        append(sock, "192.0.2.81", "/local/item", 15);
+    }
+    for (_, sock) in &nodes {
+        until(
+            "the farm rule bans the spread flood",
+            Duration::from_secs(5),
+            || has(sock, "192.0.2.80").is_some(),
+        );
+    }
+    let bans_of: Vec<Value> = nodes
+        .iter()
+        .filter_map(|(_, s)| has(s, "192.0.2.80"))
+        .collect();
+    let decided: Vec<&Value> = bans_of.iter().filter(|b| b["origin"] == "rule").collect();
+    assert_eq!(
+        decided.len(),
+        1,
+        "decided once, applied by the others: {bans_of:?}"
+    );
+    let reason = decided[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("across the farm"), "{reason}");
+    std::thread::sleep(Duration::from_millis(500));
+    for (_, sock) in &nodes {
+        assert!(
+            has(sock, "192.0.2.81").is_none(),
+            "a local rule counts one node"
+        );
+    }
+    let s = status(&nodes[0].1);
+    let counts = &s["loop"]["farm"]["counts"];
+    assert!(counts["round_trips"].as_u64().unwrap_or(0) >= 1, "{s:#}");
+    assert_eq!(counts["requests"], 15, "the /farm requests only: {s:#}");
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&nodes[0].1)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("farm counts: 15 requests of"), "{text}");
+    assert!(text.contains("bans in force across the farm"), "{text}");
+
+    // Lifted, then banned again on one node alone: a second ban, twice as
+    // long, wherever the first was decided.
+    let first = decided[0]["duration_s"].as_i64().unwrap();
+    ctl(&nodes[0].1, &["unban", "192.0.2.80"]);
+    for (_, sock) in &nodes {
+        until("lifted everywhere", Duration::from_secs(5), || {
+            has(sock, "192.0.2.80").is_none()
+        });
+    }
+    // Another node than the one that decided first (every node held the
+    // ban, in order).
+    let decider = bans_of.iter().position(|b| b["origin"] == "rule").unwrap();
+    let second_node = &nodes[(decider + 1) % 3].1;
+    append(second_node, "192.0.2.80", "/farm/again", 31);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while has(second_node, "192.0.2.80").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "never banned again on {}: {}",
+            second_node.display(),
+            std::fs::read_to_string(second_node.parent().unwrap().join("daemon.log"))
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let again = has(second_node, "192.0.2.80").unwrap();
+    assert_eq!(again["origin"], "rule", "{again}");
+    assert_eq!(first, 3600);
+    assert_eq!(
+        again["duration_s"], 7200,
+        "escalated across the farm: {again}"
+    );
+    assert_eq!(again["repeat"], 1, "{again}");
 }

@@ -914,6 +914,35 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
                 .map(|l| format!(", last ban {l} ms after it was published"))
                 .unwrap_or_default()
         );
+        if let Some(n) = f.get("farm_bans").and_then(Value::as_u64) {
+            let _ = writeln!(
+                out,
+                "          {} bans in force across the farm",
+                thousands(n)
+            );
+        }
+        if let Some(c) = f.get("counts").filter(|c| !c.is_null()) {
+            let _ = writeln!(
+                out,
+                "          farm counts: {} requests of {} keys sent in {} round trips{}{}",
+                thousands(num(c, "requests") as u64),
+                thousands(num(c, "keys") as u64),
+                thousands(num(c, "round_trips") as u64),
+                c.get("last_ms")
+                    .and_then(Value::as_u64)
+                    .map(|ms| format!(", the last in {ms} ms"))
+                    .unwrap_or_default(),
+                if num(c, "dropped") > 0 {
+                    format!(
+                        "; {} {} requests not shared while Redis was away",
+                        style.paint("1;31", "LOST:"),
+                        thousands(num(c, "dropped") as u64)
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     if let Some(p) = lp.get("packets").filter(|p| !p.is_null()) {
         let last = p

@@ -98,6 +98,7 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 const LAG_WARN_S: f64 = 60.0;
 /// The longest sleep when nothing happens; inotify wakes the loop sooner.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
+use super::actions::farm::counters::FLUSH as FARM_FLUSH;
 
 fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
     let invalid = invalid_configuration;
@@ -225,15 +226,29 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         None => None,
     };
     let enforcer = Arc::new(Mutex::new(enforcer));
+    let mut count_link = None;
     if let Some((f, rx)) = farm_outbox {
         tracing::info!(redis = %f.shown, farm = %f.name, node = %f.node, "farm: sharing bans through Redis");
         super::actions::farm::Farm {
-            settings: f,
+            settings: f.clone(),
             enforcer: enforcer.clone(),
             status: status.clone(),
             stop: &STOP,
         }
         .start(rx)?;
+        // Started with [farm] even without farm rules: a reload may add
+        // some.
+        count_link = Some(
+            super::actions::farm::counters::Counters {
+                settings: f,
+                status: status.clone(),
+                stop: &STOP,
+            }
+            .start()?,
+        );
+    } else if let Some(r) = set.rules.iter().find(|r| r.farm) {
+        tracing::warn!(rule = %r.name,
+            "scope = \"farm\" without [farm]: farm rules count this node's requests only");
     }
 
     // The machine loop: guards, connection rules and kernel limits.
@@ -389,6 +404,13 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         );
     }
     rules.figures = Default::default();
+    // Only now: the warm-up's lines were counted by the farm before the
+    // restart.
+    if count_link.is_some() {
+        rules.share_counts = true;
+        rules.engine.share_counts();
+    }
+    let mut last_count_flush = Instant::now();
     install_signal_handlers();
     tracing::info!(
         logs = %settings.logs.join(", "),
@@ -503,6 +525,15 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             };
             lock(&status).last_reload = Some(outcome);
         }
+        // Before the lines: a ban lifted while the loop slept must not
+        // keep the engine skipping the lines that woke it.
+        for u in take_updates(&updates) {
+            match u {
+                EngineUpdate::Banned(s, until) => rules.engine.restore_ban(s, until),
+                EngineUpdate::Lifted(s) => rules.engine.lift_ban(s),
+                EngineUpdate::Remembered(s, n, last) => rules.engine.remember_bans(s, n, last),
+            }
+        }
         let read_any = logs.poll(&mut |e| {
             if let LiveEvent::Request(r, ..) = &e {
                 live_view.record(r);
@@ -513,6 +544,18 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         if let Some(f) = logs.detected_format() {
             rules.format = Some(f);
         }
+        if let Some(link) = &count_link {
+            while let Ok(replies) = link.from_farm.try_recv() {
+                rules.engine.farm_update(&replies);
+            }
+            if last_count_flush.elapsed() >= FARM_FLUSH {
+                last_count_flush = Instant::now();
+                let counts = rules.engine.take_farm_counts();
+                if !counts.is_empty() {
+                    let _ = link.to_farm.send(counts);
+                }
+            }
+        }
         let decisions = rules.engine.take_decisions();
         if !decisions.is_empty() {
             lock(&status).count(&decisions);
@@ -521,12 +564,6 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             // by more than a few batches only grows memory.
             if to_enforcer.send(ToEnforcer::Decisions(decisions)).is_err() {
                 anyhow::bail!("the enforcer thread stopped");
-            }
-        }
-        for u in take_updates(&updates) {
-            match u {
-                EngineUpdate::Banned(s, until) => rules.engine.restore_ban(s, until),
-                EngineUpdate::Lifted(s) => rules.engine.lift_ban(s),
             }
         }
         if read_any {
@@ -592,7 +629,12 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             }
         }
         if !read_any {
-            logs.waker.wait(IDLE_WAIT);
+            // Shared counts are exchanged every 100 ms, idle or not.
+            logs.waker.wait(if rules.engine.shares_counts() {
+                FARM_FLUSH
+            } else {
+                IDLE_WAIT
+            });
         }
     }
     let _ = to_enforcer.send(ToEnforcer::Checkpoints(logs.follower.checkpoints()));
@@ -649,6 +691,9 @@ fn reload(
         // Decisions still queued for the enforcer are not in the ledger yet.
         engine.carry_over(&rules.engine);
         rules.engine = engine;
+        if rules.share_counts {
+            rules.engine.share_counts();
+        }
         e.allow = allow.clone();
         e.hooks.on_ban = new.on_ban.clone();
         e.hooks.on_unban = new.on_unban.clone();

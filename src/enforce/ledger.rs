@@ -342,7 +342,9 @@ impl Ledger {
     pub fn history(&self, since_ms: i64) -> Result<Vec<(Subject, u32, i64)>, LedgerError> {
         let res = (|| {
             let mut st = self.conn.prepare_cached(
-                "SELECT subject, COUNT(*), MAX(started) FROM bans WHERE origin = 'rule' AND started >= ?1 GROUP BY subject",
+                // The farm's bans count too (a client banned on any node
+                // gets the longer ban), its manual ones no more than ours.
+                "SELECT subject, COUNT(*), MAX(started) FROM bans WHERE (origin = 'rule' OR (origin LIKE 'farm:%' AND rule != 'manual')) AND started >= ?1 GROUP BY subject",
             )?;
             let rows = st.query_map(params![since_ms], |r| {
                 Ok((
@@ -754,5 +756,22 @@ mod tests {
             ..Query::default()
         };
         assert!(l.query(&q, 100_000).unwrap().is_empty());
+    }
+
+    /// A ban read from the farm counts for escalation (the farm's history
+    /// is one), unless it was a manual one there.
+    #[test]
+    fn the_farms_bans_count_for_escalation_but_not_its_manual_ones() {
+        let mut l = Ledger::open(Path::new(":memory:")).unwrap();
+        let mut from_farm = ban("192.0.2.1", "flood", 1000, 60_000);
+        from_farm.origin = "farm:web2".into();
+        let mut manual = ban("192.0.2.2", "manual", 1000, 60_000);
+        manual.origin = "farm:web2".into();
+        let mut kernel = ban("192.0.2.3", "kernel", 1000, 60_000);
+        kernel.origin = "kernel".into();
+        l.record(&[from_farm, manual, kernel], &[false, false, false])
+            .unwrap();
+        let h = l.history(0).unwrap();
+        assert_eq!(h, vec![("192.0.2.1".parse().unwrap(), 1, 1000)]);
     }
 }

@@ -56,6 +56,8 @@ impl Health {
 pub enum EngineUpdate {
     Banned(Subject, i64),
     Lifted(Subject),
+    /// Bans remembered for escalation (count, last): the farm's.
+    Remembered(Subject, u32, i64),
 }
 
 /// Engine updates waiting for the follow loop.

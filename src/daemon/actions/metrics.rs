@@ -353,6 +353,30 @@ pub fn render(shared: &Shared) -> String {
             "Bans and unbans waiting for Redis",
             gauge(num(f, "queued") as i64),
         );
+        if let Some(n) = f.get("farm_bans").and_then(Value::as_i64) {
+            r.register(
+                "farm_bans_in_force",
+                "Bans in force across the farm, as Redis holds them",
+                gauge(n),
+            );
+        }
+        if let Some(c) = f.get("counts").filter(|c| !c.is_null()) {
+            r.register(
+                "farm_count_round_trips",
+                "Calls that sent this node's farm-rule counts to Redis",
+                counter(num(c, "round_trips")),
+            );
+            r.register(
+                "farm_count_requests",
+                "Requests of farm rules counted into Redis",
+                counter(num(c, "requests")),
+            );
+            r.register(
+                "farm_count_dropped",
+                "Requests of farm rules not shared because Redis was away",
+                counter(num(c, "dropped")),
+            );
+        }
     }
     if let Some(p) = lp.get("packets").filter(|p| !p.is_null()) {
         r.register(

@@ -25,6 +25,9 @@ pub struct RuleDetector {
     pub figures: LogFigures,
     /// Verifies clients claiming a search engine's crawler.
     pub crawlers: Option<crate::detect::crawlers::Verifier>,
+    /// `[farm]`: farm rules count every node's requests (a reloaded
+    /// engine shares them too).
+    pub share_counts: bool,
 }
 
 impl RuleDetector {
@@ -38,6 +41,7 @@ impl RuleDetector {
             malformed_shown: 0,
             figures: LogFigures::default(),
             crawlers: None,
+            share_counts: false,
         }
     }
 

@@ -24,8 +24,9 @@
 //! - wrong credentials stop `webfence run` at the start with Redis's own
 //!   words.
 //!
-//! Shared counters (`scope = "farm"` rules), Sentinel and the farm-wide
-//! escalation history are not here yet.
+//! Shared counters (`scope = "farm"` rules) are in [`counters`].
+
+pub mod counters;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 
-use super::enforcer::{Enforcer, wall_ms};
+use super::enforcer::{Enforcer, EngineUpdate, wall_ms};
 use crate::daemon::control::LoopStatus;
 use crate::daemon::lock;
 use crate::detect::addr::Subject;
@@ -140,6 +141,10 @@ pub struct Published {
     /// Wall-clock milliseconds when published (replication lag).
     #[serde(default)]
     pub at_ms: i64,
+    /// Bans of this subject remembered across the farm, this one included
+    /// (escalation): 1 for a first ban.
+    #[serde(default)]
+    pub count: u32,
 }
 
 /// What the enforcer hands the farm.
@@ -167,6 +172,17 @@ pub struct FarmStatus {
     pub last_lag_ms: Option<i64>,
     /// Nodes seen and their last heartbeat (wall ms).
     pub nodes: Vec<(String, i64)>,
+    /// Bans in force across the farm, as Redis counted them last.
+    pub farm_bans: Option<u64>,
+    /// Shared counts, with `scope = "farm"` rules.
+    pub counts: Option<counters::CountStatus>,
+}
+
+/// Changes the farm's figures in `status`.
+fn set_farm(status: &Mutex<LoopStatus>, f: impl FnOnce(&mut FarmStatus)) {
+    if let Some(fs) = lock(status).farm.as_mut() {
+        f(fs);
+    }
 }
 
 fn keys(name: &str) -> (String, String, String) {
@@ -175,6 +191,30 @@ fn keys(name: &str) -> (String, String, String) {
         format!("{name}:active"),
         format!("{name}:nodes"),
     )
+}
+
+/// The farm's ban history, for escalation: subject → "COUNT:LAST_MS".
+fn history_key(name: &str) -> String {
+    format!("{name}:history")
+}
+
+/// How long the farm's history keeps a subject banned no more.
+const HISTORY_MS: i64 = 90 * 86_400_000;
+
+/// "COUNT:LAST_MS" read back; `None` for anything else.
+fn parse_history(v: &str) -> Option<(u32, i64)> {
+    let (n, at) = v.split_once(':')?;
+    Some((n.parse().ok()?, at.parse().ok()?))
+}
+
+/// Bans remembered from the decision's evidence (its `repeat`, the earlier
+/// bans its engine knew, plus this one).
+fn count_of(b: &NewBan) -> u32 {
+    b.evidence
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|v| v.get("repeat")?.as_u64())
+        .map_or(1, |r| (r as u32).saturating_add(1))
 }
 
 fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
@@ -236,10 +276,7 @@ impl Farm {
     }
 
     fn set_state(&self, f: impl FnOnce(&mut FarmStatus)) {
-        let mut st = lock(&self.status);
-        if let Some(fs) = st.farm.as_mut() {
-            f(fs);
-        }
+        set_farm(&self.status, f);
     }
 
     fn degraded(&self, was: &mut bool, e: &redis::RedisError) {
@@ -270,6 +307,8 @@ impl Farm {
     /// away.
     fn publish_loop(&self, outbox: Receiver<FarmOp>) {
         let (stream, active, nodes) = keys(&self.settings.name);
+        let history = history_key(&self.settings.name);
+        let mut history_sha = String::new();
         let mut queue: VecDeque<Published> = VecDeque::new();
         let mut con: Option<redis::Connection> = None;
         let mut down = false;
@@ -286,7 +325,15 @@ impl Farm {
             }
             let c = match con.as_mut() {
                 Some(c) => c,
-                None => match connect(&self.settings.url) {
+                // The script is loaded on each connection: a Redis that
+                // restarted has forgotten it.
+                None => match connect(&self.settings.url).and_then(|mut c| {
+                    history_sha = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(HISTORY_SCRIPT)
+                        .query(&mut c)?;
+                    Ok(c)
+                }) {
                     Ok(c) => con.insert(c),
                     Err(e) => {
                         self.degraded(&mut down, &e);
@@ -312,7 +359,19 @@ impl Farm {
                             .ignore();
                         if p.op == "ban" {
                             pipe.hset(&active, &p.subject, &body).ignore();
-                        } else {
+                        }
+                        if p.op == "ban" && p.rule != "manual" {
+                            // The highest count wins: a node that knew
+                            // fewer earlier bans never lowers it.
+                            pipe.cmd("EVALSHA")
+                                .arg(&history_sha)
+                                .arg(1)
+                                .arg(&history)
+                                .arg(&p.subject)
+                                .arg(p.count)
+                                .arg(p.started_ms)
+                                .ignore();
+                        } else if p.op != "ban" {
                             pipe.hdel(&active, &p.subject).ignore();
                         }
                     }
@@ -330,11 +389,15 @@ impl Farm {
                     let seen: HashMap<String, i64> = c.hgetall(&nodes)?;
                     let mut seen: Vec<(String, i64)> = seen.into_iter().collect();
                     seen.sort();
-                    self.set_state(|f| f.nodes = seen);
+                    let in_force: u64 = c.hlen(&active)?;
+                    self.set_state(|f| {
+                        f.nodes = seen;
+                        f.farm_bans = Some(in_force);
+                    });
                 }
                 if last_prune.elapsed() >= Duration::from_secs(60) {
                     last_prune = Instant::now();
-                    self.prune(c, &active)?;
+                    self.prune(c, &active, &history)?;
                 }
                 Ok(())
             })();
@@ -352,6 +415,7 @@ impl Farm {
         let now = wall_ms();
         let p = match op {
             FarmOp::Ban(b) => Published {
+                count: count_of(&b),
                 op: "ban".into(),
                 node: self.settings.node.clone(),
                 subject: b.subject.to_string(),
@@ -370,6 +434,7 @@ impl Farm {
                 started_ms: 0,
                 expires_ms: 0,
                 at_ms: now,
+                count: 0,
             },
         };
         if queue.len() >= QUEUE_MAX {
@@ -381,8 +446,24 @@ impl Farm {
         self.set_state(|f| f.queued = n);
     }
 
-    /// Expired bans leave the hash of bans in force.
-    fn prune(&self, c: &mut redis::Connection, active: &str) -> redis::RedisResult<()> {
+    /// Expired bans leave the hash of bans in force; subjects not banned
+    /// for [`HISTORY_MS`] leave the history.
+    fn prune(
+        &self,
+        c: &mut redis::Connection,
+        active: &str,
+        history: &str,
+    ) -> redis::RedisResult<()> {
+        let past: HashMap<String, String> = c.hgetall(history)?;
+        let old = wall_ms() - HISTORY_MS;
+        let forgotten: Vec<&String> = past
+            .iter()
+            .filter(|(_, v)| parse_history(v).is_none_or(|(_, at)| at < old))
+            .map(|(k, _)| k)
+            .collect();
+        if !forgotten.is_empty() {
+            let _: () = c.hdel(history, forgotten)?;
+        }
         let all: HashMap<String, String> = c.hgetall(active)?;
         let now = wall_ms();
         let gone: Vec<&String> = all
@@ -444,6 +525,9 @@ impl Farm {
                         .values()
                         .filter_map(|v| serde_json::from_str(v).ok())
                         .collect();
+                    let past: HashMap<String, String> =
+                        con.hgetall(history_key(&self.settings.name))?;
+                    self.remember(&past);
                     self.apply(&snapshot);
                     last_id = Some(id);
                 }
@@ -475,6 +559,19 @@ impl Farm {
             match result {
                 Ok(()) => {}
                 Err(e) => self.degraded(&mut down, &e),
+            }
+        }
+    }
+
+    /// The farm's ban history, for this node's escalation.
+    fn remember(&self, past: &HashMap<String, String>) {
+        let e = lock(&self.enforcer);
+        let since = e.now() - HISTORY_MS;
+        for (subject, v) in past {
+            if let (Ok(s), Some((n, at))) = (subject.parse::<Subject>(), parse_history(v))
+                && at >= since
+            {
+                e.notify(EngineUpdate::Remembered(s, n, at));
             }
         }
     }
@@ -524,6 +621,18 @@ impl Farm {
                 continue;
             }
             lag = Some(wall_ms() - p.at_ms);
+            // The rule engine learns of it: it neither decides the
+            // subject again while the ban lasts, nor forgets it for
+            // escalation.
+            e.notify(EngineUpdate::Banned(subject, p.expires_ms));
+            // Manual bans do not escalate here; they do not there either.
+            if p.rule != "manual" {
+                e.notify(EngineUpdate::Remembered(
+                    subject,
+                    p.count.max(1),
+                    p.started_ms,
+                ));
+            }
             bans.push(NewBan {
                 subject,
                 rule: p.rule.clone(),
@@ -544,6 +653,7 @@ impl Farm {
             }
         }
         if !unbans.is_empty() {
+            // `unban` tells the engine itself.
             let _ = e.unban(&unbans, "farm");
         }
         drop(e);
@@ -581,6 +691,23 @@ impl Farm {
         None
     }
 }
+
+/// Raises a subject's count in the history to ARGV[2] (never lowers it)
+/// and its last ban to ARGV[3].
+const HISTORY_SCRIPT: &str = r#"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+local n, at = 0, 0
+if v then
+  local sep = string.find(v, ':', 1, true)
+  if sep then
+    n = tonumber(string.sub(v, 1, sep - 1)) or 0
+    at = tonumber(string.sub(v, sep + 1)) or 0
+  end
+end
+n = math.max(n, tonumber(ARGV[2]))
+at = math.max(at, tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', n, at))
+"#;
 
 /// Whether stream id `a` comes after `b` ("ms-seq").
 fn id_after(a: &str, b: &str) -> bool {
@@ -631,6 +758,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn history_reads_back_and_garbage_is_none() {
+        assert_eq!(
+            parse_history("3:1700000000000"),
+            Some((3, 1_700_000_000_000))
+        );
+        assert_eq!(parse_history("3"), None);
+        assert_eq!(parse_history("x:1"), None);
+    }
+
+    #[test]
+    fn a_ban_counts_the_earlier_ones_its_engine_knew() {
+        let mut b = NewBan {
+            subject: "192.0.2.7".parse().unwrap(),
+            rule: "flood".into(),
+            reason: String::new(),
+            evidence: Some("{\"repeat\":2}".into()),
+            origin: "rule".into(),
+            started_ms: 0,
+            expires_ms: 1,
+        };
+        assert_eq!(count_of(&b), 3);
+        b.evidence = None;
+        assert_eq!(count_of(&b), 1, "a manual ban is a first one");
+    }
+
+    #[test]
     fn stream_ids_compare_as_numbers() {
         assert!(id_after("1700000000001-0", "1700000000000-5"));
         assert!(!id_after("10-2", "10-10"));
@@ -659,6 +812,7 @@ mod tests {
             started_ms: 1,
             expires_ms: 2,
             at_ms: 3,
+            count: 2,
         };
         let back: Published = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
