@@ -34,7 +34,13 @@ fn available() -> bool {
 }
 
 fn redis(port: u16) -> Proc {
+    redis_with(port, &[])
+}
+
+/// `redis`, with more arguments.
+fn redis_with(port: u16, more: &[&str]) -> Proc {
     let child = Command::new("redis-server")
+        .args(more)
         .args([
             "--port",
             &port.to_string(),
@@ -62,6 +68,12 @@ fn redis(port: u16) -> Proc {
 /// A daemon (no kernel backend) named `node`, in `dir`; `extra` comes
 /// first in its configuration.
 fn node(dir: &Path, node: &str, port: u16, password: &str, extra: &str) -> (Proc, PathBuf) {
+    let farm = format!("redis = \"redis://:{password}@127.0.0.1:{port}/0\"\nname = \"shop\"\n");
+    node_with(dir, node, extra, &farm)
+}
+
+/// `node`, with `farm` as its `[farm]` section (its `node` added).
+fn node_with(dir: &Path, node: &str, extra: &str, farm: &str) -> (Proc, PathBuf) {
     let d = dir.join(node);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("access.log"), "").unwrap();
@@ -70,7 +82,7 @@ fn node(dir: &Path, node: &str, port: u16, password: &str, extra: &str) -> (Proc
         "w.toml",
         &format!(
             "{extra}\n[daemon]\nlogs = [\"{d}/access.log\"]\nformat = \"combined\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\nbackend = \"none\"\n\
-             [farm]\nredis = \"redis://:{password}@127.0.0.1:{port}/0\"\nname = \"shop\"\nnode = \"{node}\"\n",
+             [farm]\n{farm}node = \"{node}\"\n",
             d = d.display()
         ),
     );
@@ -212,7 +224,7 @@ fn nodes_share_bans_and_survive_redis_going_away() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("farm      node web2 at redis://:***@127.0.0.1"),
+        text.contains("farm      node web2 of 'shop' at redis://:***@127.0.0.1"),
         "{text}"
     );
     assert!(!text.contains(PASSWORD), "{text}");
@@ -431,4 +443,133 @@ fn a_flood_spread_over_the_farm_is_banned_by_a_farm_rule() {
         "escalated across the farm: {again}"
     );
     assert_eq!(again["repeat"], 1, "{again}");
+}
+
+/// A node whose farm name is mistyped shares nothing; it says so in its
+/// log and in `status`, naming the farms the Redis holds.
+#[test]
+fn a_mistyped_farm_name_is_named_in_status() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = redis(port);
+    let (_a, sa) = node(dir.path(), "web1", port, PASSWORD, "");
+    until("web1's heartbeat", Duration::from_secs(10), || {
+        status(&sa)["loop"]["farm"]["nodes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+    });
+    let farm = format!("redis = \"redis://:{PASSWORD}@127.0.0.1:{port}/0\"\nname = \"shopp\"\n");
+    let (_b, sb) = node_with(dir.path(), "web2", "", &farm);
+    until("web2 looks for its farm", Duration::from_secs(10), || {
+        status(&sb)["loop"]["farm"]["other_farms"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    });
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&sb)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ALONE: no other node of 'shopp' seen; this Redis holds farm(s) shop. Is [farm] name right?"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(sb.parent().unwrap().join("daemon.log")).unwrap();
+    assert!(log.contains("no other node of farm 'shopp'"), "{log}");
+    // web1, in a farm with a node seen (itself), is not alone among
+    // others: its farm is the only one it could mean.
+    let s = status(&sa);
+    assert_eq!(
+        s["loop"]["farm"]["other_farms"],
+        serde_json::json!([]),
+        "{s:#}"
+    );
+}
+
+/// Redis with a replica and a sentinel: the nodes find the master through
+/// the sentinel, and after the master dies and the sentinel promotes the
+/// replica, they find the new one and share bans again.
+#[test]
+fn nodes_follow_a_sentinel_failover() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mport, rport, sport) = (free_port(), free_port(), free_port());
+    let mut master = redis(mport);
+    let replica = redis_with(
+        rport,
+        &[
+            "--masterauth",
+            PASSWORD,
+            "--replicaof",
+            "127.0.0.1",
+            &mport.to_string(),
+        ],
+    );
+    let conf = common::write(
+        dir.path(),
+        "sentinel.conf",
+        &format!(
+            "port {sport}\nbind 127.0.0.1\nsentinel monitor shop-master 127.0.0.1 {mport} 1\n\
+             sentinel auth-pass shop-master {PASSWORD}\nsentinel down-after-milliseconds shop-master 1000\n\
+             sentinel failover-timeout shop-master 3000\n"
+        ),
+    );
+    let _sentinel = Proc(
+        Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    until("the sentinel answers", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", sport)).is_ok()
+    });
+    // The URL's host is not used: the sentinel names the master.
+    let farm = format!(
+        "redis = \"redis://:{PASSWORD}@unused.invalid:1/0\"\nname = \"shop\"\n\
+         sentinel = [\"redis://127.0.0.1:{sport}\"]\nsentinel_master = \"shop-master\"\n"
+    );
+    let (_a, sa) = node_with(dir.path(), "web1", "", &farm);
+    let (_b, sb) = node_with(dir.path(), "web2", "", &farm);
+    ctl(&sa, &["ban", "192.0.2.61", "--for", "1h"]);
+    until("web2 has the ban", Duration::from_secs(10), || {
+        has(&sb, "192.0.2.61").is_some()
+    });
+    let s = status(&sa);
+    assert!(
+        s["loop"]["farm"]["redis"]
+            .as_str()
+            .is_some_and(|r| r.contains("master 'shop-master' of sentinels redis://127.0.0.1")),
+        "{s:#}"
+    );
+
+    // The master dies; the sentinel promotes the replica.
+    let _ = master.0.kill();
+    let _ = master.0.wait();
+    ctl(&sa, &["ban", "192.0.2.62", "--for", "1h"]);
+    until(
+        "web2 has the ban made during the failover",
+        Duration::from_secs(30),
+        || has(&sb, "192.0.2.62").is_some(),
+    );
+    for sock in [&sa, &sb] {
+        until(
+            "connected to the new master",
+            Duration::from_secs(10),
+            || status(sock)["loop"]["farm"]["state"] == "connected",
+        );
+    }
+    ctl(&sb, &["ban", "192.0.2.63", "--for", "1h"]);
+    until("web1 has web2's ban", Duration::from_secs(10), || {
+        has(&sa, "192.0.2.63").is_some()
+    });
+    drop(replica);
 }

@@ -888,8 +888,9 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
         let state = text(f, "state");
         let _ = writeln!(
             out,
-            "farm      node {} at {}: {}, nodes: {}; {} published, {} applied, {} refused{}{}",
+            "farm      node {} of '{}' at {}: {}, nodes: {}; {} published, {} applied, {} refused{}{}",
             text(f, "node"),
+            text(f, "farm"),
             text(f, "redis"),
             if state == "degraded" {
                 style.paint("1;31", "DEGRADED")
@@ -914,6 +915,20 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
                 .map(|l| format!(", last ban {l} ms after it was published"))
                 .unwrap_or_default()
         );
+        let others: Vec<&str> = f
+            .get("other_farms")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !others.is_empty() {
+            let _ = writeln!(
+                out,
+                "          {}: no other node of '{}' seen; this Redis holds farm(s) {}. Is [farm] name right?",
+                style.paint("1;33", "ALONE"),
+                text(f, "farm"),
+                others.join(", ")
+            );
+        }
         if let Some(n) = f.get("farm_bans").and_then(Value::as_u64) {
             let _ = writeln!(
                 out,

@@ -822,7 +822,16 @@ pub struct RawPackets {
 #[serde(deny_unknown_fields)]
 pub struct RawFarm {
     /// redis://[user:password@]host[:port][/db], or rediss:// for TLS.
+    /// With `sentinel`, its user, password, database and scheme are used
+    /// for the master the sentinels name; its host and port are not.
     pub redis: Option<Sp<String>>,
+    /// Sentinels to ask for the master (`redis://host:26379`, with
+    /// `user:password@` when they need it), for failover: a node asks
+    /// them again whenever its connection to the master breaks.
+    pub sentinel: Option<Vec<Sp<String>>>,
+    /// The master's name in the sentinels' configuration (default
+    /// "mymaster").
+    pub sentinel_master: Option<Sp<String>>,
     /// Key prefix, so several farms can share one Redis (default
     /// "webfence").
     pub name: Option<Sp<String>>,

@@ -135,7 +135,7 @@ impl Counters {
                 .sum();
             let c = match con.as_mut() {
                 Some(c) => c,
-                None => match connect(&self.settings.url) {
+                None => match connect(&self.settings) {
                     Ok(c) => con.insert(c),
                     Err(e) => {
                         self.lost(&mut down, requests, &e);

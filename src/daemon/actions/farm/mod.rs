@@ -61,6 +61,10 @@ pub struct FarmSettings {
     pub node: String,
     pub min_prefix_v4: u8,
     pub min_prefix_v6: u8,
+    /// Sentinels' URLs, with their passwords; empty without failover.
+    pub sentinels: Vec<String>,
+    /// The master's name in the sentinels' configuration.
+    pub sentinel_master: String,
 }
 
 /// `[farm]` checked; `None` when absent.
@@ -99,8 +103,32 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<FarmSet
         .as_ref()
         .map(|n| n.value.clone())
         .unwrap_or_else(super::notify::host_name);
+    let mut sentinels = Vec::new();
+    for sentinel in f.sentinel.iter().flatten() {
+        match redis::Client::open(sentinel.value.as_str()) {
+            Ok(_) => sentinels.push(sentinel.value.clone()),
+            Err(e) => {
+                err(sentinel.at, format!("invalid sentinel URL: {e}"));
+                return None;
+            }
+        }
+    }
+    let sentinel_master = f
+        .sentinel_master
+        .as_ref()
+        .map_or("mymaster".to_string(), |m| m.value.clone());
+    let mut shown = mask(&url.value);
+    if !sentinels.is_empty() {
+        let names: Vec<String> = sentinels.iter().map(|u| mask(u)).collect();
+        shown = format!(
+            "master '{sentinel_master}' of sentinels {} ({shown})",
+            names.join(", ")
+        );
+    }
     Some(FarmSettings {
-        shown: mask(&url.value),
+        sentinels,
+        sentinel_master,
+        shown,
         url: url.value.clone(),
         name,
         node,
@@ -176,6 +204,11 @@ pub struct FarmStatus {
     pub farm_bans: Option<u64>,
     /// Shared counts, with `scope = "farm"` rules.
     pub counts: Option<counters::CountStatus>,
+    /// The farm's name (the key prefix).
+    pub farm: String,
+    /// Other farms this Redis holds, when no other node of this one was
+    /// seen: a mistyped `name` shares nothing, and says so.
+    pub other_farms: Vec<String>,
 }
 
 /// Changes the farm's figures in `status`.
@@ -217,19 +250,141 @@ fn count_of(b: &NewBan) -> u32 {
         .map_or(1, |r| (r as u32).saturating_add(1))
 }
 
-fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
+fn connect_url(url: &str) -> redis::RedisResult<redis::Connection> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
     con.set_write_timeout(Some(Duration::from_secs(2)))?;
+    con.set_read_timeout(Some(Duration::from_secs(2)))?;
     // A ping proves the credentials and the database.
     redis::cmd("PING").query::<String>(&mut con)?;
     Ok(con)
 }
 
+/// A connection to the farm's Redis: the URL's server, or with sentinels
+/// the master they name now.
+pub(super) fn connect(s: &FarmSettings) -> redis::RedisResult<redis::Connection> {
+    if s.sentinels.is_empty() {
+        return connect_url(&s.url);
+    }
+    connect_through_sentinels(s)
+}
+
+/// Asks each sentinel in turn for the master and connects to it with the
+/// URL's credentials, database and scheme. Written here rather than with
+/// the redis crate's `sentinel` client because that one connects without
+/// timeouts: one black-holed sentinel would hang the farm's threads.
+fn connect_through_sentinels(s: &FarmSettings) -> redis::RedisResult<redis::Connection> {
+    let mut last: Option<redis::RedisError> = None;
+    for sentinel in &s.sentinels {
+        let answer = (|| -> redis::RedisResult<Option<(String, u16)>> {
+            let mut con = connect_url(sentinel)?;
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&s.sentinel_master)
+                .query(&mut con)
+        })();
+        let (host, port) = match answer {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                last = Some(redis::RedisError::from((
+                    redis::ErrorKind::MasterNameNotFoundBySentinel,
+                    "the sentinel does not know this master",
+                    format!("{} at {}", s.sentinel_master, mask(sentinel)),
+                )));
+                continue;
+            }
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let mut con = match connect_url(&with_address(&s.url, &host, port)) {
+            Ok(c) => c,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        // Just after a failover a sentinel may still name the old master,
+        // back as a replica: writing there would fail later, so not here.
+        let role: redis::RedisResult<Vec<redis::Value>> = redis::cmd("ROLE").query(&mut con);
+        match role.as_deref() {
+            Ok([redis::Value::BulkString(r), ..]) if r.as_slice() == b"master" => {
+                return Ok(con);
+            }
+            Ok(_) => {
+                last = Some(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the server a sentinel named is not a master",
+                    format!("{host}:{port}"),
+                )))
+            }
+            Err(_) => last = role.err(),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::EmptySentinelList,
+            "no sentinel configured",
+        ))
+    }))
+}
+
+/// The other farms in this Redis (their `NAME:nodes` hashes), at most
+/// 20, looking at no more than 50,000 keys: a shared Redis may hold many.
+fn other_farms(c: &mut redis::Connection, name: &str) -> redis::RedisResult<Vec<String>> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut cursor: u64 = 0;
+    for _ in 0..50 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("*:nodes")
+            .arg("COUNT")
+            .arg(1000)
+            .query(c)?;
+        for k in keys {
+            if let Some(farm) = k.strip_suffix(":nodes")
+                && farm != name
+                && found.len() < 20
+            {
+                found.insert(farm.to_string());
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// `url` with its host and port replaced (user, password, database and
+/// scheme kept).
+fn with_address(url: &str, host: &str, port: u16) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return format!("redis://{host}:{port}");
+    };
+    let rest = &url[scheme_end..];
+    let path_at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..path_at];
+    let creds = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!(
+        "{}{creds}{host}:{port}{}",
+        &url[..scheme_end],
+        &rest[path_at..]
+    )
+}
+
 /// At the start: wrong credentials are a configuration error, said now;
 /// Redis unreachable is not (the node starts degraded and catches up).
 pub fn check_credentials(s: &FarmSettings) -> Result<(), String> {
-    match connect(&s.url) {
+    match connect(s) {
         Ok(_) => Ok(()),
         Err(e) if is_auth(&e) => Err(format!(
             "Redis at {} refused this node's credentials: {e}",
@@ -261,6 +416,7 @@ impl Farm {
         lock(&self.status).farm = Some(FarmStatus {
             node: self.settings.node.clone(),
             redis: self.settings.shown.clone(),
+            farm: self.settings.name.clone(),
             state: "connecting".into(),
             ..FarmStatus::default()
         });
@@ -314,6 +470,7 @@ impl Farm {
         let mut down = false;
         let mut last_beat = Instant::now() - Duration::from_secs(60);
         let mut last_prune = Instant::now();
+        let mut looked_for_farms = false;
         while !self.stop.load(Ordering::SeqCst) {
             match outbox.recv_timeout(Duration::from_millis(500)) {
                 Ok(op) => self.enqueue(&mut queue, op),
@@ -327,7 +484,7 @@ impl Farm {
                 Some(c) => c,
                 // The script is loaded on each connection: a Redis that
                 // restarted has forgotten it.
-                None => match connect(&self.settings.url).and_then(|mut c| {
+                None => match connect(&self.settings).and_then(|mut c| {
                     history_sha = redis::cmd("SCRIPT")
                         .arg("LOAD")
                         .arg(HISTORY_SCRIPT)
@@ -390,6 +547,22 @@ impl Farm {
                     let mut seen: Vec<(String, i64)> = seen.into_iter().collect();
                     seen.sort();
                     let in_force: u64 = c.hlen(&active)?;
+                    let alone = seen.iter().all(|(n, _)| *n == self.settings.node);
+                    if alone && !looked_for_farms {
+                        looked_for_farms = true;
+                        let others = other_farms(c, &self.settings.name)?;
+                        if !others.is_empty() {
+                            tracing::warn!(
+                                farm = %self.settings.name,
+                                "no other node of farm '{}' in this Redis, which holds farm(s) {}: is [farm] name right? Bans are shared only within one farm",
+                                self.settings.name,
+                                others.join(", ")
+                            );
+                        }
+                        self.set_state(|f| f.other_farms = others);
+                    } else if !alone {
+                        self.set_state(|f| f.other_farms.clear());
+                    }
                     self.set_state(|f| {
                         f.nodes = seen;
                         f.farm_bans = Some(in_force);
@@ -486,7 +659,7 @@ impl Farm {
         let mut last_id: Option<String> = None;
         let mut down = false;
         while !self.stop.load(Ordering::SeqCst) {
-            let mut con = match connect(&self.settings.url) {
+            let mut con = match connect(&self.settings) {
                 Ok(c) => c,
                 Err(e) => {
                     self.degraded(&mut down, &e);
@@ -730,7 +903,7 @@ fn c_xrevrange(
 
 /// The farm's bans in force, soonest to end last, for `bans --farm`.
 pub fn bans_in_force(s: &FarmSettings) -> Result<Vec<Published>, String> {
-    let mut con = connect(&s.url)
+    let mut con = connect(s)
         .map_err(|e| format!("cannot read the farm's bans from Redis at {}: {e}", s.shown))?;
     let (_, active, _) = keys(&s.name);
     let all: HashMap<String, String> = con
@@ -789,6 +962,27 @@ mod tests {
         assert!(!id_after("10-2", "10-10"));
         assert!(id_after("100-0", "99-0"));
         assert!(!id_after("5-0", "5-0"));
+    }
+
+    #[test]
+    fn a_sentinels_master_keeps_the_urls_credentials_and_database() {
+        assert_eq!(
+            with_address("redis://u:p@old:6379/2", "10.0.0.9", 6380),
+            "redis://u:p@10.0.0.9:6380/2"
+        );
+        assert_eq!(
+            with_address("rediss://:p@h/0?protocol=resp3", "h2", 1),
+            "rediss://:p@h2:1/0?protocol=resp3"
+        );
+        assert_eq!(
+            with_address("redis://h", "fd00::5", 7),
+            "redis://[fd00::5]:7"
+        );
+        // A password holding '@' stays whole: the last '@' ends it.
+        assert_eq!(
+            with_address("redis://:a@b@h:1/0", "x", 2),
+            "redis://:a@b@x:2/0"
+        );
     }
 
     #[test]
