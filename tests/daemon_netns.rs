@@ -15,16 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_webfence");
+mod common;
+use common::netns::sh;
 
-fn sh(argv: &[&str]) -> bool {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+const BIN: &str = env!("CARGO_BIN_EXE_webfence");
 
 fn available(needs_nginx: bool) -> bool {
     let root = Command::new("id")
@@ -119,24 +113,7 @@ impl Drop for Net {
 /// One HTTP request from inside namespace `ns`: the status, or None when
 /// the server cannot be reached (a ban drops the SYN).
 fn get(ns: &str, to: SocketAddr) -> Option<u16> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = File::open(path).ok()?;
-        // SAFETY: setns on this thread only, with an open namespace fd.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(400)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-        s.write_all(b"GET /page HTTP/1.0\r\nHost: test\r\nUser-Agent: e2e\r\n\r\n")
-            .ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        resp.split(' ').nth(1)?.parse().ok()
-    })
-    .join()
-    .ok()
-    .flatten()
+    common::netns::http_get(ns, to, "/page")
 }
 
 fn addr(text: &str) -> SocketAddr {

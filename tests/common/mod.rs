@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 pub mod browser;
+pub mod netns;
 
 pub fn webfence() -> Command {
     let mut cmd = Command::cargo_bin("webfence").expect("binary built");

@@ -1,0 +1,61 @@
+//! Network namespaces for the end-to-end tests: commands run in them, and
+//! HTTP requests made from inside one.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Runs `argv`, quietly: whether it succeeded.
+pub fn sh(argv: &[&str]) -> bool {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs each space-separated command line, panicking at the first that
+/// fails.
+pub fn steps(lines: &[String]) {
+    for step in lines {
+        let argv: Vec<&str> = step.split(' ').collect();
+        assert!(sh(&argv), "setup failed: {step}");
+    }
+}
+
+/// `f` on a thread moved into namespace `ns` (`/run/netns/NS`).
+pub fn inside<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Option<T> + Send + 'static,
+) -> Option<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(path).ok()?;
+        // SAFETY: setns on this thread only, with an open namespace fd.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        f()
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// One HTTP/1.0 request for `path` from inside namespace `ns`: the status,
+/// or None when the server cannot be reached (a ban drops the SYN).
+pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Option<u16> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\nUser-Agent: e2e\r\n\r\n");
+    inside(ns, move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(400)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        s.write_all(request.as_bytes()).ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        resp.split(' ').nth(1)?.parse().ok()
+    })
+}
