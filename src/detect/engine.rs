@@ -310,11 +310,14 @@ impl Engine {
         let Some(farm) = self.farm.as_mut() else {
             return;
         };
+        let mut check = Vec::new();
         for r in replies {
-            farm.update(r);
+            if farm.update(r) {
+                check.push((r.rule, r.key));
+            }
         }
-        for r in replies {
-            self.farm_check(r.rule, r.key);
+        for (rule, key) in check {
+            self.farm_check(rule, key);
         }
     }
 
@@ -1150,7 +1153,7 @@ mod tests {
         fn exchange(&mut self, node: usize, out: Vec<Outgoing>) -> Vec<Incoming> {
             out.into_iter()
                 .map(|o| {
-                    let key = self.counts.entry(o.id).or_default();
+                    let key = self.counts.entry(o.id.to_string()).or_default();
                     for (b, n) in o.counts {
                         *key.entry((b, node)).or_default() += n;
                     }

@@ -40,6 +40,8 @@
 //! local rule would. `farm_counts_stay_within_the_bound` in the engine's
 //! tests checks both sides on random traffic over several nodes.
 
+use std::sync::Arc;
+
 use smallvec::SmallVec;
 
 use super::addr::Subject;
@@ -72,7 +74,7 @@ pub struct Outgoing {
     pub key: Key,
     /// Names the key across nodes: the rule, its window, the subject and
     /// the keyed field's text ("flood:10:192.0.2.7").
-    pub id: String,
+    pub id: Arc<str>,
     pub window_ms: i64,
     /// New requests by bucket (empty: only read the others).
     pub counts: Buckets,
@@ -90,7 +92,7 @@ pub struct Incoming {
 struct Shared {
     pending: Buckets,
     others: SmallVec<[(i64, u32); 4]>,
-    id: Box<str>,
+    id: Arc<str>,
     subject: Subject,
     last: i64,
 }
@@ -101,6 +103,9 @@ pub struct FarmCounts {
     keys: Map<(u16, Key), Shared>,
     /// Keys with requests not yet sent.
     dirty: Vec<(u16, Key)>,
+    /// The ids' bytes, kept as keys come and go: memory accounting runs
+    /// often and must not walk every key.
+    id_bytes: usize,
 }
 
 impl FarmCounts {
@@ -116,12 +121,17 @@ impl FarmCounts {
         window_ms: i64,
         id: impl FnOnce() -> String,
     ) -> usize {
-        let entry = self.keys.entry((rule, key)).or_insert_with(|| Shared {
-            pending: Buckets::new(),
-            others: SmallVec::new(),
-            id: id().into_boxed_str(),
-            subject,
-            last: now,
+        let id_bytes = &mut self.id_bytes;
+        let entry = self.keys.entry((rule, key)).or_insert_with(|| {
+            let id: Arc<str> = id().into();
+            *id_bytes += id.len();
+            Shared {
+                pending: Buckets::new(),
+                others: SmallVec::new(),
+                id,
+                subject,
+                last: now,
+            }
         });
         entry.last = now;
         let bucket = now.div_euclid(bucket_ms(window_ms));
@@ -162,7 +172,7 @@ impl FarmCounts {
                 out.push(Outgoing {
                     rule,
                     key,
-                    id: s.id.to_string(),
+                    id: s.id.clone(),
                     window_ms: window_of(rule),
                     counts: std::mem::take(&mut s.pending),
                 });
@@ -171,10 +181,15 @@ impl FarmCounts {
         out
     }
 
-    /// Takes in the other nodes' buckets for a key.
-    pub fn update(&mut self, reply: &Incoming) {
-        if let Some(s) = self.keys.get_mut(&(reply.rule, reply.key)) {
-            s.others = reply.others.iter().copied().collect();
+    /// Takes in the other nodes' buckets for a key; whether the other
+    /// nodes counted any (a key only this node sees needs no check).
+    pub fn update(&mut self, reply: &Incoming) -> bool {
+        match self.keys.get_mut(&(reply.rule, reply.key)) {
+            Some(s) if !(s.others.is_empty() && reply.others.is_empty()) => {
+                s.others = reply.others.iter().copied().collect();
+                !s.others.is_empty()
+            }
+            _ => false,
         }
     }
 
@@ -187,9 +202,14 @@ impl FarmCounts {
 
     /// Drops keys quiet for longer than their window (and a bucket).
     pub fn sweep(&mut self, now: i64, window_of: impl Fn(u16) -> i64) {
+        let id_bytes = &mut self.id_bytes;
         self.keys.retain(|(rule, _), s| {
             let w = window_of(*rule);
-            !s.pending.is_empty() || now.saturating_sub(s.last) < w + bucket_ms(w)
+            let keep = !s.pending.is_empty() || now.saturating_sub(s.last) < w + bucket_ms(w);
+            if !keep {
+                *id_bytes -= s.id.len();
+            }
+            keep
         });
     }
 
@@ -204,7 +224,7 @@ impl FarmCounts {
     /// Bytes held, roughly: slots, the ids, the buckets that spilled.
     pub fn bytes(&self) -> usize {
         self.keys.capacity() * (std::mem::size_of::<((u16, Key), Shared)>() + 1)
-            + self.keys.values().map(|s| s.id.len()).sum::<usize>()
+            + self.id_bytes
             + self.dirty.capacity() * std::mem::size_of::<(u16, Key)>()
     }
 }
@@ -242,20 +262,29 @@ mod tests {
         }
         let out = f.take(|_| 10_000);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].id, "r:10:192.0.2.7");
+        assert_eq!(&*out[0].id, "r:10:192.0.2.7");
         assert_eq!(out[0].counts.as_slice(), &[(1, 2), (2, 1)]);
         assert!(f.take(|_| 10_000).is_empty(), "sent once");
-        f.update(&Incoming {
+        let nothing = Incoming {
+            rule: 0,
+            key: k,
+            others: vec![],
+        };
+        assert!(!f.update(&nothing), "no other node: nothing to check");
+        assert!(f.update(&Incoming {
             rule: 0,
             key: k,
             others: vec![(1, 5), (3, 4)],
-        });
+        }));
         assert_eq!(f.others(0, k, 3000, 10_000), 9);
         // At 11.5 s bucket 1 ([1, 2) s) has left the window.
         assert_eq!(f.others(0, k, 11_500, 10_000), 4);
         f.spent(0, k);
         assert_eq!(f.others(0, k, 3000, 10_000), 0);
+        let before = f.bytes();
         f.sweep(30_000, |_| 10_000);
         assert!(f.is_empty());
+        // The id's bytes are given back (kept as a running total).
+        assert_eq!(before - f.bytes(), "r:10:192.0.2.7".len());
     }
 }

@@ -45,11 +45,19 @@ for i, key in ipairs(KEYS) do
   local keep = tonumber(ARGV[a + 1])
   local pairs_n = tonumber(ARGV[a + 2])
   a = a + 3
+  local fresh = false
   for _ = 1, pairs_n do
-    redis.call('HINCRBY', key, ARGV[a] .. ':' .. node, ARGV[a + 1])
+    local n = tonumber(ARGV[a + 1])
+    if redis.call('HINCRBY', key, ARGV[a] .. ':' .. node, n) == n then
+      fresh = true
+    end
     a = a + 2
   end
-  redis.call('PEXPIRE', key, ttl)
+  -- A new bucket moves the expiry on; a bucket's later requests need
+  -- not (it covers the window and two buckets from the bucket's start).
+  if fresh then
+    redis.call('PEXPIRE', key, ttl)
+  end
   local all = redis.call('HGETALL', key)
   local sums = {}
   local order = {}
