@@ -2133,3 +2133,57 @@ fn verified_crawlers_are_spared_and_fakes_are_banned() {
     );
     terminate(daemon);
 }
+
+/// `scope = "farm"` without `[farm]` is allowed (a node may join a farm
+/// later) but `check` says those rules count one node's requests; with
+/// `[farm]` it says nothing; on a rule adding to a score it is an error.
+#[test]
+fn check_names_farm_rules_without_a_farm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let daemon = format!(
+        "[daemon]\nlogs = [\"{d}/access.log\"]\nbackend = \"none\"\nstate_dir = \"{d}/state\"\nsocket = \"{d}/ctl.sock\"\n",
+        d = d.display()
+    );
+    let alone = write(
+        d,
+        "alone.toml",
+        &format!("[rules.flood-ip]\nscope = \"farm\"\n{daemon}"),
+    );
+    webfence()
+        .args(["check", "-c"])
+        .arg(&alone)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "rule flood-ip has scope = \"farm\" without [farm]",
+        ));
+    let farmed = write(
+        d,
+        "farmed.toml",
+        &format!(
+            "[rules.flood-ip]\nscope = \"farm\"\n{daemon}[farm]\nredis = \"redis://127.0.0.1:1/0\"\n"
+        ),
+    );
+    webfence()
+        .args(["check", "-c"])
+        .arg(&farmed)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("scope").not());
+    let score = write(
+        d,
+        "score.toml",
+        "default_rules = false\n[scores.default]\nthreshold = 15\ndecay = \"3/1d\"\naction = \"ban\"\nduration = \"1h\"\n\
+         [rules.probe]\nkind = \"rate\"\nlimit = 5\nwindow = \"10s\"\nscope = \"farm\"\nmatch.path.prefix = [\"/x\"]\nscore = 10\n",
+    );
+    webfence()
+        .args(["check", "-c"])
+        .arg(&score)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "score.toml:11:9: a farm rule decides with an action: it cannot add to a score",
+        ));
+}
