@@ -85,19 +85,7 @@ impl Net {
     }
 
     fn nft_set(&self, set: &str) -> Vec<(String, u64)> {
-        let out = self
-            .exec(&["nft", "-j", "list", "set", "inet", "webfence", set])
-            .output()
-            .unwrap();
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let mut found = Vec::new();
-        for item in doc["nftables"].as_array().cloned().unwrap_or_default() {
-            for e in item["set"]["elem"].as_array().cloned().unwrap_or_default() {
-                let val = e["elem"]["val"].as_str().unwrap_or("").to_string();
-                found.push((val, e["elem"]["expires"].as_u64().unwrap_or(0)));
-            }
-        }
-        found
+        common::netns::nft_set(&self.server, set)
     }
 }
 

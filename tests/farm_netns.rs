@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Proc;
-use common::netns::{http_get, sh, steps};
+use common::netns::{http_get, nft_set, sh, steps};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webfence");
@@ -105,19 +105,7 @@ impl Lan {
 
     /// The addresses in node `n`'s nftables ban set, with the seconds left.
     fn banned_on(&self, n: usize) -> Vec<(String, u64)> {
-        let out = Self::exec(&self.nodes[n])
-            .args(["nft", "-j", "list", "set", "inet", "webfence", "ban4"])
-            .output()
-            .unwrap();
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let mut found = Vec::new();
-        for item in doc["nftables"].as_array().cloned().unwrap_or_default() {
-            for e in item["set"]["elem"].as_array().cloned().unwrap_or_default() {
-                let val = e["elem"]["val"].as_str().unwrap_or("").to_string();
-                found.push((val, e["elem"]["expires"].as_u64().unwrap_or(0)));
-            }
-        }
-        found
+        nft_set(&self.nodes[n], "ban4")
     }
 }
 

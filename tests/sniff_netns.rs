@@ -8,6 +8,7 @@
 mod common;
 
 use common::Proc;
+use common::netns::sh;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -17,15 +18,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webfence");
-
-fn sh(argv: &[&str]) -> bool {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn available() -> bool {
     let root = Command::new("id")

@@ -8,6 +8,8 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
+
 /// Runs `argv`, quietly: whether it succeeded.
 pub fn sh(argv: &[&str]) -> bool {
     Command::new(argv[0])
@@ -58,4 +60,26 @@ pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Option<u16> {
         s.read_to_string(&mut resp).ok()?;
         resp.split(' ').nth(1)?.parse().ok()
     })
+}
+
+/// The elements of nftables set `inet webfence SET` in namespace `ns`,
+/// with the seconds each has left (0 without a timeout).
+pub fn nft_set(ns: &str, set: &str) -> Vec<(String, u64)> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "webfence", set,
+        ])
+        .output();
+    let doc: Value = out
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or(Value::Null);
+    let mut found = Vec::new();
+    for item in doc["nftables"].as_array().cloned().unwrap_or_default() {
+        for e in item["set"]["elem"].as_array().cloned().unwrap_or_default() {
+            let val = e["elem"]["val"].as_str().unwrap_or("").to_string();
+            found.push((val, e["elem"]["expires"].as_u64().unwrap_or(0)));
+        }
+    }
+    found
 }
