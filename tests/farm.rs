@@ -573,3 +573,44 @@ fn nodes_follow_a_sentinel_failover() {
     });
     drop(replica);
 }
+
+/// A reload that changes `[farm]` keeps the running farm and says a
+/// restart is needed; its rules change at once.
+#[test]
+fn a_reload_keeps_the_farm_it_started_with() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = redis(port);
+    let (_a, sa) = node(dir.path(), "web1", port, PASSWORD, "");
+    let (_b, sb) = node(dir.path(), "web2", port, PASSWORD, "");
+    let cfg = sa.parent().unwrap().join("w.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("name = \"shop\"", "name = \"elsewhere\""),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["reload", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(sa.parent().unwrap().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("[farm] changed: it takes effect after a restart"),
+        "{log}"
+    );
+    // Still in farm "shop": web2 gets web1's ban.
+    ctl(&sa, &["ban", "192.0.2.91", "--for", "1h"]);
+    until("web2 has the ban", Duration::from_secs(5), || {
+        has(&sb, "192.0.2.91").is_some()
+    });
+}

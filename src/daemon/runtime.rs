@@ -681,6 +681,14 @@ fn reload(
             tracing::warn!("[daemon] {what} changed: it takes effect after a restart");
         }
     }
+    if new.farm != old.farm {
+        tracing::warn!("[farm] changed: it takes effect after a restart");
+    }
+    if old.farm.is_none() && set.rules.iter().any(|r| r.farm) {
+        tracing::warn!(
+            "scope = \"farm\" without [farm]: farm rules count this node's requests only"
+        );
+    }
     let (allow, warnings) = Allowlist::build(&set.allow, &SystemHost);
     for w in warnings {
         tracing::warn!("{w}");
@@ -716,6 +724,7 @@ fn reload(
         table: old.table,
         state_dir: old.state_dir,
         socket: old.socket,
+        farm: old.farm,
         ..new
     };
     tracing::info!(
