@@ -42,6 +42,20 @@ pub struct Evidence {
     pub samples: Vec<String>,
 }
 
+impl Evidence {
+    /// A counting rule's evidence: `count` over its limit within its window.
+    fn counted(rule: &Rule, count: f64, first: Stamp, last: Stamp, samples: Vec<String>) -> Self {
+        Evidence {
+            count,
+            window_s: (rule.window_ms / 1000) as u64,
+            threshold: rule.limit as f64,
+            first: first.into(),
+            last: last.into(),
+            samples,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub rule: String,
@@ -381,14 +395,7 @@ impl Engine {
             "{} across the farm, {local} of them here",
             self.reason(&rule, count, &[], subject)
         );
-        let evidence = Evidence {
-            count,
-            window_s: (rule.window_ms / 1000) as u64,
-            threshold: rule.limit as f64,
-            first: first.into(),
-            last: last.into(),
-            samples,
-        };
+        let evidence = Evidence::counted(&rule, count, first, last, samples);
         self.decide(
             i as u16, rule.name, subject, action, duration_s, reason, evidence, last.loc,
         );
@@ -681,14 +688,7 @@ impl Engine {
                         count as usize - others
                     ));
                 }
-                let evidence = Evidence {
-                    count,
-                    window_s: (rule.window_ms / 1000) as u64,
-                    threshold: rule.limit as f64,
-                    first: first.into(),
-                    last: stamp.into(),
-                    samples,
-                };
+                let evidence = Evidence::counted(&rule, count, first, stamp, samples);
                 let name = rule.name.clone();
                 self.decide(
                     i as u16, name, subject, action, duration_s, reason, evidence, ev.loc,
