@@ -39,8 +39,8 @@ fn redis(port: u16) -> Proc {
 
 /// `redis`, with more arguments.
 fn redis_with(port: u16, more: &[&str]) -> Proc {
+    // `more` last: it may override (`--port 0` for TLS only).
     let child = Command::new("redis-server")
-        .args(more)
         .args([
             "--port",
             &port.to_string(),
@@ -53,6 +53,7 @@ fn redis_with(port: u16, more: &[&str]) -> Proc {
             "--appendonly",
             "no",
         ])
+        .args(more)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -613,4 +614,177 @@ fn a_reload_keeps_the_farm_it_started_with() {
     until("web2 has the ban", Duration::from_secs(5), || {
         has(&sb, "192.0.2.91").is_some()
     });
+}
+
+/// Makes a CA, and a certificate for `name` it signs (`server`: for
+/// 127.0.0.1), with openssl; returns the CA's path.
+fn certificates(dir: &Path, names: &[(&str, bool)]) -> PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=webfence test CA",
+    ]);
+    for (name, server) in names {
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            if *server {
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+            } else {
+                "extendedKeyUsage=clientAuth\n"
+            },
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            ext.to_str().unwrap(),
+        ]);
+    }
+    dir.join("ca.pem")
+}
+
+/// rediss:// with a private CA and client certificates: nodes holding the
+/// CA and a certificate share bans; a node without the CA does not trust
+/// the server and says so (degraded, the certificate named), and a bad
+/// setting is located.
+#[test]
+fn tls_with_a_private_ca_and_client_certificates() {
+    if !available() {
+        return;
+    }
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "openssl is required here"
+        );
+        eprintln!("skipped: needs openssl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let ca = certificates(&certs, &[("server", true), ("node", false)]);
+    let c = |f: &str| certs.join(f).display().to_string();
+    let port = free_port();
+    let _server = redis_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &c("server.pem"),
+            "--tls-key-file",
+            &c("server.key"),
+            "--tls-ca-cert-file",
+            &c("ca.pem"),
+            "--tls-auth-clients",
+            "yes",
+        ],
+    );
+    let farm = |tls: &str| {
+        format!("redis = \"rediss://:{PASSWORD}@127.0.0.1:{port}/0\"\nname = \"shop\"\n{tls}")
+    };
+    let full = format!(
+        "tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        ca.display(),
+        c("node.pem"),
+        c("node.key")
+    );
+    let (_a, sa) = node_with(dir.path(), "web1", "", &farm(&full));
+    let (_b, sb) = node_with(dir.path(), "web2", "", &farm(&full));
+    ctl(&sa, &["ban", "192.0.2.71", "--for", "1h"]);
+    until("web2 has the ban over TLS", Duration::from_secs(10), || {
+        has(&sb, "192.0.2.71").is_some()
+    });
+
+    // No CA: the server's certificate is not trusted.
+    let (_c, sc) = node_with(dir.path(), "web3", "", &farm(""));
+    until("web3 degraded", Duration::from_secs(10), || {
+        status(&sc)["loop"]["farm"]["state"] == "degraded"
+    });
+    let s = status(&sc);
+    let error = s["loop"]["farm"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(error.contains("certificate"), "{s:#}");
+    assert!(has(&sc, "192.0.2.71").is_none());
+
+    // A client certificate without its key is located at the start.
+    let d = dir.path().join("web4");
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = common::write(
+        &d,
+        "w.toml",
+        &format!(
+            "[daemon]\nlogs = [\"{d}/access.log\"]\nbackend = \"none\"\n[farm]\n{}tls_cert = \"{}\"\n",
+            farm(""),
+            c("node.pem"),
+            d = d.display()
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("w.toml:7:12: tls_cert and tls_key go together"),
+        "{err}"
+    );
 }

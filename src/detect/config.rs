@@ -832,6 +832,14 @@ pub struct RawFarm {
     /// The master's name in the sentinels' configuration (default
     /// "mymaster").
     pub sentinel_master: Option<Sp<String>>,
+    /// With rediss:// URLs: a PEM file of the CA that signed Redis's
+    /// certificate, for a private CA (default: the public roots).
+    pub tls_ca: Option<Sp<String>>,
+    /// With rediss:// URLs: this node's certificate (PEM), for a Redis that
+    /// asks clients for one (`tls-auth-clients`); needs `tls_key`.
+    pub tls_cert: Option<Sp<String>>,
+    /// The key of `tls_cert` (PEM).
+    pub tls_key: Option<Sp<String>>,
     /// Key prefix, so several farms can share one Redis (default
     /// "webfence").
     pub name: Option<Sp<String>>,

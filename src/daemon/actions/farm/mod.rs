@@ -65,6 +65,78 @@ pub struct FarmSettings {
     pub sentinels: Vec<String>,
     /// The master's name in the sentinels' configuration.
     pub sentinel_master: String,
+    /// Certificates for rediss:// connections.
+    pub tls: FarmTls,
+}
+
+/// Certificates for rediss:// connections (the master's and the
+/// sentinels'), read when the configuration is.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct FarmTls {
+    /// PEM: the CA that signed Redis's certificate; else the public roots.
+    pub ca: Option<Vec<u8>>,
+    /// PEM: this node's certificate and key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Never the key's bytes, in a log or a panic message.
+impl std::fmt::Debug for FarmTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FarmTls")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// Reads `[farm]`'s TLS files; errors are located at their setting.
+fn read_tls(
+    f: &crate::detect::config::RawFarm,
+    url: &str,
+    err: &mut impl FnMut(crate::detect::config::Origin, String),
+) -> Option<FarmTls> {
+    let mut read = |setting: &Option<crate::detect::config::Sp<String>>, what: &str| {
+        let s = setting.as_ref()?;
+        match std::fs::read(&s.value) {
+            Ok(bytes) => Some(Ok(bytes)),
+            Err(e) => {
+                err(s.at, format!("cannot read {what} '{}': {e}", s.value));
+                Some(Err(()))
+            }
+        }
+    };
+    let ca = read(&f.tls_ca, "tls_ca");
+    let cert = read(&f.tls_cert, "tls_cert");
+    let key = read(&f.tls_key, "tls_key");
+    let any = [&f.tls_ca, &f.tls_cert, &f.tls_key]
+        .into_iter()
+        .flatten()
+        .next();
+    if let Some(first) = any
+        && !url.starts_with("rediss://")
+    {
+        err(
+            first.at,
+            "tls_ca, tls_cert and tls_key are for a rediss:// URL; redis is not one".into(),
+        );
+        return None;
+    }
+    let client = match (cert, key) {
+        (None, None) => None,
+        (Some(Ok(c)), Some(Ok(k))) => Some((c, k)),
+        (Some(Err(())), _) | (_, Some(Err(()))) => return None,
+        (Some(_), None) | (None, Some(_)) => {
+            let at = f.tls_cert.as_ref().or(f.tls_key.as_ref()).map(|s| s.at)?;
+            err(at, "tls_cert and tls_key go together".into());
+            return None;
+        }
+    };
+    let ca = match ca {
+        Some(Ok(c)) => Some(c),
+        Some(Err(())) => return None,
+        None => None,
+    };
+    Some(FarmTls { ca, client })
 }
 
 /// `[farm]` checked; `None` when absent.
@@ -117,6 +189,7 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<FarmSet
         .sentinel_master
         .as_ref()
         .map_or("mymaster".to_string(), |m| m.value.clone());
+    let tls = read_tls(f, &url.value, &mut err)?;
     let mut shown = mask(&url.value);
     if !sentinels.is_empty() {
         let names: Vec<String> = sentinels.iter().map(|u| mask(u)).collect();
@@ -128,6 +201,7 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<FarmSet
     Some(FarmSettings {
         sentinels,
         sentinel_master,
+        tls,
         shown,
         url: url.value.clone(),
         name,
@@ -250,8 +324,24 @@ fn count_of(b: &NewBan) -> u32 {
         .map_or(1, |r| (r as u32).saturating_add(1))
 }
 
-fn connect_url(url: &str) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(url)?;
+fn connect_url(url: &str, tls: &FarmTls) -> redis::RedisResult<redis::Connection> {
+    let client = if url.starts_with("rediss://") && (tls.ca.is_some() || tls.client.is_some()) {
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: tls
+                    .client
+                    .as_ref()
+                    .map(|(cert, key)| redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.clone(),
+                    }),
+                root_cert: tls.ca.clone(),
+            },
+        )?
+    } else {
+        redis::Client::open(url)?
+    };
     let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
     con.set_write_timeout(Some(Duration::from_secs(2)))?;
     con.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -264,7 +354,7 @@ fn connect_url(url: &str) -> redis::RedisResult<redis::Connection> {
 /// the master they name now.
 pub(super) fn connect(s: &FarmSettings) -> redis::RedisResult<redis::Connection> {
     if s.sentinels.is_empty() {
-        return connect_url(&s.url);
+        return connect_url(&s.url, &s.tls);
     }
     connect_through_sentinels(s)
 }
@@ -277,7 +367,7 @@ fn connect_through_sentinels(s: &FarmSettings) -> redis::RedisResult<redis::Conn
     let mut last: Option<redis::RedisError> = None;
     for sentinel in &s.sentinels {
         let answer = (|| -> redis::RedisResult<Option<(String, u16)>> {
-            let mut con = connect_url(sentinel)?;
+            let mut con = connect_url(sentinel, &s.tls)?;
             redis::cmd("SENTINEL")
                 .arg("GET-MASTER-ADDR-BY-NAME")
                 .arg(&s.sentinel_master)
@@ -298,7 +388,7 @@ fn connect_through_sentinels(s: &FarmSettings) -> redis::RedisResult<redis::Conn
                 continue;
             }
         };
-        let mut con = match connect_url(&with_address(&s.url, &host, port)) {
+        let mut con = match connect_url(&with_address(&s.url, &host, port), &s.tls) {
             Ok(c) => c,
             Err(e) => {
                 last = Some(e);
@@ -929,6 +1019,49 @@ pub type FarmOutbox = Sender<FarmOp>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compile_text(text: &str) -> (Option<FarmSettings>, String) {
+        let config = Config::from_texts(vec![("f.toml".into(), text.into())]).unwrap();
+        let mut errors = Vec::new();
+        let f = compile(&config, &mut errors);
+        (f, crate::detect::ConfigErrors(errors).to_string())
+    }
+
+    #[test]
+    fn tls_files_are_read_and_checked_where_they_are_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "PEM").unwrap();
+        let (f, e) = compile_text(&format!(
+            "[farm]\nredis = \"rediss://h:6380/0\"\ntls_ca = \"{}\"\n",
+            ca.display()
+        ));
+        assert!(e.is_empty(), "{e}");
+        let tls = f.unwrap().tls;
+        assert_eq!(tls.ca.as_deref(), Some(&b"PEM"[..]));
+        assert_eq!(format!("{tls:?}"), "FarmTls { ca: true, client: false }");
+        let (f, e) = compile_text(&format!(
+            "[farm]\nredis = \"redis://h:6379/0\"\ntls_ca = \"{}\"\n",
+            ca.display()
+        ));
+        assert!(f.is_none());
+        assert!(
+            e.contains("f.toml:3:10: tls_ca, tls_cert and tls_key are for a rediss:// URL"),
+            "{e}"
+        );
+        let (f, e) = compile_text(
+            "[farm]\nredis = \"rediss://h:6380/0\"\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
+        );
+        assert!(f.is_none());
+        assert!(
+            e.contains("f.toml:3:12: cannot read tls_cert '/nonexistent/c.pem'"),
+            "{e}"
+        );
+        assert!(
+            e.contains("f.toml:4:11: cannot read tls_key '/nonexistent/k.pem'"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn history_reads_back_and_garbage_is_none() {
