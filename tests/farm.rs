@@ -788,3 +788,68 @@ fn tls_with_a_private_ca_and_client_certificates() {
         "{err}"
     );
 }
+
+/// A count key of another type (written by something else sharing the
+/// Redis) spoils only itself: that client is counted on each node alone,
+/// every other key across the farm as before, and `status` counts it.
+#[test]
+fn a_count_key_of_another_type_spoils_only_itself() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = redis(port);
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "-a", PASSWORD, "--no-auth-warning"])
+        .args(["SET", "shop:count:farm-flood:10:192.0.2.99", "not a hash"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: Vec<(Proc, PathBuf)> = ["web1", "web2"]
+        .iter()
+        .map(|n| node(dir.path(), n, port, PASSWORD, FARM_RULES))
+        .collect();
+    for (_, sock) in &nodes {
+        append(sock, "192.0.2.99", "/farm/item", 20);
+        append(sock, "192.0.2.80", "/farm/item", 20);
+    }
+    for (_, sock) in &nodes {
+        until("the healthy key is shared", Duration::from_secs(5), || {
+            has(sock, "192.0.2.80").is_some()
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut refused = 0;
+    for (_, sock) in &nodes {
+        assert!(
+            has(sock, "192.0.2.99").is_none(),
+            "counted on each node alone"
+        );
+        let s = status(sock);
+        let counts = &s["loop"]["farm"]["counts"];
+        assert_eq!(counts["dropped"], 0, "{s:#}");
+        assert_eq!(s["loop"]["farm"]["state"], "connected", "{s:#}");
+        refused += counts["refused_keys"].as_u64().unwrap_or(0);
+    }
+    assert!(refused >= 2, "both nodes counted the refused key");
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&nodes[0].1)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("keys refused by Redis (another type: see the log)"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(nodes[0].1.parent().unwrap().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("Redis refused a key") && log.contains("shop:count:farm-flood:10:192.0.2.99"),
+        "{log}"
+    );
+}

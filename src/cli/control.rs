@@ -939,7 +939,7 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
         if let Some(c) = f.get("counts").filter(|c| !c.is_null()) {
             let _ = writeln!(
                 out,
-                "          farm counts: {} requests of {} keys sent in {} round trips{}{}",
+                "          farm counts: {} requests of {} keys sent in {} round trips{}{}{}",
                 thousands(num(c, "requests") as u64),
                 thousands(num(c, "keys") as u64),
                 thousands(num(c, "round_trips") as u64),
@@ -952,6 +952,14 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
                         "; {} {} requests not shared while Redis was away",
                         style.paint("1;31", "LOST:"),
                         thousands(num(c, "dropped") as u64)
+                    )
+                } else {
+                    String::new()
+                },
+                if num(c, "refused_keys") > 0 {
+                    format!(
+                        "; {} keys refused by Redis (another type: see the log)",
+                        thousands(num(c, "refused_keys") as u64)
                     )
                 } else {
                     String::new()

@@ -42,6 +42,9 @@ pub struct CountStatus {
     pub requests: u64,
     /// Requests not sent because Redis was away.
     pub dropped: u64,
+    /// Keys Redis answered with an error (a key of another type, written
+    /// by something else): counted here without the other nodes.
+    pub refused_keys: u64,
     /// Milliseconds the last call took.
     pub last_ms: Option<u64>,
 }
@@ -70,6 +73,7 @@ impl Counters {
 
     fn run(self, inbox: Receiver<Vec<Outgoing>>, outbox: Sender<Vec<Incoming>>) {
         let mut stale = Stale::default();
+        let mut said_refused: Option<std::time::Instant> = None;
         let prefix = format!("{}:count:", self.settings.name);
         let mut con: Option<redis::Connection> = None;
         let mut down = false;
@@ -100,10 +104,15 @@ impl Counters {
             let started = std::time::Instant::now();
             let mut replies = Vec::with_capacity(batch.len());
             let mut calls = 0;
+            let mut refused = Vec::new();
             let result = batch.chunks(CHUNK).try_for_each(|chunk| {
                 calls += 1;
                 let answer = send(c, &prefix, &self.settings.node, chunk, &mut stale)?;
                 replies.extend(chunk.iter().zip(answer).map(|(o, fields)| {
+                    let fields = fields.unwrap_or_else(|e| {
+                        refused.push((o.id.clone(), e));
+                        Vec::new()
+                    });
                     let keep = keep_of(o);
                     note_stale(&mut stale, &o.id, &fields, keep);
                     Incoming {
@@ -114,6 +123,15 @@ impl Counters {
                 }));
                 Ok::<(), redis::RedisError>(())
             });
+            // Said once a minute at most: the key comes back every flush.
+            if let Some((id, e)) = refused.first()
+                && said_refused
+                    .is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(60))
+            {
+                said_refused = Some(std::time::Instant::now());
+                tracing::warn!(key = %format!("{prefix}{id}"), error = %e, more = refused.len() - 1,
+                    "farm counts: Redis refused a key; it counts this node's requests only");
+            }
             match result {
                 Ok(()) => {
                     if down {
@@ -126,6 +144,7 @@ impl Counters {
                         s.round_trips += calls;
                         s.keys += batch.len() as u64;
                         s.requests += requests;
+                        s.refused_keys += refused.len() as u64;
                         s.last_ms = Some(took);
                     });
                     if outbox.send(replies).is_err() {
@@ -165,8 +184,10 @@ fn send(
     node: &str,
     chunk: &[Outgoing],
     stale: &mut Stale,
-) -> redis::RedisResult<Vec<Vec<(String, i64)>>> {
+) -> redis::RedisResult<Vec<redis::RedisResult<Fields>>> {
     let mut pipe = redis::pipe();
+    // One key's error (a key of another type) is that key's alone.
+    pipe.ignore_errors();
     for o in chunk {
         let key = format!("{prefix}{}", o.id);
         if let Some(old) = stale.remove(&o.id) {
@@ -182,23 +203,30 @@ fn send(
     pipe.query(con)
 }
 
+/// A key's fields as Redis answers them: `BUCKET:NODE` and requests, as
+/// bytes (whatever wrote them, nothing here fails to read them).
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A field's bucket, if it is `BUCKET:NODE`.
+fn bucket_of(field: &[u8]) -> Option<(i64, &[u8])> {
+    let colon = field.iter().position(|&b| b == b':')?;
+    let bucket = std::str::from_utf8(&field[..colon]).ok()?.parse().ok()?;
+    Some((bucket, &field[colon + 1..]))
+}
+
 /// Fields of buckets that left the window, per key id, dropped with the
 /// key's next increments (a key sent no more expires whole).
-type Stale = std::collections::HashMap<Arc<str>, Vec<String>, foldhash::fast::RandomState>;
+type Stale = std::collections::HashMap<Arc<str>, Vec<Vec<u8>>, foldhash::fast::RandomState>;
 
 /// Keys with stale fields remembered, at most: past it they are forgotten
 /// (their keys expire anyway).
 const STALE_MAX: usize = 200_000;
 
 /// Notes the fields of buckets before `keep` for the key's next call.
-fn note_stale(stale: &mut Stale, id: &Arc<str>, fields: &[(String, i64)], keep: i64) {
-    let old: Vec<String> = fields
+fn note_stale(stale: &mut Stale, id: &Arc<str>, fields: &[(Vec<u8>, Vec<u8>)], keep: i64) {
+    let old: Vec<Vec<u8>> = fields
         .iter()
-        .filter(|(f, _)| {
-            f.split_once(':')
-                .and_then(|(b, _)| b.parse::<i64>().ok())
-                .is_none_or(|b| b < keep)
-        })
+        .filter(|(f, _)| bucket_of(f).is_none_or(|(b, _)| b < keep))
         .map(|(f, _)| f.clone())
         .collect();
     if old.is_empty() {
@@ -221,19 +249,22 @@ fn keep_of(o: &Outgoing) -> i64 {
 /// requests), buckets from `keep` on, summed per bucket in bucket order.
 /// Anything odd (a hand-edited key) is left out, never a panic; a
 /// negative count counts nothing.
-fn others(fields: &[(String, i64)], node: &str, keep: i64) -> Vec<(i64, u32)> {
+fn others(fields: &[(Vec<u8>, Vec<u8>)], node: &str, keep: i64) -> Vec<(i64, u32)> {
     let mut sums: Vec<(i64, u32)> = Vec::new();
     for (field, n) in fields {
-        let Some((bucket, from)) = field.split_once(':') else {
+        let Some((bucket, from)) = bucket_of(field) else {
             continue;
         };
-        let Ok(bucket) = bucket.parse::<i64>() else {
-            continue;
-        };
-        if from == node || bucket < keep {
+        if from == node.as_bytes() || bucket < keep {
             continue;
         }
-        let n = u32::try_from((*n).max(0)).unwrap_or(u32::MAX);
+        let Some(n) = std::str::from_utf8(n)
+            .ok()
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let n = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
         match sums.iter_mut().find(|(b, _)| *b == bucket) {
             Some((_, sum)) => *sum = sum.saturating_add(n),
             None => sums.push((bucket, n)),
@@ -250,22 +281,24 @@ mod tests {
     #[test]
     fn buckets_that_left_the_window_are_dropped_next_time() {
         let id: Arc<str> = "flood:10:192.0.2.7".into();
-        let fields: Vec<(String, i64)> = [("4:web1", 2), ("5:web2", 1), ("junk", 1)]
+        let fields: Fields = [("4:web1", 2), ("5:web2", 1), ("junk", 1)]
             .iter()
-            .map(|(f, n)| (f.to_string(), *n))
+            .map(|(f, n)| (f.as_bytes().to_vec(), n.to_string().into_bytes()))
             .collect();
         let mut stale = Stale::default();
         note_stale(&mut stale, &id, &fields, 5);
         // Every node's old buckets, and what no node could have written.
-        assert_eq!(stale[&id], vec!["4:web1".to_string(), "junk".to_string()]);
+        assert_eq!(stale[&id], vec![b"4:web1".to_vec(), b"junk".to_vec()]);
         note_stale(&mut stale, &id, &fields[1..2], 5);
         assert_eq!(stale[&id].len(), 2, "nothing stale: the last note stays");
     }
 
     #[test]
     fn the_other_nodes_fields_are_summed_by_bucket() {
-        let f = |v: &[(&str, i64)]| -> Vec<(String, i64)> {
-            v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        let f = |v: &[(&str, i64)]| -> Fields {
+            v.iter()
+                .map(|(k, n)| (k.as_bytes().to_vec(), n.to_string().into_bytes()))
+                .collect()
         };
         let fields = f(&[
             ("6:web2", 1),
@@ -282,12 +315,14 @@ mod tests {
         // A node name holding ':' is the part after the first one.
         assert_eq!(others(&f(&[("5:a:b", 2)]), "a:b", 0), vec![]);
         // Hand-edited or damaged fields: skipped, clamped, never a panic.
-        let odd = f(&[
+        let mut odd = f(&[
             ("x:web2", 4),
             ("web2", 4),
             ("5:web2", -1),
             ("6:web2", 1 << 40),
         ]);
+        odd.push((b"7:web2".to_vec(), b"many".to_vec()));
+        odd.push((vec![0xff, b':', b'w'], b"1".to_vec()));
         assert_eq!(others(&odd, "web1", 0), vec![(5, 0), (6, u32::MAX)]);
     }
 }
