@@ -810,9 +810,24 @@ fn a_count_key_of_another_type_spoils_only_itself() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let metrics_port = free_port();
     let nodes: Vec<(Proc, PathBuf)> = ["web1", "web2"]
         .iter()
-        .map(|n| node(dir.path(), n, port, PASSWORD, FARM_RULES))
+        .enumerate()
+        .map(|(i, n)| {
+            let metrics = if i == 0 {
+                format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n")
+            } else {
+                String::new()
+            };
+            node(
+                dir.path(),
+                n,
+                port,
+                PASSWORD,
+                &format!("{FARM_RULES}{metrics}"),
+            )
+        })
         .collect();
     for (_, sock) in &nodes {
         append(sock, "192.0.2.99", "/farm/item", 20);
@@ -852,4 +867,19 @@ fn a_count_key_of_another_type_spoils_only_itself() {
         log.contains("Redis refused a key") && log.contains("shop:count:farm-flood:10:192.0.2.99"),
         "{log}"
     );
+    // The farm's figures in /metrics.
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    for name in [
+        "webfence_farm_connected 1",
+        "webfence_farm_count_round_trips_total ",
+        "webfence_farm_count_requests_total 40",
+        "webfence_farm_count_dropped_total 0",
+        "webfence_farm_count_refused_keys_total ",
+    ] {
+        assert!(body.contains(name), "{name} in {body}");
+    }
 }

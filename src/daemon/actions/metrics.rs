@@ -376,6 +376,11 @@ pub fn render(shared: &Shared) -> String {
                 "Requests of farm rules not shared because Redis was away",
                 counter(num(c, "dropped")),
             );
+            r.register(
+                "farm_count_refused_keys",
+                "Farm-rule keys Redis answered with an error (another type), counted on this node alone",
+                counter(num(c, "refused_keys")),
+            );
         }
     }
     if let Some(p) = lp.get("packets").filter(|p| !p.is_null()) {
