@@ -127,6 +127,16 @@ fn status(sock: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// `webfence status` as a person reads it.
+fn status_text(sock: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(sock)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn ctl(sock: &Path, args: &[&str]) {
     let out = Command::new(BIN)
         .args(args)
@@ -218,12 +228,7 @@ fn nodes_share_bans_and_survive_redis_going_away() {
         (Some("192.0.2.44"), Some("web1")),
         "{text}"
     );
-    let out = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(&sb)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = status_text(&sb);
     assert!(
         text.contains("farm      node web2 of 'shop' at redis://:***@127.0.0.1"),
         "{text}"
@@ -402,12 +407,7 @@ fn a_flood_spread_over_the_farm_is_banned_by_a_farm_rule() {
     let counts = &s["loop"]["farm"]["counts"];
     assert!(counts["round_trips"].as_u64().unwrap_or(0) >= 1, "{s:#}");
     assert_eq!(counts["requests"], 15, "the /farm requests only: {s:#}");
-    let out = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(&nodes[0].1)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = status_text(&nodes[0].1);
     assert!(text.contains("farm counts: 15 requests of"), "{text}");
     assert!(text.contains("bans in force across the farm"), "{text}");
 
@@ -469,12 +469,7 @@ fn a_mistyped_farm_name_is_named_in_status() {
             .as_array()
             .is_some_and(|f| !f.is_empty())
     });
-    let out = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(&sb)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = status_text(&sb);
     assert!(
         text.contains("ALONE: no other node of 'shopp' seen; this Redis holds farm(s) shop. Is [farm] name right?"),
         "{text}"
@@ -852,12 +847,7 @@ fn a_count_key_of_another_type_spoils_only_itself() {
         refused += counts["refused_keys"].as_u64().unwrap_or(0);
     }
     assert!(refused >= 2, "both nodes counted the refused key");
-    let out = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(&nodes[0].1)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = status_text(&nodes[0].1);
     assert!(
         text.contains("keys refused by Redis (another type: see the log)"),
         "{text}"
