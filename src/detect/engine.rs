@@ -1142,8 +1142,8 @@ mod tests {
         assert!(samples.iter().all(|s| s.contains("later-")), "{samples:?}");
     }
 
-    /// What Redis holds for farm counts, as the daemon's script keeps it:
-    /// per key, per bucket and node, the requests counted.
+    /// What Redis holds for farm counts, as the daemon keeps it there: per
+    /// key, per bucket and node, the requests counted.
     #[derive(Default)]
     struct MemoryFarm {
         counts: std::collections::HashMap<String, std::collections::HashMap<(i64, usize), u32>>,

@@ -12,10 +12,10 @@
 //! count only buckets lying wholly inside the window.
 //!
 //! Every [`FLUSH`] the daemon sends each touched key's new requests (per
-//! bucket) in one pipelined script call per node, which adds them and
-//! answers with the other nodes' buckets: Redis sees one round trip per
-//! node per 100 ms whatever the request rate, and work in proportion to
-//! the clients seen in those 100 ms, not to their requests.
+//! bucket) in one pipeline per node (per 2,000 keys), which adds them and
+//! reads every node's buckets back: Redis sees one round trip per node per
+//! 100 ms whatever the request rate, and work in proportion to the
+//! clients seen in those 100 ms, not to their requests.
 //!
 //! A sliding-window approximation or GCRA would keep one number per key,
 //! but either can count a request from before the window (the

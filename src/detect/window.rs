@@ -105,8 +105,14 @@ impl RateState {
         if let Some(first) = self.hit(s, limit, window_ms) {
             return Some((limit + 1 + others, first));
         }
+        // Over the limit together exactly when the (limit + 1 - others)-th
+        // newest request here is within the window: one look on every
+        // request, the walk of the ring only when it fires.
+        if !self.near(s.t, limit, others.saturating_sub(1), window_ms) {
+            return None;
+        }
         let total = self.count(s.t, window_ms) + others;
-        (total > limit).then(|| (total, self.oldest(s.t, window_ms).unwrap_or(s)))
+        Some((total, self.oldest(s.t, window_ms).unwrap_or(s)))
     }
 
     /// The oldest request within the window ending at `now`.
@@ -481,6 +487,35 @@ mod tests {
                 let fired = r.hit(st(t), limit, window).is_some();
                 prop_assert_eq!(fired, in_window > limit);
                 if fired {
+                    r.reset();
+                    times.clear();
+                }
+            }
+        }
+
+        // With other nodes' requests added, the ring still agrees with
+        // counting every request of the window, and says how many.
+        #[test]
+        fn shared_rate_matches_brute_force(
+            steps in proptest::collection::vec((0i64..3000, 0usize..25), 1..300),
+            limit in 1usize..20,
+        ) {
+            let window = 5_000;
+            let mut r = RateState::default();
+            let mut times: Vec<i64> = Vec::new();
+            let mut t = 0;
+            for (gap, others) in steps {
+                t += gap;
+                times.push(t);
+                let in_window = times.iter().filter(|&&x| t - x < window).count();
+                let fired = if others == 0 {
+                    r.hit(st(t), limit, window).map(|_| limit + 1)
+                } else {
+                    r.hit_shared(st(t), limit, window, others).map(|(n, _)| n)
+                };
+                prop_assert_eq!(fired.is_some(), in_window + others > limit);
+                if let Some(n) = fired {
+                    prop_assert_eq!(n, in_window + others);
                     r.reset();
                     times.clear();
                 }
