@@ -795,15 +795,9 @@ fn a_count_key_of_another_type_spoils_only_itself() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _server = redis(port);
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "-a", PASSWORD, "--no-auth-warning"])
-        .args(["SET", "shop:count:farm-flood:10:192.0.2.99", "not a hash"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    redis_cli(
+        port,
+        &["SET", "shop:count:farm-flood:10:192.0.2.99", "not a hash"],
     );
     let metrics_port = free_port();
     let nodes: Vec<(Proc, PathBuf)> = ["web1", "web2"]
@@ -872,4 +866,79 @@ fn a_count_key_of_another_type_spoils_only_itself() {
     ] {
         assert!(body.contains(name), "{name} in {body}");
     }
+}
+
+/// `redis-cli` against the test's Redis.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "-a", PASSWORD, "--no-auth-warning"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Expired bans leave the hash of bans in force and subjects not banned
+/// for 90 days leave the history, pruned by one node of the farm a turn;
+/// what is still in force or remembered stays.
+#[test]
+fn one_node_prunes_what_expired() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = redis(port);
+    let now = jiff::Timestamp::now().as_millisecond();
+    let ban = |subject: &str, expires: i64| {
+        format!(
+            "{{\"op\":\"ban\",\"node\":\"web9\",\"subject\":\"{subject}\",\"rule\":\"flood\",\"started_ms\":{},\"expires_ms\":{expires}}}",
+            expires - 3_600_000
+        )
+    };
+    redis_cli(
+        port,
+        &[
+            "HSET",
+            "shop:active",
+            "192.0.2.1",
+            &ban("192.0.2.1", now - 1000),
+            "192.0.2.2",
+            &ban("192.0.2.2", now + 3_600_000),
+            "192.0.2.3",
+            "not json",
+        ],
+    );
+    let old = format!("2:{}", now - 91 * 86_400_000);
+    let recent = format!("1:{}", now - 86_400_000);
+    redis_cli(
+        port,
+        &[
+            "HSET",
+            "shop:history",
+            "192.0.2.4",
+            &old,
+            "192.0.2.5",
+            &recent,
+        ],
+    );
+    let (_a, _sa) = node(dir.path(), "web1", port, PASSWORD, "");
+    let (_b, _sb) = node(dir.path(), "web2", port, PASSWORD, "");
+    until("the prune", Duration::from_secs(10), || {
+        redis_cli(port, &["HLEN", "shop:active"]) == "1"
+    });
+    assert_eq!(redis_cli(port, &["HKEYS", "shop:active"]), "192.0.2.2");
+    until("the history pruned", Duration::from_secs(10), || {
+        redis_cli(port, &["HKEYS", "shop:history"]) == "192.0.2.5"
+    });
+    // One node had the turn, for five minutes.
+    let turn = redis_cli(port, &["GET", "shop:prune"]);
+    assert!(turn == "web1" || turn == "web2", "{turn}");
+    let ttl: i64 = redis_cli(port, &["PTTL", "shop:prune"]).parse().unwrap();
+    assert!((200_000..=300_000).contains(&ttl), "{ttl}");
 }

@@ -308,6 +308,40 @@ fn history_key(name: &str) -> String {
 /// How long the farm's history keeps a subject banned no more.
 const HISTORY_MS: i64 = 90 * 86_400_000;
 
+/// How often one node of the farm drops expired bans and forgotten
+/// history from Redis.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// Deletes the fields of hash `key` whose value `gone` says so, walking it
+/// with `HSCAN` (a large hash is never read in one reply).
+fn prune_hash(
+    c: &mut redis::Connection,
+    key: &str,
+    gone: impl Fn(&str) -> bool,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+            .arg(key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(c)?;
+        let dead: Vec<&String> = page
+            .iter()
+            .filter(|(_, v)| gone(v))
+            .map(|(f, _)| f)
+            .collect();
+        if !dead.is_empty() {
+            let _: () = c.hdel(key, dead)?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// "COUNT:LAST_MS" read back; `None` for anything else.
 fn parse_history(v: &str) -> Option<(u32, i64)> {
     let (n, at) = v.split_once(':')?;
@@ -558,8 +592,12 @@ impl Farm {
         let mut queue: VecDeque<Published> = VecDeque::new();
         let mut con: Option<redis::Connection> = None;
         let mut down = false;
-        let mut last_beat = Instant::now() - Duration::from_secs(60);
-        let mut last_prune = Instant::now();
+        // None: due now. (`Instant::now() - 60 s` panics on a machine up
+        // for less than a minute.)
+        let mut last_beat: Option<Instant> = None;
+        // A prune soon after the start: a node back after a long stop finds
+        // the expired bans gone before it counts the farm's.
+        let mut last_prune: Option<Instant> = None;
         let mut looked_for_farms = false;
         while !self.stop.load(Ordering::SeqCst) {
             match outbox.recv_timeout(Duration::from_millis(500)) {
@@ -630,8 +668,8 @@ impl Farm {
                         f.queued = queue.len();
                     });
                 }
-                if last_beat.elapsed() >= Duration::from_secs(2) {
-                    last_beat = Instant::now();
+                if last_beat.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                    last_beat = Some(Instant::now());
                     let _: () = c.hset(&nodes, &self.settings.node, wall_ms())?;
                     let seen: HashMap<String, i64> = c.hgetall(&nodes)?;
                     let mut seen: Vec<(String, i64)> = seen.into_iter().collect();
@@ -658,9 +696,21 @@ impl Farm {
                         f.farm_bans = Some(in_force);
                     });
                 }
-                if last_prune.elapsed() >= Duration::from_secs(60) {
-                    last_prune = Instant::now();
-                    self.prune(c, &active, &history)?;
+                if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    last_prune = Some(Instant::now());
+                    // One node a period prunes, whichever takes the turn:
+                    // every node walking both hashes each minute would
+                    // multiply the work by the farm's size.
+                    let turn: Option<String> = redis::cmd("SET")
+                        .arg(format!("{}:prune", self.settings.name))
+                        .arg(&self.settings.node)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(PRUNE_EVERY.as_millis() as u64)
+                        .query(c)?;
+                    if turn.is_some() {
+                        self.prune(c, &active, &history)?;
+                    }
                 }
                 Ok(())
             })();
@@ -717,29 +767,14 @@ impl Farm {
         active: &str,
         history: &str,
     ) -> redis::RedisResult<()> {
-        let past: HashMap<String, String> = c.hgetall(history)?;
         let old = wall_ms() - HISTORY_MS;
-        let forgotten: Vec<&String> = past
-            .iter()
-            .filter(|(_, v)| parse_history(v).is_none_or(|(_, at)| at < old))
-            .map(|(k, _)| k)
-            .collect();
-        if !forgotten.is_empty() {
-            let _: () = c.hdel(history, forgotten)?;
-        }
-        let all: HashMap<String, String> = c.hgetall(active)?;
+        prune_hash(c, history, |v| {
+            parse_history(v).is_none_or(|(_, at)| at < old)
+        })?;
         let now = wall_ms();
-        let gone: Vec<&String> = all
-            .iter()
-            .filter(|(_, v)| {
-                serde_json::from_str::<Published>(v).map_or(true, |p| p.expires_ms <= now)
-            })
-            .map(|(k, _)| k)
-            .collect();
-        if !gone.is_empty() {
-            let _: () = c.hdel(active, gone)?;
-        }
-        Ok(())
+        prune_hash(c, active, |v| {
+            serde_json::from_str::<Published>(v).map_or(true, |p| p.expires_ms <= now)
+        })
     }
 
     /// Applies what the other nodes publish: the bans in force first, then
@@ -826,17 +861,27 @@ impl Farm {
         }
     }
 
-    /// The farm's ban history, for this node's escalation.
+    /// The farm's ban history, for this node's escalation: read outside
+    /// the enforcer's lock (a long history would hold bans up), handed to
+    /// the engine in one go.
     fn remember(&self, past: &HashMap<String, String>) {
-        let e = lock(&self.enforcer);
-        let since = e.now() - HISTORY_MS;
-        for (subject, v) in past {
-            if let (Ok(s), Some((n, at))) = (subject.parse::<Subject>(), parse_history(v))
-                && at >= since
-            {
-                e.notify(EngineUpdate::Remembered(s, n, at));
-            }
-        }
+        let parsed: Vec<(Subject, u32, i64)> = past
+            .iter()
+            .filter_map(|(subject, v)| {
+                let (n, at) = parse_history(v)?;
+                Some((subject.parse::<Subject>().ok()?, n, at))
+            })
+            .collect();
+        let (since, updates) = {
+            let e = lock(&self.enforcer);
+            (e.now() - HISTORY_MS, e.updates())
+        };
+        lock(&updates).extend(
+            parsed
+                .into_iter()
+                .filter(|&(_, _, at)| at >= since)
+                .map(|(s, n, at)| EngineUpdate::Remembered(s, n, at)),
+        );
     }
 
     /// Applies other nodes' bans and unbans, checked.
