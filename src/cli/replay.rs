@@ -212,19 +212,10 @@ pub(super) fn check(args: CheckArgs) -> Result<ExitCode> {
                 rules.actions.len()
             );
             if let Ok(settings) = &daemon {
-                let shared: Vec<&str> = rules
-                    .rules
-                    .iter()
-                    .filter(|r| r.farm)
-                    .map(|r| r.name.as_str())
-                    .collect();
-                if settings.farm.is_none() && !shared.is_empty() {
-                    eprintln!(
-                        "webfence: warning: {} {} {} scope = \"farm\" without [farm]: `webfence run` would count this node's requests only",
-                        if shared.len() == 1 { "rule" } else { "rules" },
-                        shared.join(", "),
-                        if shared.len() == 1 { "has" } else { "have" }
-                    );
+                if let Some(w) =
+                    crate::daemon::actions::farm::unshared_rules(&rules, settings.farm.as_ref())
+                {
+                    eprintln!("webfence: warning: {w}");
                 }
                 for log in &settings.logs {
                     if !crate::source::follow::exists(log) {

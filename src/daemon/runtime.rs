@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use super::Settings;
 use super::actions::bans::{ENFORCER_QUEUE, ToEnforcer, enforcer_loop};
 use super::actions::enforcer::{Enforcer, EngineUpdate, Hooks, take_updates, wall_ms};
+use super::actions::farm::counters::FLUSH as FARM_FLUSH;
 use super::actions::limits::KernelLimits;
 use super::actions::notify;
 use super::actions::web::{LiveView, WebState};
@@ -98,7 +99,6 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 const LAG_WARN_S: f64 = 60.0;
 /// The longest sleep when nothing happens; inotify wakes the loop sooner.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
-use super::actions::farm::counters::FLUSH as FARM_FLUSH;
 
 fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
     let invalid = invalid_configuration;
@@ -246,9 +246,8 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             }
             .start()?,
         );
-    } else if let Some(r) = set.rules.iter().find(|r| r.farm) {
-        tracing::warn!(rule = %r.name,
-            "scope = \"farm\" without [farm]: farm rules count this node's requests only");
+    } else if let Some(w) = super::actions::farm::unshared_rules(&set, None) {
+        tracing::warn!("{w}");
     }
 
     // The machine loop: guards, connection rules and kernel limits.
@@ -684,10 +683,8 @@ fn reload(
     if new.farm != old.farm {
         tracing::warn!("[farm] changed: it takes effect after a restart");
     }
-    if old.farm.is_none() && set.rules.iter().any(|r| r.farm) {
-        tracing::warn!(
-            "scope = \"farm\" without [farm]: farm rules count this node's requests only"
-        );
+    if let Some(w) = super::actions::farm::unshared_rules(&set, old.farm.as_ref()) {
+        tracing::warn!("{w}");
     }
     let (allow, warnings) = Allowlist::build(&set.allow, &SystemHost);
     for w in warnings {

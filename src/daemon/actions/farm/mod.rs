@@ -211,6 +211,32 @@ pub fn compile(config: &Config, errors: &mut Vec<ConfigError>) -> Option<FarmSet
     })
 }
 
+/// What `scope = "farm"` rules do without `[farm]`, said by `check`, at
+/// the start and by a reload: `None` when there is nothing to say.
+pub fn unshared_rules(
+    set: &crate::detect::rules::RuleSet,
+    farm: Option<&FarmSettings>,
+) -> Option<String> {
+    if farm.is_some() {
+        return None;
+    }
+    let names: Vec<&str> = set
+        .rules
+        .iter()
+        .filter(|r| r.farm)
+        .map(|r| r.name.as_str())
+        .collect();
+    let (rule, has) = match names.len() {
+        0 => return None,
+        1 => ("rule", "has"),
+        _ => ("rules", "have"),
+    };
+    Some(format!(
+        "{rule} {} {has} scope = \"farm\" without [farm]: counted on this node only",
+        names.join(", ")
+    ))
+}
+
 /// The URL with its password replaced by `***`.
 fn mask(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -1070,6 +1096,26 @@ mod tests {
         let mut errors = Vec::new();
         let f = compile(&config, &mut errors);
         (f, crate::detect::ConfigErrors(errors).to_string())
+    }
+
+    #[test]
+    fn farm_rules_without_a_farm_are_named_once_for_all() {
+        let config = Config::from_texts(vec![(
+            "r.toml".into(),
+            "default_rules = false\n[rules.a]\nkind = \"rate\"\nscope = \"farm\"\nlimit = 5\nwindow = \"10s\"\naction = \"ban\"\n\
+             [rules.b]\nkind = \"rate\"\nscope = \"farm\"\nlimit = 5\nwindow = \"10s\"\naction = \"ban\"\n\
+             [rules.c]\nkind = \"rate\"\nlimit = 5\nwindow = \"10s\"\naction = \"ban\"\n"
+                .into(),
+        )])
+        .unwrap();
+        let set = crate::detect::rules::RuleSet::compile(&config).unwrap();
+        assert_eq!(
+            unshared_rules(&set, None).as_deref(),
+            Some("rules a, b have scope = \"farm\" without [farm]: counted on this node only")
+        );
+        let (farm, e) = compile_text("[farm]\nredis = \"redis://h:6379/0\"\n");
+        assert!(e.is_empty(), "{e}");
+        assert_eq!(unshared_rules(&set, farm.as_ref()), None);
     }
 
     #[test]
