@@ -463,7 +463,9 @@ fn a_mistyped_farm_name_is_named_in_status() {
             .is_some_and(|n| !n.is_empty())
     });
     let farm = format!("redis = \"redis://:{PASSWORD}@127.0.0.1:{port}/0\"\nname = \"shopp\"\n");
-    let (_b, sb) = node_with(dir.path(), "web2", "", &farm);
+    let metrics_port = free_port();
+    let metrics = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let (_b, sb) = node_with(dir.path(), "web2", &metrics, &farm);
     until("web2 looks for its farm", Duration::from_secs(10), || {
         status(&sb)["loop"]["farm"]["other_farms"]
             .as_array()
@@ -476,6 +478,8 @@ fn a_mistyped_farm_name_is_named_in_status() {
     );
     let log = std::fs::read_to_string(sb.parent().unwrap().join("daemon.log")).unwrap();
     assert!(log.contains("no other node of farm 'shopp'"), "{log}");
+    let body = scrape(metrics_port);
+    assert!(body.contains("webfence_farm_alone 1"), "{body}");
     // web1, in a farm with a node seen (itself), is not alone among
     // others: its farm is the only one it could mean.
     let s = status(&sa);
@@ -851,21 +855,32 @@ fn a_count_key_of_another_type_spoils_only_itself() {
         log.contains("Redis refused a key") && log.contains("shop:count:farm-flood:10:192.0.2.99"),
         "{log}"
     );
-    // The farm's figures in /metrics.
-    use std::io::{Read, Write};
-    let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    http.read_to_string(&mut body).unwrap();
+    // The farm's figures in /metrics (heartbeats come every 2 s).
+    until("both nodes in /metrics", Duration::from_secs(10), || {
+        scrape(metrics_port).contains("webfence_farm_nodes_seen 2")
+    });
+    let body = scrape(metrics_port);
     for name in [
         "webfence_farm_connected 1",
         "webfence_farm_count_round_trips_total ",
         "webfence_farm_count_requests_total 40",
         "webfence_farm_count_dropped_total 0",
         "webfence_farm_count_refused_keys_total ",
+        "webfence_farm_nodes_seen 2",
+        "webfence_farm_alone 0",
     ] {
         assert!(body.contains(name), "{name} in {body}");
     }
+}
+
+/// A daemon's `/metrics`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    body
 }
 
 /// `redis-cli` against the test's Redis.

@@ -353,6 +353,24 @@ pub fn render(shared: &Shared) -> String {
             "Bans and unbans waiting for Redis",
             gauge(num(f, "queued") as i64),
         );
+        r.register(
+            "farm_nodes_seen",
+            "Nodes of this farm with a heartbeat in Redis, this one included",
+            gauge(
+                f.get("nodes")
+                    .and_then(Value::as_array)
+                    .map_or(0, |n| n.len() as i64),
+            ),
+        );
+        r.register(
+            "farm_alone",
+            "1 while no other node of this farm is seen and the Redis holds other farms (a mistyped name?)",
+            gauge(i64::from(
+                f.get("other_farms")
+                    .and_then(Value::as_array)
+                    .is_some_and(|o| !o.is_empty()),
+            )),
+        );
         if let Some(n) = f.get("farm_bans").and_then(Value::as_i64) {
             r.register(
                 "farm_bans_in_force",
