@@ -21,21 +21,11 @@ use common::netns::sh;
 const BIN: &str = env!("CARGO_BIN_EXE_webfence");
 
 fn available(needs_nginx: bool) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let ok = root
-        && sh(&["nft", "--version"])
-        && sh(&["ip", "-V"])
-        && (!needs_nginx || sh(&["nginx", "-v"]));
-    if !ok && std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_some() {
-        panic!("root, ip, nft and nginx are required here");
+    let mut probes: Vec<&[&str]> = vec![&["nft", "--version"], &["ip", "-V"]];
+    if needs_nginx {
+        probes.push(&["nginx", "-v"]);
     }
-    if !ok {
-        eprintln!("skipped: needs root, ip, nft and nginx");
-    }
-    ok
+    common::netns::ready(&probes, "ip, nft and nginx")
 }
 
 /// A server namespace and two client namespaces, each client on its own

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Proc, free_port};
+use common::{Proc, ctl_ok, free_port, status_json, until};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,7 +95,7 @@ fn node_with(dir: &Path, node: &str, extra: &str, farm: &str) -> (Proc, PathBuf)
         .unwrap();
     let sock = d.join("ctl.sock");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !status(&sock)["pid"].is_number() {
+    while !status_json(&sock)["pid"].is_number() {
         assert!(
             Instant::now() < deadline,
             "{node} did not start: {}",
@@ -118,15 +118,6 @@ fn bans(sock: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn status(sock: &Path) -> Value {
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--socket"])
-        .arg(sock)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
 /// `webfence status` as a person reads it.
 fn status_text(sock: &Path) -> String {
     let out = Command::new(BIN)
@@ -135,30 +126,6 @@ fn status_text(sock: &Path) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ctl(sock: &Path, args: &[&str]) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--socket")
-        .arg(sock)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Waits until `f` holds; how long it took.
-fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < within, "never: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    started.elapsed()
 }
 
 fn has(sock: &Path, ip: &str) -> Option<Value> {
@@ -185,7 +152,7 @@ fn nodes_share_bans_and_survive_redis_going_away() {
     );
 
     // A ban on web1 reaches web2, with its origin and the same expiry.
-    ctl(
+    ctl_ok(
         &sa,
         &[
             "ban",
@@ -236,23 +203,26 @@ fn nodes_share_bans_and_survive_redis_going_away() {
     assert!(!text.contains(PASSWORD), "{text}");
 
     // An unban on web1 is an unban on web2.
-    ctl(&sa, &["unban", "192.0.2.44"]);
+    ctl_ok(&sa, &["unban", "192.0.2.44"]);
     until("web2 lifts it", Duration::from_secs(5), || {
         has(&sb, "192.0.2.44").is_none()
     });
 
     // web2 allowlists 198.51.100.0/24: web1's ban of an address in it is
     // refused there (and kept on web1).
-    ctl(&sa, &["ban", "198.51.100.9"]);
+    ctl_ok(&sa, &["ban", "198.51.100.9"]);
     until("web2 refuses", Duration::from_secs(5), || {
-        status(&sb)["loop"]["farm"]["refused"].as_u64().unwrap_or(0) >= 1
+        status_json(&sb)["loop"]["farm"]["refused"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
     });
     assert!(has(&sb, "198.51.100.9").is_none());
     assert!(has(&sa, "198.51.100.9").is_some());
 
     // Both see each other.
     until("heartbeats", Duration::from_secs(10), || {
-        status(&sa)["loop"]["farm"]["nodes"]
+        status_json(&sa)["loop"]["farm"]["nodes"]
             .as_array()
             .is_some_and(|n| n.len() == 2)
     });
@@ -261,9 +231,9 @@ fn nodes_share_bans_and_survive_redis_going_away() {
     let _ = server.0.kill();
     let _ = server.0.wait();
     until("web1 degraded", Duration::from_secs(10), || {
-        status(&sa)["loop"]["farm"]["state"] == "degraded"
+        status_json(&sa)["loop"]["farm"]["state"] == "degraded"
     });
-    let s = status(&sa);
+    let s = status_json(&sa);
     assert_eq!(
         s["protecting"], false,
         "a degraded farm is a problem: {s:#}"
@@ -272,9 +242,14 @@ fn nodes_share_bans_and_survive_redis_going_away() {
         s["all_problems"].to_string().contains("farm degraded"),
         "{s:#}"
     );
-    ctl(&sa, &["ban", "203.0.113.77", "--for", "1h"]);
+    ctl_ok(&sa, &["ban", "203.0.113.77", "--for", "1h"]);
     assert!(has(&sa, "203.0.113.77").is_some(), "local bans go on");
-    assert!(status(&sa)["loop"]["farm"]["queued"].as_u64().unwrap_or(0) >= 1);
+    assert!(
+        status_json(&sa)["loop"]["farm"]["queued"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
 
     // Redis is back (empty: no persistence): the queued ban is published,
     // web2 applies it once, nothing else changes.
@@ -283,12 +258,12 @@ fn nodes_share_bans_and_survive_redis_going_away() {
         has(&sb, "203.0.113.77").is_some()
     });
     until("web1 connected", Duration::from_secs(10), || {
-        status(&sa)["loop"]["farm"]["state"] == "connected"
+        status_json(&sa)["loop"]["farm"]["state"] == "connected"
     });
     until("web2 connected", Duration::from_secs(10), || {
-        status(&sb)["loop"]["farm"]["state"] == "connected"
+        status_json(&sb)["loop"]["farm"]["state"] == "connected"
     });
-    assert_eq!(status(&sa)["loop"]["farm"]["queued"], 0);
+    assert_eq!(status_json(&sa)["loop"]["farm"]["queued"], 0);
     let rows: Vec<Value> = bans(&sb)
         .into_iter()
         .filter(|b| b["ip"] == "203.0.113.77")
@@ -403,7 +378,7 @@ fn a_flood_spread_over_the_farm_is_banned_by_a_farm_rule() {
             "a local rule counts one node"
         );
     }
-    let s = status(&nodes[0].1);
+    let s = status_json(&nodes[0].1);
     let counts = &s["loop"]["farm"]["counts"];
     assert!(counts["round_trips"].as_u64().unwrap_or(0) >= 1, "{s:#}");
     assert_eq!(counts["requests"], 15, "the /farm requests only: {s:#}");
@@ -414,7 +389,7 @@ fn a_flood_spread_over_the_farm_is_banned_by_a_farm_rule() {
     // Lifted, then banned again on one node alone: a second ban, twice as
     // long, wherever the first was decided.
     let first = decided[0]["duration_s"].as_i64().unwrap();
-    ctl(&nodes[0].1, &["unban", "192.0.2.80"]);
+    ctl_ok(&nodes[0].1, &["unban", "192.0.2.80"]);
     for (_, sock) in &nodes {
         until("lifted everywhere", Duration::from_secs(5), || {
             has(sock, "192.0.2.80").is_none()
@@ -458,7 +433,7 @@ fn a_mistyped_farm_name_is_named_in_status() {
     let _server = redis(port);
     let (_a, sa) = node(dir.path(), "web1", port, PASSWORD, "");
     until("web1's heartbeat", Duration::from_secs(10), || {
-        status(&sa)["loop"]["farm"]["nodes"]
+        status_json(&sa)["loop"]["farm"]["nodes"]
             .as_array()
             .is_some_and(|n| !n.is_empty())
     });
@@ -467,7 +442,7 @@ fn a_mistyped_farm_name_is_named_in_status() {
     let metrics = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
     let (_b, sb) = node_with(dir.path(), "web2", &metrics, &farm);
     until("web2 looks for its farm", Duration::from_secs(10), || {
-        status(&sb)["loop"]["farm"]["other_farms"]
+        status_json(&sb)["loop"]["farm"]["other_farms"]
             .as_array()
             .is_some_and(|f| !f.is_empty())
     });
@@ -482,7 +457,7 @@ fn a_mistyped_farm_name_is_named_in_status() {
     assert!(body.contains("webfence_farm_alone 1"), "{body}");
     // web1, in a farm with a node seen (itself), is not alone among
     // others: its farm is the only one it could mean.
-    let s = status(&sa);
+    let s = status_json(&sa);
     assert_eq!(
         s["loop"]["farm"]["other_farms"],
         serde_json::json!([]),
@@ -539,11 +514,11 @@ fn nodes_follow_a_sentinel_failover() {
     );
     let (_a, sa) = node_with(dir.path(), "web1", "", &farm);
     let (_b, sb) = node_with(dir.path(), "web2", "", &farm);
-    ctl(&sa, &["ban", "192.0.2.61", "--for", "1h"]);
+    ctl_ok(&sa, &["ban", "192.0.2.61", "--for", "1h"]);
     until("web2 has the ban", Duration::from_secs(10), || {
         has(&sb, "192.0.2.61").is_some()
     });
-    let s = status(&sa);
+    let s = status_json(&sa);
     assert!(
         s["loop"]["farm"]["redis"]
             .as_str()
@@ -554,7 +529,7 @@ fn nodes_follow_a_sentinel_failover() {
     // The master dies; the sentinel promotes the replica.
     let _ = master.0.kill();
     let _ = master.0.wait();
-    ctl(&sa, &["ban", "192.0.2.62", "--for", "1h"]);
+    ctl_ok(&sa, &["ban", "192.0.2.62", "--for", "1h"]);
     until(
         "web2 has the ban made during the failover",
         Duration::from_secs(30),
@@ -564,10 +539,10 @@ fn nodes_follow_a_sentinel_failover() {
         until(
             "connected to the new master",
             Duration::from_secs(10),
-            || status(sock)["loop"]["farm"]["state"] == "connected",
+            || status_json(sock)["loop"]["farm"]["state"] == "connected",
         );
     }
-    ctl(&sb, &["ban", "192.0.2.63", "--for", "1h"]);
+    ctl_ok(&sb, &["ban", "192.0.2.63", "--for", "1h"]);
     until("web1 has web2's ban", Duration::from_secs(10), || {
         has(&sa, "192.0.2.63").is_some()
     });
@@ -609,7 +584,7 @@ fn a_reload_keeps_the_farm_it_started_with() {
         "{log}"
     );
     // Still in farm "shop": web2 gets web1's ban.
-    ctl(&sa, &["ban", "192.0.2.91", "--for", "1h"]);
+    ctl_ok(&sa, &["ban", "192.0.2.91", "--for", "1h"]);
     until("web2 has the ban", Duration::from_secs(5), || {
         has(&sb, "192.0.2.91").is_some()
     });
@@ -744,7 +719,7 @@ fn tls_with_a_private_ca_and_client_certificates() {
     );
     let (_a, sa) = node_with(dir.path(), "web1", "", &farm(&full));
     let (_b, sb) = node_with(dir.path(), "web2", "", &farm(&full));
-    ctl(&sa, &["ban", "192.0.2.71", "--for", "1h"]);
+    ctl_ok(&sa, &["ban", "192.0.2.71", "--for", "1h"]);
     until("web2 has the ban over TLS", Duration::from_secs(10), || {
         has(&sb, "192.0.2.71").is_some()
     });
@@ -752,9 +727,9 @@ fn tls_with_a_private_ca_and_client_certificates() {
     // No CA: the server's certificate is not trusted.
     let (_c, sc) = node_with(dir.path(), "web3", "", &farm(""));
     until("web3 degraded", Duration::from_secs(10), || {
-        status(&sc)["loop"]["farm"]["state"] == "degraded"
+        status_json(&sc)["loop"]["farm"]["state"] == "degraded"
     });
-    let s = status(&sc);
+    let s = status_json(&sc);
     let error = s["loop"]["farm"]["error"]
         .as_str()
         .unwrap_or_default()
@@ -838,7 +813,7 @@ fn a_count_key_of_another_type_spoils_only_itself() {
             has(sock, "192.0.2.99").is_none(),
             "counted on each node alone"
         );
-        let s = status(sock);
+        let s = status_json(sock);
         let counts = &s["loop"]["farm"]["counts"];
         assert_eq!(counts["dropped"], 0, "{s:#}");
         assert_eq!(s["loop"]["farm"]["state"], "connected", "{s:#}");

@@ -13,10 +13,10 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Proc;
 use common::netns::{http_get, nft_set, sh, steps};
+use common::{Proc, ctl_ok, status_json, until};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webfence");
@@ -26,22 +26,15 @@ const REDIS_IP: &str = "10.233.0.200";
 const NODES: usize = 3;
 
 fn available() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let ok = root
-        && sh(&["nft", "--version"])
-        && sh(&["ip", "-V"])
-        && sh(&["nginx", "-v"])
-        && sh(&["redis-server", "--version"]);
-    if !ok && std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_some() {
-        panic!("root, ip, nft, nginx and redis-server are required here");
-    }
-    if !ok {
-        eprintln!("skipped: needs root, ip, nft, nginx and redis-server");
-    }
-    ok
+    common::netns::ready(
+        &[
+            &["nft", "--version"],
+            &["ip", "-V"],
+            &["nginx", "-v"],
+            &["redis-server", "--version"],
+        ],
+        "ip, nft, nginx and redis-server",
+    )
 }
 
 /// The LAN: namespace `lan` holds the bridge and Redis (10.233.0.200);
@@ -138,7 +131,7 @@ fn redis(lan: &Lan) -> Proc {
         .spawn()
         .unwrap();
     let redis_at: SocketAddr = format!("{REDIS_IP}:{REDIS_PORT}").parse().unwrap();
-    wait_for("redis-server", Duration::from_secs(10), || {
+    until("redis-server", Duration::from_secs(10), || {
         common::netns::inside(&lan.lan, move || {
             std::net::TcpStream::connect_timeout(&redis_at, Duration::from_millis(200)).ok()
         })
@@ -236,8 +229,8 @@ impl Node {
             .unwrap();
         self.daemon = Some(Proc(child));
         let socket = self.socket();
-        wait_for("the daemon's socket", Duration::from_secs(10), || {
-            status(&socket)["ok"] == true
+        until("the daemon's socket", Duration::from_secs(10), || {
+            status_json(&socket)["ok"] == true
         });
     }
 
@@ -256,29 +249,6 @@ impl Node {
             })
             .collect()
     }
-}
-
-fn status(socket: &Path) -> Value {
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--socket"])
-        .arg(socket)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn ctl(socket: &Path, args: &[&str]) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The ledger's rows for `ip` (`bans --json`, with `--history` for ended
@@ -301,15 +271,6 @@ fn rows(socket: &Path, ip: &str, history: bool) -> Vec<Value> {
         .collect()
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
-}
-
 #[test]
 fn a_farm_of_three_shares_bans_and_counts_in_the_kernel() {
     if !available() {
@@ -323,16 +284,16 @@ fn a_farm_of_three_shares_bans_and_counts_in_the_kernel() {
         .collect();
     let [hammerer, spreader] = [&lan.clients[0], &lan.clients[1]];
     for n in 0..NODES {
-        wait_for("nginx", Duration::from_secs(10), || {
+        until("nginx", Duration::from_secs(10), || {
             http_get(spreader, Lan::node_addr(n), "/") == Some(200)
         });
     }
-    wait_for(
+    until(
         "every node sees the others",
         Duration::from_secs(10),
         || {
             nodes.iter().all(|node| {
-                status(&node.socket())["loop"]["farm"]["nodes"]
+                status_json(&node.socket())["loop"]["farm"]["nodes"]
                     .as_array()
                     .is_some_and(|a| a.len() == NODES)
             })
@@ -345,7 +306,7 @@ fn a_farm_of_three_shares_bans_and_counts_in_the_kernel() {
         served += 1;
         assert!(served < 2000, "the hammering client was never banned");
     }
-    let took = wait_for("the ban on nodes 2 and 3", Duration::from_secs(5), || {
+    let took = until("the ban on nodes 2 and 3", Duration::from_secs(5), || {
         (1..NODES).all(|n| lan.banned_on(n).iter().any(|(ip, _)| ip == "10.233.0.101"))
     });
     for (n, node) in nodes.iter().enumerate().skip(1) {
@@ -378,7 +339,7 @@ fn a_farm_of_three_shares_bans_and_counts_in_the_kernel() {
             );
         }
     }
-    wait_for(
+    until(
         "the spread flood banned on every node",
         Duration::from_secs(5),
         || (0..NODES).all(|n| lan.banned_on(n).iter().any(|(ip, _)| ip == "10.233.0.102")),
@@ -402,10 +363,10 @@ fn a_farm_of_three_shares_bans_and_counts_in_the_kernel() {
     // 3. Node 3 crashes; a ban made meanwhile on node 1 is in its kernel
     // once it is back, with the same expiry, recorded once.
     nodes[2].crash();
-    ctl(&nodes[0].socket(), &["ban", "198.18.7.1", "--for", "1h"]);
+    ctl_ok(&nodes[0].socket(), &["ban", "198.18.7.1", "--for", "1h"]);
     std::thread::sleep(Duration::from_millis(1500));
     nodes[2].run();
-    wait_for("node 3 catches up", Duration::from_secs(10), || {
+    until("node 3 catches up", Duration::from_secs(10), || {
         lan.banned_on(2).iter().any(|(ip, _)| ip == "198.18.7.1")
     });
     let on_1 = &rows(&nodes[0].socket(), "198.18.7.1", false)[0];
@@ -428,13 +389,13 @@ fn a_farm_of_three_shares_bans_and_counts_in_the_kernel() {
     // empty and every node gets what was queued, once.
     let _ = server.0.kill();
     let _ = server.0.wait();
-    wait_for("node 2 degraded", Duration::from_secs(10), || {
-        status(&nodes[1].socket())["loop"]["farm"]["state"] == "degraded"
+    until("node 2 degraded", Duration::from_secs(10), || {
+        status_json(&nodes[1].socket())["loop"]["farm"]["state"] == "degraded"
     });
-    ctl(&nodes[1].socket(), &["ban", "198.18.7.2", "--for", "1h"]);
+    ctl_ok(&nodes[1].socket(), &["ban", "198.18.7.2", "--for", "1h"]);
     assert!(lan.banned_on(1).iter().any(|(ip, _)| ip == "198.18.7.2"));
     server = redis(&lan);
-    wait_for(
+    until(
         "nodes 1 and 3 get the queued ban",
         Duration::from_secs(20),
         || {

@@ -20,19 +20,13 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_webfence");
 
 fn available() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let ok = root && sh(&["ip", "-V"]) && sh(&["/usr/bin/python3", "-c", "import libtorrent"]);
-    if !ok {
-        assert!(
-            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
-            "root, ip and python3-libtorrent are required here"
-        );
-        eprintln!("skipped: needs root, ip and python3-libtorrent");
-    }
-    ok
+    common::netns::ready(
+        &[
+            &["ip", "-V"],
+            &["/usr/bin/python3", "-c", "import libtorrent"],
+        ],
+        "ip and python3-libtorrent",
+    )
 }
 
 /// A gateway namespace routing between three others, each on its own veth

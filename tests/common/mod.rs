@@ -79,3 +79,43 @@ impl Drop for Proc {
         let _ = self.0.wait();
     }
 }
+
+/// A running daemon's `status --json` on `sock` (null when it does not
+/// answer).
+pub fn status_json(sock: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(["status", "--json", "--socket"])
+        .arg(sock)
+        .output()
+        .expect("webfence runs");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// A control command (`ban`, `unban`...) on `sock`, which must succeed.
+pub fn ctl_ok(sock: &Path, args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webfence"))
+        .args(args)
+        .arg("--socket")
+        .arg(sock)
+        .output()
+        .expect("webfence runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until `f` holds, at most `within`; how long it took.
+pub fn until(
+    what: &str,
+    within: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while !f() {
+        assert!(started.elapsed() < within, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    started.elapsed()
+}

@@ -20,6 +20,26 @@ pub fn sh(argv: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether a namespace test can run here: root, and every probe (a
+/// command run quietly) succeeds. Otherwise the test is skipped, and says
+/// so, unless WEBFENCE_REQUIRE_NETNS is set (scripts/test sets it, having
+/// installed `needs`): then it fails.
+pub fn ready(probes: &[&[&str]], needs: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let ok = root && probes.iter().all(|p| sh(p));
+    if !ok {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
+            "root, {needs} are required here"
+        );
+        eprintln!("skipped: needs root, {needs}");
+    }
+    ok
+}
+
 /// Runs each space-separated command line, panicking at the first that
 /// fails.
 pub fn steps(lines: &[String]) {
