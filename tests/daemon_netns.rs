@@ -119,31 +119,7 @@ impl Drop for Proc {
 }
 
 fn nginx(net: &Net, dir: &Path) -> Proc {
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log combined;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 80;\n    listen [::]:80;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("access.log"), "").unwrap();
-    let child = net
-        .exec(&[
-            "nginx",
-            "-p",
-            &dir.display().to_string(),
-            "-c",
-            &conf.display().to_string(),
-            "-g",
-            "daemon off;",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc(child)
+    Proc(common::netns::start_nginx(&net.server, dir))
 }
 
 /// `ip` by absolute path: a test may give the daemon a PATH without it.

@@ -103,3 +103,29 @@ pub fn nft_set(ns: &str, set: &str) -> Vec<(String, u64)> {
     }
     found
 }
+
+/// A real nginx in namespace `ns`, serving 200 on port 80 (IPv4 and IPv6)
+/// and writing its combined access log to `DIR/access.log` (emptied
+/// first); its configuration, pid and temporary files live in `dir`.
+pub fn start_nginx(ns: &str, dir: &std::path::Path) -> std::process::Child {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log combined;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 80;\n    listen [::]:80;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .expect("write nginx.conf");
+    std::fs::write(dir.join("access.log"), "").expect("create access.log");
+    Command::new("ip")
+        .args(["netns", "exec", ns, "nginx", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts")
+}
