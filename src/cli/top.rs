@@ -60,6 +60,11 @@ impl Rules {
                 }
             }
             LiveEvent::Malformed(..) => {}
+            // `top` reads line by line (no `bulk_from`); taken so anyway.
+            LiveEvent::Lines(lines) => {
+                let mut scratch = crate::log::Scratch::default();
+                lines.each(&mut scratch, &mut |e| self.on(stats, e));
+            }
         }
     }
 }

@@ -31,7 +31,6 @@ use crate::detect::allow::{Allowlist, SystemHost};
 use crate::detect::{Config, RuleSet};
 use crate::enforce::hooks::HookRunner;
 use crate::enforce::ledger::Ledger;
-use crate::pipeline::LiveEvent;
 use crate::source::conns::KernelConns;
 use crate::source::follow;
 use crate::source::system::ProcProbe;
@@ -393,7 +392,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
         )));
     }
     let started = Instant::now();
-    let replayed = logs.warm_up(&checkpoints, &mut |e| rules.on(e));
+    let replayed = logs.warm_up(&checkpoints, &mut |e| rules.on(e, None));
     if replayed > 0 {
         tracing::info!(
             lines = replayed,
@@ -533,11 +532,13 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
                 EngineUpdate::Remembered(s, n, last) => rules.engine.remember_bans(s, n, last),
             }
         }
+        let recording = live_view.recording();
         let read_any = logs.poll(&mut |e| {
-            if let LiveEvent::Request(r, ..) = &e {
-                live_view.record(r);
+            if recording {
+                rules.on(e, Some(&mut |r| live_view.record(r)))
+            } else {
+                rules.on(e, None)
             }
-            rules.on(e)
         });
         live_view.tick(wall_ms());
         if let Some(f) = logs.detected_format() {

@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What is known of a client claiming to be a crawler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -329,23 +330,94 @@ fn lock(m: &Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Verdicts of one kind logged one by one before they are only counted: a
+/// botnet posing as Googlebot from thousands of addresses, or DNS down,
+/// would otherwise write a line per address.
+const LOGGED_EACH: u64 = 10;
+/// How often what was only counted is said, in one line.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps one kind of verdict loud without a line per address.
+#[derive(Debug)]
+struct Quiet {
+    said: u64,
+    held: u64,
+    since: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Say {
+    /// Log this one.
+    Each,
+    /// Counted, to be said later.
+    Held,
+}
+
+impl Quiet {
+    fn new(now: Instant) -> Quiet {
+        Quiet {
+            said: 0,
+            held: 0,
+            since: now,
+        }
+    }
+
+    fn note(&mut self) -> Say {
+        if self.said < LOGGED_EACH {
+            self.said += 1;
+            return Say::Each;
+        }
+        self.held += 1;
+        Say::Held
+    }
+
+    /// How many were held since the last summary, once a summary is due.
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        if self.held == 0 || now.duration_since(self.since) < SUMMARY_EVERY {
+            return None;
+        }
+        self.since = now;
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
 fn resolve_all(
     rx: Receiver<(IpAddr, &'static Known)>,
     resolver: Box<dyn Resolver>,
     cache: Arc<Mutex<Cache>>,
 ) {
-    for (ip, k) in rx {
+    let (mut fakes, mut unsure) = (Quiet::new(Instant::now()), Quiet::new(Instant::now()));
+    loop {
+        let next = rx.recv_timeout(SUMMARY_EVERY);
+        let now = Instant::now();
+        if let Some(n) = fakes.due(now) {
+            tracing::info!("{n} more fake crawlers in the last minute (not logged one by one)");
+        }
+        if let Some(n) = unsure.due(now) {
+            tracing::warn!(
+                "{n} more claimed crawlers could not be verified in the last minute (not logged one by one): DNS may be failing"
+            );
+        }
+        let (ip, k) = match next {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         let (v, ttl, why) = match verify(ip, k, resolver.as_ref()) {
             Verdict::Verified(name) => {
                 tracing::info!(%ip, crawler = k.name, "verified crawler: {name}");
                 (Crawler::Verified, VERIFIED_MS, name)
             }
             Verdict::Fake(why) => {
-                tracing::info!(%ip, "fake crawler: {why}");
+                if fakes.note() == Say::Each {
+                    tracing::info!(%ip, "fake crawler: {why}");
+                }
                 (Crawler::Fake, FAKE_MS, why)
             }
             Verdict::Unsure(why) => {
-                tracing::warn!(%ip, crawler = k.name, "crawler not verified yet: {why}");
+                if unsure.note() == Say::Each {
+                    tracing::warn!(%ip, crawler = k.name, "crawler not verified yet: {why}");
+                }
                 (Crawler::Unknown, UNSURE_MS, why)
             }
         };
@@ -362,6 +434,25 @@ fn resolve_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_verdicts_is_logged_as_a_few_lines_and_a_count() {
+        let start = Instant::now();
+        let mut q = Quiet::new(start);
+        let said = (0..5000).filter(|_| q.note() == Say::Each).count();
+        assert_eq!(said, LOGGED_EACH as usize);
+        assert_eq!(
+            q.due(start + Duration::from_secs(30)),
+            None,
+            "not before a minute"
+        );
+        let later = start + SUMMARY_EVERY;
+        assert_eq!(q.due(later), Some(5000 - LOGGED_EACH));
+        // Said once; nothing new, nothing more to say.
+        assert_eq!(q.due(later + SUMMARY_EVERY), None);
+        q.note();
+        assert_eq!(q.due(later + SUMMARY_EVERY), Some(1));
+    }
 
     struct Fake(HashMap<IpAddr, String>, HashMap<String, Vec<IpAddr>>);
     impl Resolver for Fake {

@@ -13,6 +13,39 @@ pub enum LiveEvent<'a> {
     Request(&'a log::Request<'a>, &'a [u8], u64),
     /// A line that did not fit: the file, the line's number, why.
     Malformed(&'a std::path::Path, u64, String),
+    /// A large read of one file, handed whole (only with
+    /// [`LiveParser::bulk_from`] set): the caller parses it, in parallel if
+    /// it can, and counts what did not fit.
+    Lines(LiveLines<'a>),
+}
+
+/// Complete lines of one file with their parser, for a caller that takes
+/// a backlog on several threads (the daemon's rules).
+pub struct LiveLines<'a> {
+    pub parser: &'a Parser,
+    pub path: &'a std::path::Path,
+    pub bytes: &'a [u8],
+    /// The run's number of the first non-empty line of `bytes`; the
+    /// others follow, empty lines not counted.
+    pub first: u64,
+    /// Where the caller adds the lines that did not fit.
+    pub malformed: &'a mut u64,
+}
+
+impl LiveLines<'_> {
+    /// The lines one by one, as [`LiveParser`] hands them out without
+    /// `bulk_from`: for a caller with nothing to gain from taking them whole.
+    pub fn each(self, scratch: &mut Scratch, on: &mut dyn FnMut(LiveEvent<'_>)) {
+        for (number, line) in (self.first..).zip(lines(self.bytes).filter(|l| !l.is_empty())) {
+            match self.parser.parse(line, scratch) {
+                Ok(r) => on(LiveEvent::Request(&r, line, number)),
+                Err(m) => {
+                    *self.malformed += 1;
+                    on(LiveEvent::Malformed(self.path, number, m.describe(line)));
+                }
+            }
+        }
+    }
 }
 
 /// Parses log bytes as they are appended (`top`, `run`). Each file has a
@@ -30,6 +63,10 @@ pub struct LiveParser {
     /// Why no format could be chosen for a file, while none could: its
     /// lines are not being decided on.
     pub format_error: Option<String>,
+    /// Reads of at least this many bytes go out whole, as
+    /// [`LiveEvent::Lines`]; smaller ones line by line, so that one line
+    /// is decided on before the next is parsed.
+    pub bulk_from: Option<usize>,
 }
 
 /// One followed file's format, or the lines waiting for it.
@@ -56,6 +93,7 @@ impl LiveParser {
             malformed: 0,
             notes: Vec::new(),
             format_error: None,
+            bulk_from: None,
         }
     }
 
@@ -174,6 +212,18 @@ impl LiveParser {
     fn parse(&mut self, i: usize, bytes: &[u8], on: &mut dyn FnMut(LiveEvent<'_>)) {
         let f = &self.files[i];
         let Some(parser) = &f.parser else { return };
+        if self.bulk_from.is_some_and(|min| bytes.len() >= min) {
+            let first = self.lines + 1;
+            self.lines += lines(bytes).filter(|l| !l.is_empty()).count() as u64;
+            on(LiveEvent::Lines(LiveLines {
+                parser,
+                path: &f.path,
+                bytes,
+                first,
+                malformed: &mut self.malformed,
+            }));
+            return;
+        }
         for line in lines(bytes) {
             if line.is_empty() {
                 continue;
@@ -187,5 +237,61 @@ impl LiveParser {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Preset, TrustedProxies};
+
+    fn job() -> Job {
+        Job {
+            inputs: Vec::new(),
+            format: FormatSpec::Preset(Preset::Combined),
+            json_fields: Default::default(),
+            proxies: TrustedProxies::default(),
+            filter: Default::default(),
+            threads: 1,
+        }
+    }
+
+    const LINE: &str = "192.0.2.1 - - [10/Mar/2024:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"\n";
+
+    #[test]
+    fn a_large_read_goes_out_whole_and_numbering_goes_on_after_it() {
+        let mut p = LiveParser::new(job());
+        p.bulk_from = Some(LINE.len() * 2);
+        let path = std::path::Path::new("a.log");
+        let big = format!("{LINE}\n{LINE}not a line\n");
+        let mut seen = Vec::new();
+        p.feed(path, big.as_bytes(), &mut |e| match e {
+            LiveEvent::Lines(l) => {
+                seen.push(format!("lines from {}", l.first));
+                l.each(&mut Scratch::default(), &mut |e| match e {
+                    LiveEvent::Request(_, _, n) => seen.push(format!("request {n}")),
+                    LiveEvent::Malformed(_, n, _) => seen.push(format!("malformed {n}")),
+                    _ => {}
+                });
+            }
+            LiveEvent::Format(_) => {}
+            _ => seen.push("line by line".into()),
+        });
+        p.feed(path, LINE.as_bytes(), &mut |e| {
+            if let LiveEvent::Request(_, _, n) = e {
+                seen.push(format!("small read: request {n}"));
+            }
+        });
+        assert_eq!(
+            seen,
+            [
+                "lines from 1",
+                "request 1",
+                "request 2",
+                "malformed 3",
+                "small read: request 4"
+            ]
+        );
+        assert_eq!((p.lines, p.malformed), (4, 1));
     }
 }

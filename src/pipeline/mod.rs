@@ -9,7 +9,7 @@
 mod live;
 mod replay;
 
-pub use live::{LiveEvent, LiveParser};
+pub use live::{LiveEvent, LiveLines, LiveParser};
 pub use replay::{ReplayRun, replay};
 
 use std::io::Read;

@@ -197,6 +197,11 @@ impl LiveView {
         }
     }
 
+    /// Whether requests are counted (`[web]` is on).
+    pub fn recording(&self) -> bool {
+        self.stats.is_some()
+    }
+
     #[inline]
     pub fn record(&mut self, r: &crate::log::Request<'_>) {
         if let Some(s) = self.stats.as_mut() {

@@ -22,6 +22,12 @@ const FORMAT_WAIT: Duration = Duration::from_secs(1);
 /// combined format, a minute at 1,300 lines/s; state is not persisted.
 const WARM_UP_BYTES: u64 = 16 << 20;
 
+/// Reads at least this large (a backlog, or a flood of more than about
+/// 100,000 lines a second) go to the rules whole, to be parsed on every
+/// core; smaller ones line by line, each line decided before the next is
+/// parsed. 256 KiB is about 1,300 lines of combined format.
+const BULK_FROM: usize = 256 << 10;
+
 pub struct LogSource {
     pub follower: Follower,
     pub parser: LiveParser,
@@ -41,7 +47,7 @@ impl LogSource {
         let waker = Waker::new(&follower.directories());
         LogSource {
             follower,
-            parser: LiveParser::new(live_job(settings)),
+            parser: live_parser(settings),
             waker,
         }
     }
@@ -54,7 +60,7 @@ impl LogSource {
             &self.follower.checkpoints(),
             Instant::now(),
         );
-        self.parser = LiveParser::new(live_job(settings));
+        self.parser = live_parser(settings);
         self.waker.watch(&self.follower.directories());
     }
 
@@ -134,12 +140,16 @@ impl LogSource {
                 on(e)
             }
         };
+        // Line by line: `quiet` drops the malformed lines, which a bulk
+        // read would count and log out of its sight.
+        let bulk = self.parser.bulk_from.take();
         for cp in checkpoints {
             if let Some(lines) = follow::lookback(cp, WARM_UP_BYTES) {
                 self.parser.feed(&cp.path, &lines, &mut quiet);
             }
         }
         self.parser.flush_sample(&mut quiet);
+        self.parser.bulk_from = bulk;
         let replayed = self.parser.lines;
         (self.parser.lines, self.parser.malformed) = (0, 0);
         replayed
@@ -156,6 +166,12 @@ fn follow_options(from_start: bool) -> FollowOptions {
         max_read: 1 << 20,
         ..FollowOptions::default()
     }
+}
+
+fn live_parser(settings: &Settings) -> LiveParser {
+    let mut parser = LiveParser::new(live_job(settings));
+    parser.bulk_from = Some(BULK_FROM);
+    parser
 }
 
 /// What the live parser needs of the settings.
