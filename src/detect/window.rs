@@ -150,7 +150,10 @@ impl RateState {
         }
         let k = limit.saturating_sub(margin).max(1);
         let idx = if n == limit {
-            Some((self.head + limit - k) % limit)
+            // `(head + limit - k) % limit` without the division (this runs
+            // for every counted request): both terms are below `limit`.
+            let i = self.head + (limit - k);
+            Some(if i >= limit { i - limit } else { i })
         } else {
             // Fewer than `k` requests (a limit within the margin): none
             // to look at yet.
@@ -470,6 +473,33 @@ mod tests {
         }
         assert_eq!(r.hit(st(10_000), 45, 10_000), None);
         assert_eq!(r.count(10_000, 10_000), 1);
+    }
+
+    proptest! {
+        /// `near` is "the (limit - margin)-th newest request is within the
+        /// window", however far the ring has turned.
+        #[test]
+        fn near_matches_brute_force(
+            gaps in proptest::collection::vec(0i64..3000, 1..200),
+            limit in 1usize..20,
+            margin in 0usize..22,
+        ) {
+            let window = 5_000;
+            let mut r = RateState::default();
+            let mut times: Vec<i64> = Vec::new();
+            let mut t = 0;
+            for g in gaps {
+                t += g;
+                times.push(t);
+                r.hit(st(t), limit, window);
+                let n = times.len().min(limit);
+                let k = limit.saturating_sub(margin).max(1);
+                let expected = n + margin >= limit
+                    && n >= k
+                    && t - times[times.len() - k] < window;
+                prop_assert_eq!(r.near(t, limit, margin, window), expected);
+            }
+        }
     }
 
     proptest! {

@@ -256,7 +256,8 @@ mod tests {
         }
     }
 
-    const LINE: &str = "192.0.2.1 - - [10/Mar/2024:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"\n";
+    const LINE: &str =
+        "192.0.2.1 - - [10/Mar/2024:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"x\"\n";
 
     #[test]
     fn a_large_read_goes_out_whole_and_numbering_goes_on_after_it() {
