@@ -2187,3 +2187,52 @@ fn check_names_farm_rules_without_a_farm() {
             "score.toml:11:9: a farm rule decides with an action: it cannot add to a score",
         ));
 }
+
+/// A read of more than 256 KiB goes to the rules whole and is parsed on
+/// every core: every line is counted, the malformed ones said with their
+/// file and line, and a ban in the middle of it decided with its line.
+#[test]
+fn a_large_append_is_decided_whole_with_every_line_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _daemon = start(d, &[]);
+    let log = d.join("access.log");
+    let mut text = String::new();
+    for i in 0..4000u32 {
+        if i == 2500 {
+            text.push_str(&lines(&["192.0.2.77"], "/trigger"));
+        }
+        if i % 2000 == 1000 {
+            text.push_str("this is not a log line\n");
+        }
+        // Spread over /16s: no network floods a page.
+        let ip = format!("{}.{}.0.1", 11 + i % 200, i / 200);
+        text.push_str(&lines(&[ip.as_str()], &format!("/page/{}", i % 7)));
+    }
+    assert!(text.len() > 300 << 10, "{} bytes", text.len());
+    append(&log, &text);
+    wait_lines(d, 4003);
+    let st = status_json(d);
+    assert_eq!(st["loop"]["malformed"], 2, "{st}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let bans = loop {
+        let out = ctl(d, &["bans", "--json"]).success();
+        let out = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+        if out.contains("192.0.2.77") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        bans.contains("\"ip\":\"192.0.2.77\"") && bans.contains("\"rule\":\"trigger\""),
+        "{bans}"
+    );
+    assert_eq!(bans.lines().count(), 1, "{bans}");
+    // Line 2502: 2500 lines before it, and one malformed among them.
+    assert!(bans.contains("\"last_line\":2502"), "{bans}");
+    let log_text = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert!(
+        log_text.contains("line=1001") && log_text.contains("line=3003"),
+        "{log_text}"
+    );
+}
