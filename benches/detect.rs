@@ -1,16 +1,18 @@
 //! Micro-benchmarks of detection with the built-in ruleset: the stateless
 //! part (classify, on the parse workers), the stateful part (the engine,
-//! one thread), and the whole replay on one thread and on two (parse
-//! workers and engine shards). Run with `cargo bench --bench detect`;
+//! one thread), the whole replay on one thread and on two (parse workers
+//! and engine shards), and the daemon's rules taking a large read line by
+//! line or whole on every core. Run with `cargo bench --bench detect`;
 //! figures go into BENCHMARKS.md.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
+use webfence::daemon::detectors::rules::RuleDetector;
 use webfence::detect::allow::{Allowlist, SystemHost};
 use webfence::detect::rules::{ClassifyScratch, Event};
 use webfence::detect::{Config, Engine, RuleSet};
 use webfence::log::{FormatSpec, Parser, Preset, Scratch, TrustedProxies};
-use webfence::pipeline::{self, Job};
+use webfence::pipeline::{self, Job, LiveEvent, LiveLines};
 use webfence::source::Input;
 
 fn sample_lines() -> Vec<String> {
@@ -98,6 +100,53 @@ fn bench(c: &mut Criterion) {
                 let run = pipeline::replay(&job, &rules, &allow, None, |d, _| n += d.len());
                 black_box((run.is_ok(), n))
             })
+        });
+    }
+    g.finish();
+
+    // The daemon's rules on one large read (the sample 4 times over, about
+    // 10,000 lines): line by line, as before, and whole on 1 and 2 threads.
+    let text = include_bytes!("../examples/access.log").repeat(4);
+    let lines_in = text.split(|&b| b == b'\n').count() as u64;
+    let mut g = c.benchmark_group("daemon rules");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(lines_in));
+    let detector = |threads| {
+        let engine = Engine::new(rules.clone());
+        let mut d = RuleDetector::new(rules.clone(), allow.clone(), engine, None);
+        d.set_threads(threads);
+        d
+    };
+    let read = |d: &mut RuleDetector, whole: bool| {
+        let mut malformed = 0;
+        let lines = LiveLines {
+            parser: &parser,
+            path: std::path::Path::new("access.log"),
+            bytes: &text,
+            first: 1,
+            malformed: &mut malformed,
+        };
+        if whole {
+            d.on(LiveEvent::Lines(lines), None);
+        } else {
+            lines.each(&mut Scratch::default(), &mut |e| d.on(e, None));
+        }
+        black_box(d.engine.take_decisions().len())
+    };
+    g.bench_function("10k lines, line by line", |b| {
+        b.iter_batched(
+            || detector(1),
+            |mut d| read(&mut d, false),
+            BatchSize::LargeInput,
+        )
+    });
+    for threads in [1, 2] {
+        g.bench_function(format!("10k lines, whole, {threads} thread(s)"), |b| {
+            b.iter_batched(
+                || detector(threads),
+                |mut d| read(&mut d, true),
+                BatchSize::LargeInput,
+            )
         });
     }
     g.finish();
