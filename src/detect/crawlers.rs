@@ -262,10 +262,18 @@ const QUEUE: usize = 1024;
 /// claims from random addresses must not grow it without bound).
 const CACHE: usize = 100_000;
 
+/// Lookups in a row that DNS could not answer before lookups pause: DNS
+/// is down, and every new claimed crawler would cost a failing lookup.
+const UNSURE_IN_A_ROW: u32 = 20;
+/// How long lookups pause then (claims stay Unknown: judged like anyone).
+const PAUSE_MS: i64 = 60_000;
+
 #[derive(Default)]
 struct Cache {
     verdicts: HashMap<IpAddr, (Crawler, i64, String)>,
     pending: std::collections::HashSet<IpAddr>,
+    /// No new lookups before this wall time (ms).
+    paused_until: i64,
 }
 
 /// Verdicts for the daemon: answers at once from the cache; unknown
@@ -298,6 +306,9 @@ impl Verifier {
             if *until > now_ms {
                 return *v;
             }
+        }
+        if c.paused_until > now_ms {
+            return Crawler::Unknown;
         }
         if c.pending.insert(ip) {
             match self.tx.try_send((ip, k)) {
@@ -387,6 +398,7 @@ fn resolve_all(
     cache: Arc<Mutex<Cache>>,
 ) {
     let (mut fakes, mut unsure) = (Quiet::new(Instant::now()), Quiet::new(Instant::now()));
+    let mut unsure_in_a_row = 0;
     loop {
         let next = rx.recv_timeout(SUMMARY_EVERY);
         let now = Instant::now();
@@ -423,6 +435,22 @@ fn resolve_all(
         };
         let now = wall_ms();
         let mut c = lock(&cache);
+        if v == Crawler::Unknown {
+            unsure_in_a_row += 1;
+        } else {
+            unsure_in_a_row = 0;
+        }
+        if unsure_in_a_row >= UNSURE_IN_A_ROW {
+            unsure_in_a_row = 0;
+            c.paused_until = now + PAUSE_MS;
+            // What was queued meanwhile is dropped, not looked up.
+            c.pending.clear();
+            while rx.try_recv().is_ok() {}
+            tracing::warn!(
+                "crawler verification paused for {} s: DNS answered none of the last {UNSURE_IN_A_ROW} lookups; claimed crawlers are judged like any client meanwhile",
+                PAUSE_MS / 1000
+            );
+        }
         if c.verdicts.len() >= CACHE {
             c.verdicts.clear();
         }
@@ -536,6 +564,62 @@ mod tests {
         assert_eq!(claimed(b"GOOGLEBOT").unwrap().name, "Googlebot");
         assert!(claimed(b"Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0").is_none());
         assert!(claimed(b"").is_none());
+    }
+
+    /// DNS down: a resolver that never answers, and counts its lookups.
+    struct Down(Arc<std::sync::atomic::AtomicUsize>);
+    impl Resolver for Down {
+        fn reverse(&self, _: IpAddr) -> Result<Vec<String>, LookupError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(LookupError::Unsure("getnameinfo -3".into()))
+        }
+        fn forward(&self, _: &str) -> Result<Vec<IpAddr>, String> {
+            Err("no answer".into())
+        }
+    }
+
+    #[test]
+    fn lookups_pause_while_dns_answers_none() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let v = Verifier::start(Box::new(Down(calls.clone())));
+        let lookups = || calls.load(std::sync::atomic::Ordering::SeqCst);
+        let claim = |i: u32| {
+            v.check(
+                IpAddr::from([198, 51, (i >> 8) as u8, i as u8]),
+                b"Googlebot/2.1",
+            )
+        };
+        // One at a time, so that none waits in the queue.
+        for i in 0..UNSURE_IN_A_ROW {
+            assert_eq!(claim(i), Crawler::Unknown);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while lookups() <= i as usize {
+                assert!(Instant::now() < deadline, "lookup {i} not made");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&v.cache).paused_until == 0 {
+            assert!(Instant::now() < deadline, "not paused");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in 100..400 {
+            assert_eq!(claim(i), Crawler::Unknown);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            lookups(),
+            UNSURE_IN_A_ROW as usize,
+            "no lookup while paused"
+        );
+        // The pause ends: lookups start again.
+        lock(&v.cache).paused_until = wall_ms() - 1;
+        claim(1000);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lookups() == UNSURE_IN_A_ROW as usize {
+            assert!(Instant::now() < deadline, "no lookup after the pause");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]
