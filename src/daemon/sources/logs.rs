@@ -22,10 +22,12 @@ const FORMAT_WAIT: Duration = Duration::from_secs(1);
 /// combined format, a minute at 1,300 lines/s; state is not persisted.
 const WARM_UP_BYTES: u64 = 16 << 20;
 
-/// Reads at least this large (a backlog, or a flood of more than about
-/// 100,000 lines a second) go to the rules whole, to be parsed on every
+/// Reads at least this large go to the rules whole, to be parsed on every
 /// core; smaller ones line by line, each line decided before the next is
-/// parsed. 256 KiB is about 1,300 lines of combined format.
+/// parsed. A read is this large only when lines came faster than one
+/// thread decides them (a flood) or had piled up (a restart, a backlog):
+/// then throughput matters more than the next line's latency. 256 KiB is
+/// about 1,300 lines of combined format.
 const BULK_FROM: usize = 256 << 10;
 
 pub struct LogSource {
