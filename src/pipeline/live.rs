@@ -33,10 +33,13 @@ pub struct LiveLines<'a> {
 }
 
 impl LiveLines<'_> {
-    /// The lines one by one, as [`LiveParser`] hands them out without
-    /// `bulk_from`: for a caller with nothing to gain from taking them whole.
-    pub fn each(self, scratch: &mut Scratch, on: &mut dyn FnMut(LiveEvent<'_>)) {
+    /// The lines one by one, as [`LiveParser`] hands out a small read;
+    /// also for a caller with nothing to gain from taking them whole.
+    /// Returns how many lines there were.
+    pub fn each(self, scratch: &mut Scratch, on: &mut dyn FnMut(LiveEvent<'_>)) -> u64 {
+        let mut count = 0;
         for (number, line) in (self.first..).zip(lines(self.bytes).filter(|l| !l.is_empty())) {
+            count += 1;
             match self.parser.parse(line, scratch) {
                 Ok(r) => on(LiveEvent::Request(&r, line, number)),
                 Err(m) => {
@@ -45,6 +48,7 @@ impl LiveLines<'_> {
                 }
             }
         }
+        count
     }
 }
 
@@ -212,30 +216,18 @@ impl LiveParser {
     fn parse(&mut self, i: usize, bytes: &[u8], on: &mut dyn FnMut(LiveEvent<'_>)) {
         let f = &self.files[i];
         let Some(parser) = &f.parser else { return };
+        let lines = LiveLines {
+            parser,
+            path: &f.path,
+            bytes,
+            first: self.lines + 1,
+            malformed: &mut self.malformed,
+        };
         if self.bulk_from.is_some_and(|min| bytes.len() >= min) {
-            let first = self.lines + 1;
-            self.lines += lines(bytes).filter(|l| !l.is_empty()).count() as u64;
-            on(LiveEvent::Lines(LiveLines {
-                parser,
-                path: &f.path,
-                bytes,
-                first,
-                malformed: &mut self.malformed,
-            }));
-            return;
-        }
-        for line in lines(bytes) {
-            if line.is_empty() {
-                continue;
-            }
-            self.lines += 1;
-            match parser.parse(line, &mut self.scratch) {
-                Ok(r) => on(LiveEvent::Request(&r, line, self.lines)),
-                Err(m) => {
-                    self.malformed += 1;
-                    on(LiveEvent::Malformed(&f.path, self.lines, m.describe(line)));
-                }
-            }
+            self.lines += super::lines(bytes).filter(|l| !l.is_empty()).count() as u64;
+            on(LiveEvent::Lines(lines));
+        } else {
+            self.lines += lines.each(&mut self.scratch, on);
         }
     }
 }
