@@ -194,7 +194,7 @@ impl RuleDetector {
                 for mut ev in piece.events {
                     let line = lines
                         .bytes
-                        .get(ev.line_start as usize..(ev.line_start + ev.line_len) as usize)
+                        .get(ev.line_start as usize..ev.line_start as usize + ev.line_len as usize)
                         .unwrap_or_default();
                     if let Some(record) = record.as_mut() {
                         // The live view counts from the request itself: parsed
