@@ -356,12 +356,14 @@ impl RuleSet {
         // A reload brings a new rule set: what the memo remembers (which
         // conditions, by id) belongs to the old one.
         if scratch.memo_for != self.id || scratch.memo.len() != self.matchers.len() {
-            use super::memo::{FEW, MANY, Memo};
+            use super::memo::{FEW, FEW_ENTRY, MANY, MANY_ENTRY, Memo};
             scratch.memo_for = self.id;
             scratch.memo = (self.matchers.iter())
                 .map(|(f, _)| match f {
-                    FieldName::Path | FieldName::Target | FieldName::Query => Memo::new(MANY),
-                    _ => Memo::new(FEW),
+                    FieldName::Path | FieldName::Target | FieldName::Query => {
+                        Memo::new(MANY, MANY_ENTRY)
+                    }
+                    _ => Memo::new(FEW, FEW_ENTRY),
                 })
                 .collect();
         }
@@ -377,10 +379,7 @@ impl RuleSet {
                 continue;
             }
             let hash = *hashes[text_index(*field)].get_or_insert_with(|| self.hash(raw));
-            if let Some(conds) = memo.get(hash, raw) {
-                for &c in conds {
-                    scratch.bits.set(c);
-                }
+            if memo.recall(hash, raw, |c| scratch.bits.set(c)) {
                 continue;
             }
             let value = raw;
@@ -396,7 +395,7 @@ impl RuleSet {
                 value
             };
             m.scan(value, &mut scratch.bits, &mut scratch.lower);
-            let found: super::memo::Conds = m
+            let found: smallvec::SmallVec<[u32; 4]> = m
                 .conds
                 .iter()
                 .copied()
