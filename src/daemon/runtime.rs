@@ -98,6 +98,41 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 const LAG_WARN_S: f64 = 60.0;
 /// The longest sleep when nothing happens; inotify wakes the loop sooner.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// Longest that `status` lags the follow loop while lines keep coming.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// When the follow loop's figures go out to `status`: as soon as the loop
+/// has caught up with the logs, and every [`PUBLISH_EVERY`] while it reads
+/// on. (Once a second left `status` showing no lines for up to a second
+/// after a start, or after a burst.)
+struct Freshness {
+    last: Instant,
+    pending: bool,
+}
+
+impl Freshness {
+    fn new(now: Instant) -> Self {
+        Freshness {
+            last: now,
+            pending: false,
+        }
+    }
+
+    /// Whether to publish now, after a pass that `read_any` lines.
+    fn due(&mut self, read_any: bool, now: Instant) -> bool {
+        self.pending |= read_any;
+        if !self.pending || (read_any && now.duration_since(self.last) < PUBLISH_EVERY) {
+            return false;
+        }
+        self.published(now);
+        true
+    }
+
+    fn published(&mut self, now: Instant) {
+        self.last = now;
+        self.pending = false;
+    }
+}
 
 fn load(args: &RunOptions) -> Result<(Config, RuleSet, Settings)> {
     let invalid = invalid_configuration;
@@ -442,6 +477,7 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
     };
     let mut settings = settings;
     publish(&status, &logs, &rules);
+    let mut freshness = Freshness::new(Instant::now());
     let mut last_save = Instant::now();
     let mut last_resolve = Instant::now();
     let mut lagging = false;
@@ -571,8 +607,12 @@ pub fn run(args: RunOptions) -> Result<ExitCode> {
             f.behind_bytes = logs.behind_bytes();
             *lock(&log_figures) = f;
         }
+        if freshness.due(read_any, Instant::now()) {
+            publish(&status, &logs, &rules);
+        }
         if last_save.elapsed() >= SAVE_EVERY {
             last_save = Instant::now();
+            freshness.published(last_save);
             // Saved by the enforcer once the decisions sent before them
             // are applied: a crash never skips a line whose bans are not
             // in the ledger.
@@ -829,4 +869,34 @@ pub fn socket_path(socket: &Option<PathBuf>, config: &[PathBuf]) -> Result<PathB
         return Ok(s.clone());
     }
     Ok(load_settings(config)?.socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_loop_when_it_catches_up_and_while_it_reads() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut f = Freshness::new(t0);
+        // Nothing read: nothing to say.
+        assert!(!f.due(false, ms(50)));
+        // Lines read 60 ms after the start: not yet, more may follow...
+        assert!(!f.due(true, ms(60)));
+        // ...but the loop caught up on the next pass: now.
+        assert!(f.due(false, ms(61)));
+        assert!(!f.due(false, ms(62)));
+        // Reading on without a pause: every 100 ms.
+        assert!(!f.due(true, ms(100)));
+        assert!(!f.due(true, ms(160)));
+        assert!(f.due(true, ms(161)));
+        assert!(!f.due(true, ms(162)));
+        // A long pass that read lines is published at once.
+        assert!(f.due(true, ms(400)));
+        // The once-a-second refresh counts as published.
+        f.published(ms(450));
+        assert!(!f.due(true, ms(500)));
+        assert!(f.due(false, ms(501)));
+    }
 }
