@@ -1865,6 +1865,12 @@ fn metrics_are_valid_and_scraped_by_prometheus() {
         body.contains("webfence_bans_total{rule=\"trigger\"} 3"),
         "{body}"
     );
+    // Crawler verification is on by default: its figures are there.
+    assert!(body.contains("webfence_crawler_lookups_paused 0"), "{body}");
+    assert!(
+        body.contains("webfence_crawler_lookups_total{verdict=\"fake\"} 0"),
+        "{body}"
+    );
     let mut check = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -2057,8 +2063,10 @@ fn agent_lines(ip: &str, agent: &str, n: usize) -> String {
 /// by the rate rules; a client claiming Googlebot from elsewhere is a
 /// fake and is banned; a curl client fetching as fast is banned (so the
 /// rate rule does fire).
-#[test]
-fn verified_crawlers_are_spared_and_fakes_are_banned() {
+/// Whether root and `unshare` are here, for the tests that give the daemon
+/// its own /etc files; without them a test is skipped (or fails, when
+/// WEBFENCE_REQUIRE_NETNS says they must be).
+fn can_unshare() -> bool {
     let root = std::process::Command::new("id")
         .arg("-u")
         .output()
@@ -2073,15 +2081,14 @@ fn verified_crawlers_are_spared_and_fakes_are_banned() {
             "root and unshare are required here"
         );
         eprintln!("skipped: needs root and unshare");
-        return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let hosts = write(
-        d,
-        "hosts",
-        "127.0.0.1 localhost\n66.249.66.1 crawl-66-249-66-1.googlebot.com\n",
-    );
+    root && unshare
+}
+
+/// Runs the daemon on DIR's plain configuration (backend none) in a
+/// private mount namespace where each (file, over) pair is bind-mounted:
+/// the test decides what /etc/hosts and /etc/resolv.conf say.
+fn start_with_etc(d: &Path, binds: &[(&Path, &str)]) -> Daemon {
     std::fs::write(d.join("access.log"), "").unwrap();
     let cfg = write(
         d,
@@ -2091,11 +2098,14 @@ fn verified_crawlers_are_spared_and_fakes_are_banned() {
             d = d.display()
         ),
     );
+    let mounts: String = binds
+        .iter()
+        .map(|(file, over)| format!("mount --bind {} {over} && ", file.display()))
+        .collect();
     let child = std::process::Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!(
-            "mount --bind {} /etc/hosts && exec {} run -c {}",
-            hosts.display(),
+            "{mounts}exec {} run -c {}",
             env!("CARGO_BIN_EXE_webfence"),
             cfg.display()
         ))
@@ -2105,6 +2115,22 @@ fn verified_crawlers_are_spared_and_fakes_are_banned() {
         .unwrap();
     let daemon = Daemon(child);
     wait_daemon(d);
+    daemon
+}
+
+#[test]
+fn verified_crawlers_are_spared_and_fakes_are_banned() {
+    if !can_unshare() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hosts = write(
+        d,
+        "hosts",
+        "127.0.0.1 localhost\n66.249.66.1 crawl-66-249-66-1.googlebot.com\n",
+    );
+    let daemon = start_with_etc(d, &[(&hosts, "/etc/hosts")]);
     let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
     let log = d.join("access.log");
     // The first request of each asks for a verdict.
@@ -2130,6 +2156,68 @@ fn verified_crawlers_are_spared_and_fakes_are_banned() {
     assert!(
         !bans.iter().any(|b| b.contains("66.249.66.1")),
         "the real Googlebot was banned: {bans:?}"
+    );
+    // What verification did is in `status`, in figures and in words.
+    let crawlers = &status_json(d)["loop"]["crawlers"];
+    assert_eq!(crawlers["verified"], 1, "{crawlers}");
+    assert_eq!(crawlers["fake"], 1, "{crawlers}");
+    assert!(crawlers["paused_until_ms"].is_null(), "{crawlers}");
+    let text = status_text(d);
+    assert!(
+        text.contains("crawlers  1 verified, 1 fake, 0 lookups unanswered\n"),
+        "{text}"
+    );
+    terminate(daemon);
+}
+
+/// With DNS down (a resolver on loopback that nobody answers for), the
+/// daemon stops looking up claimed crawlers after 20 unanswered lookups,
+/// and says so in `status`, not only in its log: meanwhile a real
+/// crawler could be banned by the rate rules.
+#[test]
+fn a_crawler_lookup_pause_is_shown_in_status() {
+    if !can_unshare() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hosts = write(d, "hosts", "127.0.0.1 localhost\n");
+    let resolv = write(
+        d,
+        "resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    );
+    let daemon = start_with_etc(d, &[(&hosts, "/etc/hosts"), (&resolv, "/etc/resolv.conf")]);
+    let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let log = d.join("access.log");
+    // One claim at a time, so that none waits in the queue when the pause
+    // starts (what waits then is dropped, not looked up).
+    let unanswered = || status_json(d)["loop"]["crawlers"]["unanswered"].as_u64();
+    for i in 0..20 {
+        append(&log, &agent_lines(&format!("198.51.100.{i}"), google, 1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while unanswered() != Some(i + 1) {
+            assert!(Instant::now() < deadline, "lookup {i}: {:?}", unanswered());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    wait_log(d, "crawler verification paused for 60 s");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut crawlers = status_json(d)["loop"]["crawlers"].clone();
+    while crawlers["paused_until_ms"].is_null() {
+        assert!(Instant::now() < deadline, "{crawlers}");
+        std::thread::sleep(Duration::from_millis(50));
+        crawlers = status_json(d)["loop"]["crawlers"].clone();
+    }
+    assert_eq!(crawlers["unanswered"], 20, "{crawlers}");
+    let text = status_text(d);
+    assert!(
+        text.contains("crawlers  0 verified, 0 fake, 20 lookups unanswered; LOOKUPS PAUSED for "),
+        "{text}"
+    );
+    assert!(
+        text.contains("claimed crawlers are judged like any client"),
+        "{text}"
     );
     terminate(daemon);
 }

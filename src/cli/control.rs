@@ -869,6 +869,26 @@ fn guards_text(out: &mut String, lp: &Value, now: i64, style: &Style) {
                 .unwrap_or_default()
         );
     }
+    if let Some(c) = lp.get("crawlers").filter(|c| !c.is_null()) {
+        let paused = c
+            .get("paused_until_ms")
+            .and_then(Value::as_i64)
+            .map(|until| {
+                format!(
+                    "; {} for {}: DNS answers none, so claimed crawlers are judged like any client",
+                    style.paint("1;33", "LOOKUPS PAUSED"),
+                    human_span(((until - now).max(0) / 1000) as u64)
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "crawlers  {} verified, {} fake, {} lookups unanswered{paused}",
+            thousands(num(c, "verified") as u64),
+            thousands(num(c, "fake") as u64),
+            thousands(num(c, "unanswered") as u64),
+        );
+    }
     if let Some(f) = lp.get("farm").filter(|f| !f.is_null()) {
         let nodes: Vec<String> = f
             .get("nodes")

@@ -101,6 +101,8 @@ pub struct LoopStatus {
     pub packets: Option<super::detectors::packets::PacketStatus>,
     /// `[farm]`, when set.
     pub farm: Option<super::actions::farm::FarmStatus>,
+    /// Crawler verification (`[crawlers]`), when on.
+    pub crawlers: Option<crate::detect::crawlers::CrawlerStatus>,
 }
 
 impl LoopStatus {

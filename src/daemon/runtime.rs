@@ -792,6 +792,7 @@ fn publish(status: &Mutex<LoopStatus>, logs: &LogSource, rules: &RuleDetector) {
     st.format = rules.format.clone();
     st.problems = logs.problems();
     st.engine_bytes = rules.engine.state_bytes() as u64;
+    st.crawlers = rules.crawlers.as_ref().map(|c| c.status());
     let f = rules.figures;
     st.lag_seconds = if logs.behind_bytes() > 0 && f.newest_ms > 0 {
         (wall_ms() - f.newest_ms).max(0) as f64 / 1000.0

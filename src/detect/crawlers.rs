@@ -274,6 +274,23 @@ struct Cache {
     pending: std::collections::HashSet<IpAddr>,
     /// No new lookups before this wall time (ms).
     paused_until: i64,
+    /// Lookups made, by outcome (for `status`; `paused_until_ms` unused).
+    made: CrawlerStatus,
+}
+
+/// What `status` and the metrics show of crawler verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CrawlerStatus {
+    /// Lookups since the start that confirmed a claimed crawler.
+    pub verified: u64,
+    /// Lookups that found a claim false.
+    pub fake: u64,
+    /// Lookups DNS did not answer.
+    pub unanswered: u64,
+    /// While DNS answers none, lookups pause until then (wall time, ms):
+    /// meanwhile a claimed crawler is judged like any client, so rate
+    /// rules may ban a real one.
+    pub paused_until_ms: Option<i64>,
 }
 
 /// Verdicts for the daemon: answers at once from the cache; unknown
@@ -319,6 +336,15 @@ impl Verifier {
             }
         }
         Crawler::Unknown
+    }
+
+    /// Lookups so far, and the pause if one is on.
+    pub fn status(&self) -> CrawlerStatus {
+        let c = lock(&self.cache);
+        CrawlerStatus {
+            paused_until_ms: (c.paused_until > wall_ms()).then_some(c.paused_until),
+            ..c.made.clone()
+        }
     }
 
     /// The verdict and its reason, once known (for logs and tests).
@@ -435,6 +461,11 @@ fn resolve_all(
         };
         let now = wall_ms();
         let mut c = lock(&cache);
+        match v {
+            Crawler::Verified => c.made.verified += 1,
+            Crawler::Fake => c.made.fake += 1,
+            Crawler::Unknown => c.made.unanswered += 1,
+        }
         if v == Crawler::Unknown {
             unsure_in_a_row += 1;
         } else {
@@ -612,8 +643,14 @@ mod tests {
             UNSURE_IN_A_ROW as usize,
             "no lookup while paused"
         );
+        // Said where the admin looks, not only in the log.
+        let st = v.status();
+        assert_eq!(st.unanswered, u64::from(UNSURE_IN_A_ROW));
+        assert_eq!((st.verified, st.fake), (0, 0));
+        assert!(st.paused_until_ms.is_some_and(|t| t > wall_ms()), "{st:?}");
         // The pause ends: lookups start again.
         lock(&v.cache).paused_until = wall_ms() - 1;
+        assert_eq!(v.status().paused_until_ms, None);
         claim(1000);
         let deadline = Instant::now() + Duration::from_secs(5);
         while lookups() == UNSURE_IN_A_ROW as usize {
@@ -640,5 +677,8 @@ mod tests {
         assert_eq!(v.check(ip("66.249.66.1"), ua), Crawler::Verified);
         assert_eq!(v.check(ip("203.0.113.5"), ua), Crawler::Fake);
         assert_eq!(v.check(ip("203.0.113.5"), b"curl/8"), Crawler::Unknown);
+        let st = v.status();
+        assert_eq!((st.verified, st.fake, st.unanswered), (1, 1, 0));
+        assert_eq!(st.paused_until_ms, None);
     }
 }

@@ -67,6 +67,11 @@ struct ChannelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListLabel {
     list: String,
 }
@@ -286,6 +291,28 @@ pub fn render(shared: &Shared) -> String {
         "1 when the blocklist's last refresh worked",
         list_ok,
     );
+
+    if let Some(c) = lp.get("crawlers").filter(|c| !c.is_null()) {
+        let lookups = Family::<VerdictLabel, Counter>::default();
+        for verdict in ["verified", "fake", "unanswered"] {
+            lookups
+                .get_or_create(&VerdictLabel {
+                    verdict: verdict.into(),
+                })
+                .inc_by(num(c, verdict));
+        }
+        r.register(
+            "crawler_lookups",
+            "Reverse-DNS checks of claimed crawlers, by outcome",
+            lookups,
+        );
+        let paused = c.get("paused_until_ms").is_some_and(|p| !p.is_null());
+        r.register(
+            "crawler_lookups_paused",
+            "1 while DNS answers none and claimed crawlers are judged like any client",
+            gauge(i64::from(paused)),
+        );
+    }
 
     let deliveries = Family::<ChannelLabel, Counter>::default();
     for c in lp
