@@ -1871,29 +1871,7 @@ fn metrics_are_valid_and_scraped_by_prometheus() {
         body.contains("webfence_crawler_lookups_total{verdict=\"fake\"} 0"),
         "{body}"
     );
-    let mut check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        check
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(body.as_bytes())
-            .unwrap();
-    }
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_accepts(&body);
     assert_eq!(http_get(port, "/healthz").0, 200);
     assert_eq!(http_get(port, "/nope").0, 404);
 

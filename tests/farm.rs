@@ -455,6 +455,7 @@ fn a_mistyped_farm_name_is_named_in_status() {
     assert!(log.contains("no other node of farm 'shopp'"), "{log}");
     let body = scrape(metrics_port);
     assert!(body.contains("webfence_farm_alone 1"), "{body}");
+    common::promtool_accepts(&body);
     // web1, in a farm with a node seen (itself), is not alone among
     // others: its farm is the only one it could mean.
     let s = status_json(&sa);
@@ -846,6 +847,7 @@ fn a_count_key_of_another_type_spoils_only_itself() {
     ] {
         assert!(body.contains(name), "{name} in {body}");
     }
+    common::promtool_accepts(&body);
 }
 
 /// A daemon's `/metrics`.

@@ -119,3 +119,38 @@ pub fn until(
     }
     started.elapsed()
 }
+
+/// Asserts that `promtool check metrics` accepts a `/metrics` body (the
+/// part after the HTTP headers, when they are there). Skipped without
+/// promtool, unless WEBFENCE_REQUIRE_PROMETHEUS says it must be here.
+pub fn promtool_accepts(response: &str) {
+    use std::io::Write;
+    let body = response.split_once("\r\n\r\n").map_or(response, |x| x.1);
+    let spawned = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut check) = spawned else {
+        assert!(
+            std::env::var_os("WEBFENCE_REQUIRE_PROMETHEUS").is_none(),
+            "promtool is required here"
+        );
+        eprintln!("promtool check skipped: no promtool");
+        return;
+    };
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
