@@ -2042,25 +2042,9 @@ fn agent_lines(ip: &str, agent: &str, n: usize) -> String {
 /// fake and is banned; a curl client fetching as fast is banned (so the
 /// rate rule does fire).
 /// Whether root and `unshare` are here, for the tests that give the daemon
-/// its own /etc files; without them a test is skipped (or fails, when
-/// WEBFENCE_REQUIRE_NETNS says they must be).
+/// its own /etc files.
 fn can_unshare() -> bool {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let unshare = std::process::Command::new("unshare")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !root || !unshare {
-        assert!(
-            std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_none(),
-            "root and unshare are required here"
-        );
-        eprintln!("skipped: needs root and unshare");
-    }
-    root && unshare
+    common::netns::ready(&[&["unshare", "--version"]], "unshare")
 }
 
 /// Runs the daemon on DIR's plain configuration (backend none) in a

@@ -4,30 +4,21 @@
 //! Needs root, `ip` and `nft`; skipped without them unless
 //! WEBFENCE_REQUIRE_NETNS is set (scripts/test sets it and installs them).
 
-use std::process::Command;
 use std::time::Duration;
 
 use webfence::detect::addr::{Subject, to_bits};
 use webfence::enforce::nft::Nft;
 use webfence::enforce::{Backend, BanEntry};
 
-fn sh(argv: &[&str]) -> bool {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+mod common;
+
+use common::netns::{sh, steps};
 
 fn available() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let ok = root && sh(&["nft", "--version"]) && sh(&["ip", "-V"]) && sh(&["ping", "-V"]);
-    if !ok && std::env::var_os("WEBFENCE_REQUIRE_NETNS").is_some() {
-        panic!("root, nft, ip and ping are required here");
-    }
-    ok
+    common::netns::ready(
+        &[&["nft", "--version"], &["ip", "-V"], &["ping", "-V"]],
+        "nft, ip and ping",
+    )
 }
 
 /// Two namespaces joined by a veth pair; removed on drop.
@@ -44,44 +35,19 @@ impl Net {
             client: format!("wfc{id}"),
         };
         let (s, c) = (net.server.as_str(), net.client.as_str());
-        for cmd in [
-            vec!["ip", "netns", "add", s],
-            vec!["ip", "netns", "add", c],
-            vec![
-                "ip", "-n", s, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
-                "netns", c,
-            ],
-            vec!["ip", "-n", s, "addr", "add", "10.231.0.1/24", "dev", "eth0"],
-            vec!["ip", "-n", c, "addr", "add", "10.231.0.2/24", "dev", "eth0"],
-            vec![
-                "ip",
-                "-n",
-                s,
-                "addr",
-                "add",
-                "fd00:231::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-            vec![
-                "ip",
-                "-n",
-                c,
-                "addr",
-                "add",
-                "fd00:231::2/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-            vec!["ip", "-n", s, "link", "set", "eth0", "up"],
-            vec!["ip", "-n", c, "link", "set", "eth0", "up"],
-            vec!["ip", "-n", s, "link", "set", "lo", "up"],
-            vec!["ip", "-n", c, "link", "set", "lo", "up"],
-        ] {
-            assert!(sh(&cmd), "setup failed: {cmd:?}");
-        }
+        steps(&[
+            format!("ip netns add {s}"),
+            format!("ip netns add {c}"),
+            format!("ip -n {s} link add eth0 type veth peer name eth0 netns {c}"),
+            format!("ip -n {s} addr add 10.231.0.1/24 dev eth0"),
+            format!("ip -n {c} addr add 10.231.0.2/24 dev eth0"),
+            format!("ip -n {s} addr add fd00:231::1/64 dev eth0 nodad"),
+            format!("ip -n {c} addr add fd00:231::2/64 dev eth0 nodad"),
+            format!("ip -n {s} link set eth0 up"),
+            format!("ip -n {c} link set eth0 up"),
+            format!("ip -n {s} link set lo up"),
+            format!("ip -n {c} link set lo up"),
+        ]);
         net
     }
 
