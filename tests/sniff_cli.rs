@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{fails_with, succeeds, write};
+use common::{fails_with, succeeds, webfence, write};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
@@ -261,6 +261,25 @@ fn packet_settings_are_checked() {
             "'classes' applies to packet rules, not to rate rules",
         ],
     );
+    // Regression: a bad duration said "invalid duration 'x'" twice.
+    let bad = write(
+        dir.path(),
+        "d.toml",
+        "[daemon]\nlogs = [\"/tmp/x.log\"]\n[packets]\nenabled = true\nsample = \"x\"\n",
+    );
+    let out = webfence()
+        .args(["check", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "d.toml:5:10: sample: invalid duration 'x': 'x' does not start with a number;"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.matches("invalid duration").count(), 1, "{err}");
     // The source's own settings (checked once the rules are right).
     let src = write(
         dir.path(),

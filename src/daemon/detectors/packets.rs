@@ -34,18 +34,21 @@ pub fn compile(
     }
     let before = errors.len();
     let mut err = |at, msg: String| errors.push(config.sources.error(at, msg));
+    // The error names the value already: prefixed with the setting, as
+    // every other section says it (it once said the value twice).
     let duration =
-        |v: &Option<crate::detect::config::Sp<String>>,
+        |what: &str,
+         v: &Option<crate::detect::config::Sp<String>>,
          default: u64,
          err: &mut dyn FnMut(crate::detect::config::Origin, String)| match v {
             Some(d) => crate::units::parse_duration(&d.value).unwrap_or_else(|e| {
-                err(d.at, format!("invalid duration '{}': {e}", d.value));
+                err(d.at, format!("{what}: {e}"));
                 default
             }),
             None => default,
         };
-    let sample_s = duration(&p.sample, 10, &mut err).max(1);
-    let every_s = duration(&p.every, 300, &mut err).max(1);
+    let sample_s = duration("sample", &p.sample, 10, &mut err).max(1);
+    let every_s = duration("every", &p.every, 300, &mut err).max(1);
     if every_s < sample_s {
         err(
             *at,
