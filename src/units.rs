@@ -6,6 +6,49 @@
 const DURATION_HINT: &str =
     "expected a number with a unit, such as 90s, 15m, 1h30m, 2h, 1d, 1w, or 10 seconds, 5 minutes";
 
+/// Why a quantity was refused; its text is what the config file, the
+/// command line and the socket print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("invalid duration '{text}': {fault}; {DURATION_HINT}")]
+    Duration { text: String, fault: DurationFault },
+    #[error("invalid size '{text}': {fault}")]
+    Size { text: String, fault: SizeFault },
+    #[error("invalid rate '{text}': expected POINTS/DURATION such as 3/1d or 3/86400")]
+    RateShape { text: String },
+    #[error("invalid rate '{text}': {duration}")]
+    RateDuration {
+        text: String,
+        duration: Box<UnitError>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationFault {
+    #[error("it is empty")]
+    Empty,
+    #[error("'{0}' does not start with a number")]
+    NoNumber(String),
+    #[error("the number is too large")]
+    NumberTooLarge,
+    #[error("unknown unit '{0}'")]
+    UnknownUnit(String),
+    #[error("it is too long")]
+    TooLong,
+    #[error("it must be greater than zero and at most 100 years")]
+    OutOfRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeFault {
+    #[error("expected a number with an optional unit K, M or G (such as 256MB)")]
+    NoNumber,
+    #[error("unknown unit '{0}' (use K, M or G)")]
+    UnknownUnit(String),
+    #[error("must be greater than zero")]
+    Zero,
+}
+
 fn unit_seconds(unit: &str) -> Option<u64> {
     Some(match unit {
         "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
@@ -19,11 +62,14 @@ fn unit_seconds(unit: &str) -> Option<u64> {
 
 /// `90`, `90s`, `15m`, `1h30m`, `1h 30m`, `10 seconds`, `5 minutes`,
 /// `1d`, `1w` → seconds. A bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let bad = |why: String| format!("invalid duration '{}': {why}; {DURATION_HINT}", text.trim());
+pub fn parse_duration(text: &str) -> Result<u64, UnitError> {
+    let bad = |fault| UnitError::Duration {
+        text: text.trim().to_string(),
+        fault,
+    };
     let mut rest = text.trim();
     if rest.is_empty() {
-        return Err(bad("it is empty".into()));
+        return Err(bad(DurationFault::Empty));
     }
     let mut total: u64 = 0;
     while !rest.is_empty() {
@@ -31,67 +77,68 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(bad(format!("'{rest}' does not start with a number")));
+            return Err(bad(DurationFault::NoNumber(rest.to_string())));
         }
         let n: u64 = rest[..digits]
             .parse()
-            .map_err(|_| bad("the number is too large".into()))?;
+            .map_err(|_| bad(DurationFault::NumberTooLarge))?;
         rest = rest[digits..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let mult = unit_seconds(&unit.to_ascii_lowercase())
-            .ok_or_else(|| bad(format!("unknown unit '{unit}'")))?;
+            .ok_or_else(|| bad(DurationFault::UnknownUnit(unit.to_string())))?;
         total = n
             .checked_mul(mult)
             .and_then(|s| total.checked_add(s))
-            .ok_or_else(|| bad("it is too long".into()))?;
+            .ok_or_else(|| bad(DurationFault::TooLong))?;
         rest = rest[unit_len..].trim_start();
     }
     if total == 0 || total > 100 * 365 * 86_400 {
-        return Err(bad(
-            "it must be greater than zero and at most 100 years".into()
-        ));
+        return Err(bad(DurationFault::OutOfRange));
     }
     Ok(total)
 }
 
 /// `256MB`, `1GiB`, `512k`, `1048576` → bytes. Decimal and binary units are
 /// both taken as binary: a memory cap is never meant to the byte.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let bad = |fault| UnitError::Size {
+        text: text.to_string(),
+        fault,
+    };
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid size '{text}': expected a number with an optional unit K, M or G (such as 256MB)")
-    })?;
+    let n: u64 = num.parse().map_err(|_| bad(SizeFault::NoNumber))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "invalid size '{text}': unknown unit '{other}' (use K, M or G)"
-            ));
-        }
+        other => return Err(bad(SizeFault::UnknownUnit(other.to_string()))),
     };
     n.checked_mul(mult)
         .filter(|b| *b > 0)
-        .ok_or_else(|| format!("invalid size '{text}': must be greater than zero"))
+        .ok_or_else(|| bad(SizeFault::Zero))
 }
 
 /// A decay rate such as `3/1d` (3 points a day, mod_security's
 /// `deprecatevar:IP.spam=3/86400` is `3/86400`) → points per second.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
-    let err = || format!("invalid rate '{text}': expected POINTS/DURATION such as 3/1d or 3/86400");
-    let (points, per) = text.split_once('/').ok_or_else(err)?;
-    let points: f64 = points.trim().parse().map_err(|_| err())?;
+pub fn parse_rate(text: &str) -> Result<f64, UnitError> {
+    let shape = || UnitError::RateShape {
+        text: text.to_string(),
+    };
+    let (points, per) = text.split_once('/').ok_or_else(shape)?;
+    let points: f64 = points.trim().parse().map_err(|_| shape())?;
     if !points.is_finite() || points < 0.0 {
-        return Err(err());
+        return Err(shape());
     }
-    let secs = parse_duration(per).map_err(|e| format!("invalid rate '{text}': {e}"))?;
+    let secs = parse_duration(per).map_err(|e| UnitError::RateDuration {
+        text: text.to_string(),
+        duration: Box::new(e),
+    })?;
     Ok(points / secs as f64)
 }
 
@@ -112,13 +159,12 @@ mod tests {
         assert_eq!(parse_duration("5 minutes"), Ok(300));
         assert_eq!(parse_duration("2 Hours"), Ok(7200));
         for bad in ["0", "", "h", "1h x", "5y", "1.5h", "-3s"] {
-            let e = parse_duration(bad).unwrap_err();
+            let e = parse_duration(bad).unwrap_err().to_string();
             assert!(e.ends_with(DURATION_HINT), "{bad}: {e}");
         }
-        assert!(
-            parse_duration("5y")
-                .unwrap_err()
-                .contains("unknown unit 'y'")
+        assert_eq!(
+            parse_duration(" 5y ").unwrap_err().to_string(),
+            format!("invalid duration '5y': unknown unit 'y'; {DURATION_HINT}")
         );
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999w").is_err());
@@ -129,19 +175,30 @@ mod tests {
         assert_eq!(parse_size("256MB"), Ok(256 << 20));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(
-            parse_size("12 parsecs")
-                .unwrap_err()
-                .contains("unknown unit")
+        assert_eq!(
+            parse_size("12 parsecs").unwrap_err().to_string(),
+            "invalid size '12 parsecs': unknown unit 'parsecs' (use K, M or G)"
         );
-        assert!(parse_size("0").is_err());
+        assert_eq!(
+            parse_size("0").unwrap_err().to_string(),
+            "invalid size '0': must be greater than zero"
+        );
     }
 
     #[test]
     fn rates() {
         assert_eq!(parse_rate("3/1d"), Ok(3.0 / 86_400.0));
         assert_eq!(parse_rate("3/86400"), Ok(3.0 / 86_400.0));
-        assert!(parse_rate("3").is_err());
+        assert_eq!(
+            parse_rate("3").unwrap_err().to_string(),
+            "invalid rate '3': expected POINTS/DURATION such as 3/1d or 3/86400"
+        );
+        assert_eq!(
+            parse_rate("3/0").unwrap_err().to_string(),
+            format!(
+                "invalid rate '3/0': invalid duration '0': it must be greater than zero and at most 100 years; {DURATION_HINT}"
+            )
+        );
         assert!(parse_rate("-1/1h").is_err());
         assert!(parse_rate("x/1h").is_err());
     }

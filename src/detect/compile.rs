@@ -470,7 +470,7 @@ impl RuleSet {
                 Some(d) => match units::parse_rate(&d.value) {
                     Ok(r) => (r, d.value.clone()),
                     Err(e) => {
-                        c.err(d.at, e);
+                        c.err(d.at, e.to_string());
                         (0.0, String::new())
                     }
                 },
@@ -812,7 +812,7 @@ impl RuleSet {
                     DEFAULT_MEMORY_CAP
                 }
                 Err(e) => {
-                    c.err(m.at, e);
+                    c.err(m.at, e.to_string());
                     DEFAULT_MEMORY_CAP
                 }
             },
