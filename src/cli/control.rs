@@ -248,7 +248,7 @@ pub(super) fn bans(args: BansArgs) -> Result<ExitCode> {
 fn collect_subjects(args: &BanArgs) -> Result<Vec<String>> {
     let mut subjects = Vec::new();
     let mut errors = Vec::new();
-    let parse = |item: &str| -> Result<String, String> {
+    let parse = |item: &str| -> Result<String, crate::detect::addr::SubjectError> {
         let exact = Subject::parse_exact(item);
         match (exact, args.normalize) {
             (Ok(v), _) => Ok(v.to_string()),
@@ -263,7 +263,7 @@ fn collect_subjects(args: &BanArgs) -> Result<Vec<String>> {
     for s in &args.subjects {
         match parse(s) {
             Ok(v) => subjects.push(v),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     if let Some(file) = &args.file {

@@ -480,7 +480,7 @@ pub fn handle(req: Request, shared: &Shared) -> Value {
         } => {
             let within = match within.map(|w| w.parse::<Subject>()).transpose() {
                 Ok(w) => w,
-                Err(e) => return failure(e),
+                Err(e) => return failure(e.to_string()),
             };
             let e = lock(&shared.enforcer);
             let q = Query {

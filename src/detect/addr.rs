@@ -105,18 +105,29 @@ impl Subject {
     }
 }
 
+/// Why a typed address or network was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("'{0}' is not an IP address or CIDR")]
+    NotAnAddress(String),
+    #[error(
+        "'{text}' has host bits set: as a network it is {network} (--normalize bans that; or give the address alone)"
+    )]
+    HostBits { text: String, network: IpNet },
+}
+
 /// An address or a CIDR, as an admin types it: "203.0.113.7",
 /// "2001:db8::/32", "10.0.0.0/8". Host bits of a CIDR are ignored.
 impl std::str::FromStr for Subject {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Subject, String> {
+    type Err = SubjectError;
+    fn from_str(s: &str) -> Result<Subject, SubjectError> {
         let t = s.trim();
         if let Ok(ip) = t.parse::<IpAddr>() {
             return Ok(Subject::host(to_bits(ip)));
         }
         t.parse::<IpNet>()
             .map(Subject::from_net)
-            .map_err(|_| format!("'{t}' is not an IP address or CIDR"))
+            .map_err(|_| SubjectError::NotAnAddress(t.to_string()))
     }
 }
 
@@ -124,15 +135,15 @@ impl Subject {
     /// Parses an address or CIDR as typed, refusing a CIDR with host bits
     /// set (`1.2.3.4/8`): the admin may have meant the address, or a
     /// narrower network. The error names the network it would mean.
-    pub fn parse_exact(s: &str) -> Result<Subject, String> {
+    pub fn parse_exact(s: &str) -> Result<Subject, SubjectError> {
         let subject: Subject = s.parse()?;
         let t = s.trim();
         if let Ok(net) = t.parse::<IpNet>() {
             if net.trunc() != net {
-                return Err(format!(
-                    "'{t}' has host bits set: as a network it is {} (--normalize bans that; or give the address alone)",
-                    net.trunc()
-                ));
+                return Err(SubjectError::HostBits {
+                    text: t.to_string(),
+                    network: net.trunc(),
+                });
             }
         }
         Ok(subject)
