@@ -365,7 +365,7 @@ fn connection_rule(
     for s in raw.states.iter().flatten() {
         match parse_state(&s.value) {
             Ok(st) => states.push(st),
-            Err(e) => c.err(s.at, e),
+            Err(e) => c.err(s.at, e.to_string()),
         }
     }
     let mut ports = Vec::new();
@@ -555,7 +555,7 @@ impl RuleSet {
             if let Some(k) = &raw.key {
                 match KeySpec::parse(&k.value) {
                     Ok(parsed) => key = parsed,
-                    Err(e) => c.err(k.at, e),
+                    Err(e) => c.err(k.at, e.to_string()),
                 }
             }
             let v4 = prefix(&mut c, raw.ipv4_prefix.as_ref(), 24, 32, "IPv4");

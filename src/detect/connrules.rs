@@ -95,18 +95,23 @@ impl ConnRule {
     }
 }
 
+/// A connection state no rule can name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state '{0}' (expected one of {states})", states = rule_states())]
+pub struct UnknownState(pub String);
+
+fn rule_states() -> String {
+    (TcpState::ALL.iter())
+        .filter(|s| **s != TcpState::Listen)
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The states a rule may name.
-pub fn parse_state(name: &str) -> Result<TcpState, String> {
+pub fn parse_state(name: &str) -> Result<TcpState, UnknownState> {
     match TcpState::from_name(name) {
-        Some(TcpState::Listen) | None => Err(format!(
-            "unknown state '{name}' (expected one of {})",
-            TcpState::ALL
-                .iter()
-                .filter(|s| **s != TcpState::Listen)
-                .map(|s| s.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        Some(TcpState::Listen) | None => Err(UnknownState(name.to_string())),
         Some(s) => Ok(s),
     }
 }

@@ -30,13 +30,16 @@ pub struct KeySpec {
     pub field: Option<FieldName>,
 }
 
+/// A rule's `key` that names no address part and no field, or one twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid key '{0}': expected ip, net, a field (path, target, query, host, user_agent, referer, method, protocol) or ip+FIELD / net+FIELD"
+)]
+pub struct InvalidKey(pub String);
+
 impl KeySpec {
-    pub fn parse(text: &str) -> Result<KeySpec, String> {
-        let err = || {
-            format!(
-                "invalid key '{text}': expected ip, net, a field (path, target, query, host, user_agent, referer, method, protocol) or ip+FIELD / net+FIELD"
-            )
-        };
+    pub fn parse(text: &str) -> Result<KeySpec, InvalidKey> {
+        let err = || InvalidKey(text.to_string());
         let mut ip = IpPart::None;
         let mut field = None;
         for part in text.split('+').map(str::trim) {
