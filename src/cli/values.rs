@@ -38,7 +38,7 @@ pub fn parse_time(text: &str, zone: &TimeZone, now: jiff::Timestamp) -> Result<E
 }
 
 /// `--format` values: `auto` or a predefined format.
-pub fn parse_format(text: &str) -> Result<FormatSpec, String> {
+pub fn parse_format(text: &str) -> Result<FormatSpec, crate::log::UnknownFormat> {
     FormatSpec::from_name(text)
 }
 
@@ -77,7 +77,8 @@ mod tests {
         assert!(
             parse_format("apache")
                 .unwrap_err()
-                .contains("unknown format 'apache'")
+                .to_string()
+                .starts_with("unknown format 'apache' (expected auto, json, ")
         );
     }
 }

@@ -56,7 +56,7 @@ impl Settings {
         if let Some(f) = &d.format {
             match FormatSpec::from_name(&f.value) {
                 Ok(spec) => format = spec,
-                Err(e) => err(f.at, e),
+                Err(e) => err(f.at, e.to_string()),
             }
         }
         for (custom, dialect) in [

@@ -122,9 +122,14 @@ pub const FIELD_NAMES: &[&str] = &[
     "request_time",
 ];
 
+/// A `--json-field` name that is not a field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown JSON field '{0}' (expected one of {names})", names = FIELD_NAMES.join(", "))]
+pub struct UnknownJsonField(pub String);
+
 impl JsonFields {
     /// Points one field at one key, replacing its default candidates.
-    pub fn set(&mut self, name: &str, key: &str) -> Result<(), String> {
+    pub fn set(&mut self, name: &str, key: &str) -> Result<(), UnknownJsonField> {
         let slot = match name {
             "client" => &mut self.client,
             "time" => &mut self.time,
@@ -139,12 +144,7 @@ impl JsonFields {
             "host" => &mut self.host,
             "forwarded_for" => &mut self.forwarded_for,
             "request_time" => &mut self.request_time,
-            _ => {
-                return Err(format!(
-                    "unknown JSON field '{name}' (expected one of {})",
-                    FIELD_NAMES.join(", ")
-                ));
-            }
+            _ => return Err(UnknownJsonField(name.to_string())),
         };
         *slot = vec![key.to_string()];
         Ok(())
@@ -259,7 +259,8 @@ mod tests {
         assert!(
             f.set("nope", "x")
                 .unwrap_err()
-                .contains("unknown JSON field 'nope'")
+                .to_string()
+                .starts_with("unknown JSON field 'nope' (expected one of client, time, ")
         );
     }
 }

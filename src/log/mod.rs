@@ -29,9 +29,17 @@ pub enum FormatSpec {
     },
 }
 
+/// A format name that is neither `auto` nor a preset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown format '{0}' (expected auto, {names}; for a custom format use --nginx-format, --apache-format or --goaccess-format)",
+    names = Preset::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+)]
+pub struct UnknownFormat(pub String);
+
 impl FormatSpec {
     /// A format by name: "auto" or a preset.
-    pub fn from_name(text: &str) -> Result<FormatSpec, String> {
+    pub fn from_name(text: &str) -> Result<FormatSpec, UnknownFormat> {
         if text == "auto" {
             return Ok(FormatSpec::Auto);
         }
@@ -39,13 +47,7 @@ impl FormatSpec {
             .iter()
             .find(|p| p.name() == text)
             .map(|p| FormatSpec::Preset(*p))
-            .ok_or_else(|| {
-                let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
-                format!(
-                    "unknown format '{text}' (expected auto, {}; for a custom format use --nginx-format, --apache-format or --goaccess-format)",
-                    names.join(", ")
-                )
-            })
+            .ok_or_else(|| UnknownFormat(text.to_string()))
     }
 }
 
