@@ -2035,12 +2035,6 @@ fn agent_lines(ip: &str, agent: &str, n: usize) -> String {
         .collect()
 }
 
-/// Crawler verification with a resolver the test controls: the daemon
-/// runs in a private mount namespace whose /etc/hosts names a Googlebot
-/// address (both ways). A verified Googlebot fetching fast is left alone
-/// by the rate rules; a client claiming Googlebot from elsewhere is a
-/// fake and is banned; a curl client fetching as fast is banned (so the
-/// rate rule does fire).
 /// Whether root and `unshare` are here, for the tests that give the daemon
 /// its own /etc files.
 fn can_unshare() -> bool {
@@ -2080,6 +2074,12 @@ fn start_with_etc(d: &Path, binds: &[(&Path, &str)]) -> Daemon {
     daemon
 }
 
+/// Crawler verification with a resolver the test controls: the daemon
+/// runs in a private mount namespace whose /etc/hosts names a Googlebot
+/// address (both ways). A verified Googlebot fetching fast is left alone
+/// by the rate rules; a client claiming Googlebot from elsewhere is a
+/// fake and is banned; a curl client fetching as fast is banned (so the
+/// rate rule does fire).
 #[test]
 fn verified_crawlers_are_spared_and_fakes_are_banned() {
     if !can_unshare() {
