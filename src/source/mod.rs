@@ -128,17 +128,15 @@ impl<R: Read> LineChunker<R> {
         buf.clear();
         buf.append(&mut self.carry);
         while !self.eof && buf.len() < self.chunk_size {
-            let filled = buf.len();
-            buf.resize(self.chunk_size, 0);
-            match self.reader.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    buf.truncate(filled);
-                    self.eof = true;
-                }
-                Ok(n) => buf.truncate(filled + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(filled),
+            let want = self.chunk_size - buf.len();
+            buf.reserve(want);
+            // Into the spare capacity: zeroing the chunk before each read,
+            // as `resize` does, wrote every byte of the log twice.
+            match (&mut self.reader).take(want as u64).read_to_end(buf) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    buf.truncate(filled);
                     if buf.is_empty() {
                         return Err(e);
                     }
