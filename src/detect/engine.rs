@@ -523,7 +523,13 @@ impl Engine {
 
     /// Feeds one request; `line` is its log line, for samples.
     pub fn feed(&mut self, ev: &Event, line: &[u8]) {
-        self.now = self.now.max(ev.time);
+        self.feed_at(ev, ev.time, line);
+    }
+
+    /// Feeds one request with the clock of the whole log at it, for an
+    /// engine that sees only some of the log's requests (a replay shard).
+    pub fn feed_at(&mut self, ev: &Event, clock: i64, line: &[u8]) {
+        self.now = self.now.max(clock);
         self.totals.requests += 1;
         if ev.allowed {
             self.totals.allowlisted += 1;

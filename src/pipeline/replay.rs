@@ -3,12 +3,18 @@
 //!
 //! Four stages, each on its own threads: a reader cuts the inputs into
 //! chunks; workers parse and classify chunks in parallel (which rules a
-//! request concerns, [`RuleSet::classify`]); the main thread puts the
-//! chunks back in order, stamps each request with the log's clock and
-//! splits it among the engine shards by client ([`ShardPlan`]); each shard
-//! runs an [`Engine`] over its clients' requests. The main thread then
-//! merges the shards' decisions back into log order, a chunk at a time, so
-//! they can be streamed out as the replay goes.
+//! request concerns, [`RuleSet::classify`]) and sort each chunk's requests
+//! by engine shard ([`ShardPlan`], by client); the main thread puts the
+//! chunks back in order and hands each to every shard with the log's clock
+//! as it stood before the chunk; each shard runs an [`Engine`] over its
+//! clients' requests. The main thread then merges the shards' decisions
+//! back into log order, a chunk at a time, so they can be streamed out as
+//! the replay goes.
+//!
+//! The main thread touches no request: a request's events are written by
+//! the worker that classified it and read by the one shard that decides it.
+//! (An earlier design stamped and split them on the main thread, a third
+//! core reading every event; on two cores that pass cost more than it did.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Sender, channel, sync_channel};
@@ -28,23 +34,29 @@ use crate::source::{Input, LineChunker, lines};
 struct Batch {
     seq: u64,
     data: Vec<u8>,
-    events: Vec<Event>,
+    /// Per shard, its events in log order. Each event's time is the newest
+    /// time of the chunk up to it: with the log's clock before the chunk,
+    /// that is the clock one engine would hold (see `shard`).
+    events: Vec<Vec<Event>>,
+    /// The first and last request times as logged, and the newest.
+    first: Option<i64>,
+    last: Option<i64>,
+    newest: i64,
     malformed: u64,
     samples: Vec<(usize, MalformedSample)>,
-    /// Per shard, the indexes of its events.
-    by_shard: Vec<Vec<u32>>,
 }
 
-/// Reusable buffers of a batch: chunk bytes, events, shard indexes.
-type Buffers = (Vec<u8>, Vec<Event>, Vec<Vec<u32>>);
+/// Reusable buffers of a batch: chunk bytes, events per shard.
+type Buffers = (Vec<u8>, Vec<Vec<Event>>);
 
 /// A chunk for a worker, with its place and the buffers to fill.
-type Work = (u64, Chunk, Vec<Event>, Vec<Vec<u32>>);
+type Work = (u64, Chunk, Vec<Vec<Event>>);
 
 /// What the main thread hears from the workers and the shards.
 enum Msg {
     Classified(Batch),
-    /// A shard's decisions on one batch, each with its event's index.
+    /// A shard's decisions on one batch, each with its line's place in
+    /// the chunk (which orders them as the log does).
     Decided {
         seq: u64,
         decisions: Vec<(u32, Decision)>,
@@ -55,6 +67,9 @@ enum Msg {
     /// is raised again once every thread has ended.
     Panicked(Box<dyn std::any::Any + Send>),
 }
+
+/// A batch for the shards, with the log's clock before it.
+type ForShards = (Arc<Batch>, i64);
 
 /// A batch handed to the shards and not yet finished by all of them.
 struct InFlight {
@@ -75,10 +90,12 @@ pub struct ReplayRun {
     pub shards: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn classify_chunk(
     parser: &Parser,
     rules: &RuleSet,
     allow: &Allowlist,
+    plan: &ShardPlan,
     chunk: &Chunk,
     names: &[String],
     scratch: &mut (Scratch, ClassifyScratch),
@@ -86,6 +103,8 @@ fn classify_chunk(
 ) {
     let base = chunk.data.as_ptr() as usize;
     let mut part = Partial::default();
+    batch.events.resize_with(plan.shards, Vec::new);
+    batch.events.iter_mut().for_each(Vec::clear);
     for (i, line) in lines(&chunk.data).enumerate() {
         if line.is_empty() {
             continue;
@@ -97,7 +116,13 @@ fn classify_chunk(
                 ev.loc = detect::rules::loc(chunk.input, line_no);
                 ev.line_start = (line.as_ptr() as usize - base) as u32;
                 ev.line_len = line.len() as u32;
-                batch.events.push(ev);
+                batch.first.get_or_insert(ev.time);
+                batch.last = Some(ev.time);
+                batch.newest = batch.newest.max(ev.time);
+                ev.time = batch.newest;
+                if let Some(shard) = batch.events.get_mut(plan.shard_of(ev.client)) {
+                    shard.push(ev);
+                }
             }
             Err(e) => {
                 part.malformed += 1;
@@ -171,6 +196,7 @@ pub fn replay(
         r
     };
     let in_flight = threads * 2 + 2;
+    let plan = &plan;
     let (work_tx, work_rx) = sync_channel::<Work>(in_flight);
     let (msg_tx, msg_rx) = channel::<Msg>();
     let (pool_tx, pool_rx) = channel::<Buffers>();
@@ -192,7 +218,7 @@ pub fn replay(
                 (&parser, &names, Arc::clone(&work_rx), msg_tx.clone());
             scope.spawn(move || {
                 let work = std::panic::AssertUnwindSafe(|| {
-                    classify_worker(parser, rules, allow, names, &work_rx, &msg_tx)
+                    classify_worker(parser, rules, allow, plan, names, &work_rx, &msg_tx)
                 });
                 let _ = match std::panic::catch_unwind(work) {
                     Ok(()) => msg_tx.send(Msg::WorkerDone),
@@ -204,7 +230,7 @@ pub fn replay(
         let mut shard_txs = Vec::new();
         let mut shard_threads = Vec::new();
         for me in 0..plan.shards {
-            let (tx, rx) = channel::<Arc<Batch>>();
+            let (tx, rx) = channel::<ForShards>();
             shard_txs.push(tx);
             let msg_tx = msg_tx.clone();
             let mut engine = Engine::new(shard_rules.clone());
@@ -229,14 +255,14 @@ pub fn replay(
         let reader_thread = scope.spawn(move || {
             let mut seq = 0;
             for chunk in pending.drain(..) {
-                if work_tx.send((seq, chunk, Vec::new(), Vec::new())).is_err() {
+                if work_tx.send((seq, chunk, Vec::new())).is_err() {
                     return reader;
                 }
                 seq += 1;
             }
-            while let Ok((buf, events, by_shard)) = pool_rx.recv() {
+            while let Ok((buf, events)) = pool_rx.recv() {
                 let Some(chunk) = reader.next(buf) else { break };
-                if work_tx.send((seq, chunk, events, by_shard)).is_err() {
+                if work_tx.send((seq, chunk, events)).is_err() {
                     break;
                 }
                 seq += 1;
@@ -255,12 +281,17 @@ pub fn replay(
                     classified.insert(batch.seq, batch);
                     while let Some(mut batch) = classified.remove(&next_seq) {
                         next_seq += 1;
-                        split(&plan, &mut batch, &mut clock, &mut first, &mut last);
+                        let before = clock;
+                        clock = clock.max(batch.newest);
+                        if first.is_none() {
+                            first = batch.first;
+                        }
+                        last = batch.last.or(last);
                         malformed += batch.malformed;
                         samples.append(&mut batch.samples);
                         let batch = Arc::new(batch);
                         for tx in &shard_txs {
-                            let _ = tx.send(Arc::clone(&batch));
+                            let _ = tx.send((Arc::clone(&batch), before));
                         }
                         flying.push_back(InFlight {
                             batch,
@@ -285,7 +316,7 @@ pub fn replay(
                         done.decisions.sort_by_key(|(i, _)| *i);
                         on_batch(done.decisions.into_iter().map(|(_, d)| d).collect(), &names);
                         if let Ok(b) = Arc::try_unwrap(done.batch) {
-                            let _ = pool_tx.send((b.data, b.events, b.by_shard));
+                            let _ = pool_tx.send((b.data, b.events));
                         }
                     }
                 }
@@ -346,6 +377,7 @@ fn classify_worker(
     parser: &Parser,
     rules: &RuleSet,
     allow: &Allowlist,
+    plan: &ShardPlan,
     names: &[String],
     work_rx: &Mutex<std::sync::mpsc::Receiver<Work>>,
     msg_tx: &Sender<Msg>,
@@ -356,22 +388,24 @@ fn classify_worker(
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok((seq, chunk, mut events, by_shard)) = next else {
+        let Ok((seq, chunk, events)) = next else {
             return;
         };
-        events.clear();
         let mut batch = Batch {
             seq,
             data: Vec::new(),
             events,
+            first: None,
+            last: None,
+            newest: i64::MIN,
             malformed: 0,
             samples: Vec::new(),
-            by_shard,
         };
         classify_chunk(
             parser,
             rules,
             allow,
+            plan,
             &chunk,
             names,
             &mut scratch,
@@ -384,50 +418,25 @@ fn classify_worker(
     }
 }
 
-/// Stamps a batch's events with the log's clock (the newest time so far,
-/// which a single engine would hold) and lists each shard's events.
-fn split(
-    plan: &ShardPlan,
-    batch: &mut Batch,
-    clock: &mut i64,
-    first: &mut Option<i64>,
-    last: &mut Option<i64>,
-) {
-    batch.by_shard.resize_with(plan.shards, Vec::new);
-    batch.by_shard.iter_mut().for_each(Vec::clear);
-    for (i, ev) in batch.events.iter_mut().enumerate() {
-        first.get_or_insert(ev.time);
-        *last = Some(ev.time);
-        *clock = (*clock).max(ev.time);
-        ev.time = *clock;
-        if let Some(list) = batch.by_shard.get_mut(plan.shard_of(ev.client)) {
-            list.push(i as u32);
-        }
-    }
-}
-
 /// A shard: feeds its events of each batch to its engine and reports the
 /// decisions, tagged with their events' places.
 fn run_shard(
     me: usize,
     engine: &mut Engine,
-    batches: std::sync::mpsc::Receiver<Arc<Batch>>,
+    batches: std::sync::mpsc::Receiver<ForShards>,
     msg_tx: &Sender<Msg>,
 ) {
-    for batch in batches {
+    for (batch, clock_before) in batches {
         let mut decisions = Vec::new();
-        for &i in batch.by_shard.get(me).map_or(&[][..], Vec::as_slice) {
-            let Some(ev) = batch.events.get(i as usize) else {
-                continue;
-            };
+        for ev in batch.events.get(me).map_or(&[][..], Vec::as_slice) {
             let start = ev.line_start as usize;
             let line = batch
                 .data
                 .get(start..start + ev.line_len as usize)
                 .unwrap_or(b"");
-            engine.feed(ev, line);
+            engine.feed_at(ev, ev.time.max(clock_before), line);
             if engine.pending_decisions() > 0 {
-                decisions.extend(engine.take_decisions_from(0).map(|d| (i, d)));
+                decisions.extend(engine.take_decisions_from(0).map(|d| (ev.line_start, d)));
             }
         }
         let seq = batch.seq;
