@@ -337,6 +337,13 @@ impl<S> Default for Table<S> {
 
 impl<S: KeyState> Table<S> {
     /// Runs `f` on the state of `k`, created empty if missing.
+    // Always inlined: after an unrelated change the compiler called this
+    // out of line from the engine's rule loop (closure and result through
+    // the stack), and replay on the dense log went from 1.6 s to 2.1 s
+    // with the same instructions and cache misses, most likely because
+    // one rule's misses no longer overlapped the next's (BENCHMARKS.md,
+    // "an inlining lost").
+    #[inline(always)]
     pub fn with<R>(&mut self, k: Key, f: impl FnOnce(&mut S) -> R) -> R {
         let s = self.map.entry(k).or_default();
         let before = s.heap();
