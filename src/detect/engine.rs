@@ -181,7 +181,8 @@ pub struct Engine {
 /// holds about two windows' worth of keys. Sweeping a 10-second table only
 /// every five minutes, as before, let it hold thirty windows' worth: on the
 /// benchmark log the tables outgrew the cache and every sweep shrank them
-/// and every minute grew them back (BENCHMARKS.md, "sweeps").
+/// and every minute grew them back (BENCHMARKS.md, "Replay: sweeps, a
+/// pass less, and an inlining lost").
 fn sweep_due(now: i64, window_ms: i64, last: i64) -> bool {
     now.saturating_sub(last) >= window_ms.max(10_000)
 }
