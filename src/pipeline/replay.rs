@@ -720,6 +720,46 @@ mod tests {
         }
     }
 
+    /// A shard must count with the log's clock, not only with its own
+    /// requests' times: here B's last three requests come in a new chunk
+    /// (the second file) stamped earlier than A's request that ended the
+    /// first one. One engine counts them at A's time; a shard that took its
+    /// clock only from its chunk (C's 00:01:20) would ban B 20 s early.
+    #[test]
+    fn a_shard_keeps_the_log_clock_across_chunks() {
+        let config = Config::from_texts(vec![(
+            "t.toml".into(),
+            "default_rules = false\n[rules.burst]\nkind = \"rate\"\nkey = \"ip\"\nlimit = 3\nwindow = \"30s\"\naction = \"ban\"\nduration = \"1h\"\n"
+                .into(),
+        )])
+        .unwrap();
+        let rules = RuleSet::compile(&config).unwrap();
+        let plan = ShardPlan::new(&rules, 2).0;
+        let a = "10.0.0.1";
+        let addr =
+            |ip: &str| u128::from(ip.parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped());
+        let b = (2..=199)
+            .map(|i| format!("10.0.0.{i}"))
+            .find(|ip| plan.shard_of(addr(ip)) != plan.shard_of(addr(a)))
+            .unwrap();
+        let line = |ip: &str, mmss: &str| {
+            format!(
+                "{ip} - - [10/Mar/2024:00:{mmss} +0000] \"GET /x HTTP/1.1\" 200 1 \"-\" \"t\"\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let first = line(&b, "01:15") + &line(a, "01:40");
+        let second = line("10.0.0.200", "01:20") + &line(&b, "00:50").repeat(3);
+        std::fs::write(dir.path().join("access.log.0"), first).unwrap();
+        std::fs::write(dir.path().join("access.log.1"), second).unwrap();
+        let job = job(dir.path(), 2);
+        let (run, got) = sharded(&job, &rules);
+        assert_eq!(run.shards, 2);
+        let want = sequential(&job, &run.names, &rules);
+        assert_eq!(want.len(), 1, "{want:?}");
+        assert_eq!(got, want);
+    }
+
     /// A fixed log where every kind of decision happens on several shards,
     /// so the property above is known to compare something.
     #[test]
