@@ -1,12 +1,14 @@
 //! Parse stage: log formats, the line parser and timestamps. Turns a line of
 //! bytes into a [`Request`] that borrows from it.
 
+mod combined;
 pub mod errorlog;
 pub mod format;
 pub mod json;
 pub mod parse;
 pub mod proxy;
 pub mod request;
+pub mod scan;
 pub mod syslog;
 pub mod time;
 

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use super::scan::{find_near, rfind_near};
 use super::time::EpochMs;
 
 /// One access-log line, parsed. Text fields borrow from the line (or, for JSON
@@ -68,7 +69,7 @@ pub fn split_request_line(raw: &[u8]) -> RequestLine<'_> {
         query: b"",
         protocol: b"",
     };
-    let Some(sp) = memchr::memchr(b' ', raw) else {
+    let Some(sp) = find_near(b' ', raw) else {
         return unsplit;
     };
     let method = &raw[..sp];
@@ -76,7 +77,7 @@ pub fn split_request_line(raw: &[u8]) -> RequestLine<'_> {
         return unsplit;
     }
     let rest = &raw[sp + 1..];
-    let (target, protocol) = match memchr::memrchr(b' ', rest) {
+    let (target, protocol) = match rfind_near(b' ', rest) {
         Some(i) if rest[i + 1..].starts_with(b"HTTP/") => (&rest[..i], &rest[i + 1..]),
         _ => (rest, &b""[..]),
     };
@@ -91,7 +92,7 @@ pub fn split_request_line(raw: &[u8]) -> RequestLine<'_> {
 
 /// Splits a request target at the first `?`.
 pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
-    match memchr::memchr(b'?', target) {
+    match find_near(b'?', target) {
         Some(q) => (&target[..q], &target[q + 1..]),
         None => (target, b""),
     }
@@ -100,11 +101,11 @@ pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
 /// Whether a path names a static asset (stylesheet, script, image, font…),
 /// which the report counts apart from pages, as GoAccess does.
 pub fn is_static_path(path: &[u8]) -> bool {
-    let name = match memchr::memrchr(b'/', path) {
+    let name = match rfind_near(b'/', path) {
         Some(i) => &path[i + 1..],
         None => path,
     };
-    let Some(dot) = memchr::memrchr(b'.', name) else {
+    let Some(dot) = name.iter().rposition(|&c| c == b'.') else {
         return false;
     };
     let ext = &name[dot + 1..];
