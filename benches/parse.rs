@@ -26,6 +26,18 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The general interpreter on the same lines, measured in the same run:
+    // the machine is noisy, the ratio is what to read.
+    let interpreted = parser.clone().without_family_finder();
+    g.bench_function("parse 3 lines, interpreter only", |b| {
+        let mut scratch = Scratch::default();
+        b.iter(|| {
+            for l in LINES {
+                let r = interpreted.parse(black_box(l.as_bytes()), &mut scratch);
+                black_box(r.is_ok());
+            }
+        })
+    });
     g.bench_function("parse+record 3 lines", |b| {
         let mut scratch = Scratch::default();
         let mut stats = Stats::default();
@@ -37,6 +49,28 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    g.finish();
+
+    // The shipped sample's lines: varied enough that branches are not
+    // learnt by heart as on three lines.
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/access.log"))
+        .unwrap_or_default();
+    let sample: Vec<&[u8]> = sample
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut g = c.benchmark_group("sample");
+    g.throughput(Throughput::Elements(sample.len() as u64));
+    for (name, p) in [("finder", &parser), ("interpreter only", &interpreted)] {
+        g.bench_function(format!("parse, {name}"), |b| {
+            let mut scratch = Scratch::default();
+            b.iter(|| {
+                for l in &sample {
+                    black_box(p.parse(black_box(l), &mut scratch).is_ok());
+                }
+            })
+        });
+    }
     g.finish();
 }
 
