@@ -866,6 +866,7 @@ impl RuleSet {
             return Err(ConfigErrors(c.errors));
         }
         Ok(RuleSet {
+            gates: super::rules::Gates::of(&rules),
             by_first_cond,
             condless,
             rules,
