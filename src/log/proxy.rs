@@ -289,6 +289,30 @@ mod tests {
         fn parse_ip_agrees_with_std(s in "[0-9.:a-f]{0,20}") {
             proptest::prop_assert_eq!(parse_ip(s.as_bytes()), s.parse::<IpAddr>().ok().map(canonical));
         }
+
+        /// Near-addresses: four groups of zero to four digits (leading
+        /// zeros, 256 to 9999, empty octets), a dot too many or too few,
+        /// a stray byte anywhere (a space, a slash, a high byte).
+        #[test]
+        fn ipv4_agrees_with_std_on_near_addresses(
+            groups in proptest::collection::vec(
+                proptest::prop_oneof!["0|[1-9][0-9]?|1[0-9]{2}|2[0-5][0-9]", "[0-9]{0,4}"],
+                3..6,
+            ),
+            stray in proptest::option::of((0usize..20, proptest::sample::select(vec![b' ', b'/', b'-', b'.', 0xc3, 0x80, b'0', b'9']))),
+        ) {
+            let mut text = groups.join(".").into_bytes();
+            if let Some((at, byte)) = stray {
+                text.insert(at.min(text.len()), byte);
+            }
+            let by_std = std::str::from_utf8(&text).ok().and_then(|s| s.parse::<std::net::Ipv4Addr>().ok());
+            proptest::prop_assert_eq!(parse_ipv4(&text), by_std, "{}", String::from_utf8_lossy(&text));
+        }
+
+        #[test]
+        fn ipv4_reads_every_address_std_writes(ip in any::<std::net::Ipv4Addr>()) {
+            proptest::prop_assert_eq!(parse_ipv4(ip.to_string().as_bytes()), Some(ip));
+        }
     }
 
     #[test]
