@@ -144,7 +144,7 @@ pub(super) struct Gates {
     by_status: Vec<u128>,
     /// Indexed by `is_static`.
     by_static: [u128; 2],
-    /// Indexed by [`Crawler`](super::crawlers::Crawler) as a number.
+    /// Indexed by [`crawler_slot`].
     by_crawler: [u128; 3],
     /// Rules that can hit at all (not `inactive`).
     active: u128,
@@ -181,12 +181,9 @@ impl Gates {
                     *mask |= bit;
                 }
             }
-            for (crawler, mask) in [Crawler::Unknown, Crawler::Verified, Crawler::Fake]
-                .into_iter()
-                .zip(g.by_crawler.iter_mut())
-            {
+            for crawler in [Crawler::Unknown, Crawler::Verified, Crawler::Fake] {
                 if when.crawler.is_none_or(|want| want == crawler) {
-                    *mask |= bit;
+                    g.by_crawler[crawler_slot(crawler)] |= bit;
                 }
             }
             if rule.inactive.is_none() {
@@ -216,7 +213,7 @@ impl Gates {
         let mut mask = self.active
             & by_status
             & self.by_static[usize::from(is_static)]
-            & self.by_crawler[crawler as usize];
+            & self.by_crawler[crawler_slot(crawler)];
         if crawler == super::crawlers::Crawler::Verified {
             mask &= !self.counting;
         }
@@ -230,6 +227,17 @@ impl Gates {
         } else {
             0
         }
+    }
+}
+
+/// A crawler verdict's place in [`Gates::by_crawler`]: a match, so that a
+/// new verdict cannot compile without a place of its own.
+fn crawler_slot(crawler: super::crawlers::Crawler) -> usize {
+    use super::crawlers::Crawler;
+    match crawler {
+        Crawler::Unknown => 0,
+        Crawler::Verified => 1,
+        Crawler::Fake => 2,
     }
 }
 
