@@ -64,32 +64,109 @@ pub trait KeyState: Default {
     fn last_active(&self) -> i64;
 }
 
-/// Exact sliding-window counter: the last `limit` stamps of a key, in a ring.
+/// Exact sliding-window counter: a key's requests within the window, oldest
+/// first, in a ring that holds at most `limit + 1` of them.
+///
+/// Requests older than the window are dropped as new ones come. (A ring of
+/// the last `limit` requests, whatever their age, was exact too, but a
+/// client that ever sent `limit` requests kept all of them: 3,000 stamps,
+/// 48 KB, for `flood-ip-all`, for a reader sending one request a second.
+/// Those rings filled the cache; BENCHMARKS.md, "Engine: rings that
+/// forget".)
 #[derive(Debug, Clone, Default)]
 pub struct RateState {
     // Most keys see one or two requests in a window (a page and its
     // assets, one client): those fit inline, with no allocation.
     ring: SmallVec<[Stamp; 2]>,
-    head: usize,
+    /// Where the oldest request sits in `ring`, and how many there are;
+    /// slots past them are free. u32: the state stays 64 bytes.
+    head: u32,
+    len: u32,
     pub samples: Samples,
 }
 
 impl RateState {
+    /// The slot of the `i`-th oldest request (`i` below the ring's size).
+    fn slot(&self, i: usize) -> usize {
+        let j = self.head as usize + i;
+        // A compare, not `%`: a division per request is measurable here.
+        if j >= self.ring.len() {
+            j - self.ring.len()
+        } else {
+            j
+        }
+    }
+
+    /// The `k`-th newest request counted (1 is the newest).
+    fn nth_newest(&self, k: usize) -> Option<Stamp> {
+        let len = self.len as usize;
+        if k == 0 || k > len {
+            return None;
+        }
+        self.ring.get(self.slot(len - k)).copied()
+    }
+
+    /// Drops the requests that left the window ending at `now`, and gives
+    /// back most of a ring grown for a burst that is over.
+    fn expire(&mut self, now: i64, window_ms: i64) {
+        while self.len > 0 {
+            match self.ring.get(self.head as usize) {
+                Some(s) if now.saturating_sub(s.t) >= window_ms => {
+                    self.head = self.slot(1) as u32;
+                    self.len -= 1;
+                }
+                _ => break,
+            }
+        }
+        let len = self.len as usize;
+        if self.ring.spilled() && len * 4 < self.ring.len() {
+            let kept: SmallVec<[Stamp; 2]> = (0..len)
+                .filter_map(|i| self.ring.get(self.slot(i)).copied())
+                .collect();
+            self.ring = kept;
+            self.head = 0;
+        }
+    }
+
+    /// Adds the newest request, keeping at most `max`: at `max`, the
+    /// oldest gives way.
+    fn push(&mut self, s: Stamp, max: usize) {
+        let len = self.len as usize;
+        if len == self.ring.len() {
+            if len >= max {
+                if let Some(slot) = self.ring.get_mut(self.head as usize) {
+                    *slot = s;
+                }
+                self.head = self.slot(1) as u32;
+                return;
+            }
+            // Full: straighten the ring out and double it (growing by one
+            // slot at a time would straighten it on every request of a
+            // client speeding up).
+            self.ring.rotate_left(self.head as usize);
+            self.head = 0;
+            self.ring.resize((len * 2).clamp(2, max), Stamp::default());
+        }
+        let at = self.slot(len);
+        if let Some(slot) = self.ring.get_mut(at) {
+            *slot = s;
+        }
+        self.len += 1;
+    }
+
     /// Counts a request at `s` (times never go backwards). Returns the oldest
     /// request of the window when this one is the `limit + 1`-th within it.
     pub fn hit(&mut self, s: Stamp, limit: usize, window_ms: i64) -> Option<Stamp> {
-        if self.ring.len() < limit {
-            self.ring.push(s);
-            return None;
+        self.expire(s.t, window_ms);
+        self.push(s, limit + 1);
+        // At `limit + 1`, the oldest kept is the `limit + 1`-th newest: the
+        // first of the requests that make the count, however long a key
+        // that is not reset (a rule over all clients) stays over it.
+        if self.len as usize > limit {
+            self.ring.get(self.head as usize).copied()
+        } else {
+            None
         }
-        let slot = self.ring.get_mut(self.head)?;
-        let oldest = std::mem::replace(slot, s);
-        // A compare, not `%`: a division per request is measurable here.
-        self.head += 1;
-        if self.head == limit {
-            self.head = 0;
-        }
-        (s.t - oldest.t < window_ms).then_some(oldest)
     }
 
     /// Counts a request at `s` for a key that `others` more requests of
@@ -115,61 +192,45 @@ impl RateState {
         Some((total, self.oldest(s.t, window_ms).unwrap_or(s)))
     }
 
+    /// The requests kept, oldest first.
+    fn stamps(&self) -> impl Iterator<Item = Stamp> + '_ {
+        (0..self.len as usize).filter_map(|i| self.ring.get(self.slot(i)).copied())
+    }
+
     /// The oldest request within the window ending at `now`.
     pub fn oldest(&self, now: i64, window_ms: i64) -> Option<Stamp> {
-        self.ring
-            .iter()
+        self.stamps()
             .filter(|s| now - s.t < window_ms)
             .min_by_key(|s| (s.t, s.loc))
-            .copied()
     }
 
     /// The newest request counted.
     pub fn newest(&self) -> Option<Stamp> {
-        let n = self.ring.len();
-        if n == 0 {
-            return None;
-        }
-        // The newest sits just before head (head is 0 until the ring is
-        // full); no `%`, as this runs on every request.
-        let i = if self.head == 0 { n - 1 } else { self.head - 1 };
-        self.ring.get(i).copied()
+        self.nth_newest(1)
     }
 
     /// Requests within the window ending at `now`.
     pub fn count(&self, now: i64, window_ms: i64) -> usize {
-        self.ring.iter().filter(|s| now - s.t < window_ms).count()
+        self.stamps().filter(|s| now - s.t < window_ms).count()
     }
 
     /// Within `margin` requests of firing: the `limit - margin`-th newest
     /// request is still within the window.
     pub fn near(&self, now: i64, limit: usize, margin: usize, window_ms: i64) -> bool {
-        let n = self.ring.len();
-        if n + margin < limit {
-            return false;
-        }
         let k = limit.saturating_sub(margin).max(1);
-        let idx = if n == limit {
-            // `(head + limit - k) % limit` without the division (this runs
-            // for every counted request): both terms are below `limit`.
-            let i = self.head + (limit - k);
-            Some(if i >= limit { i - limit } else { i })
-        } else {
-            // Fewer than `k` requests (a limit within the margin): none
-            // to look at yet.
-            n.checked_sub(k)
-        };
-        idx.and_then(|i| self.ring.get(i))
-            .is_some_and(|s| now - s.t < window_ms)
+        self.nth_newest(k).is_some_and(|s| now - s.t < window_ms)
     }
 
     /// At the threshold: one more request within the window would fire.
     pub fn at_limit(&self, now: i64, limit: usize, window_ms: i64) -> bool {
-        self.ring.len() == limit
-            && self
-                .ring
-                .get(self.head)
-                .is_some_and(|o| now - o.t < window_ms)
+        self.nth_newest(limit)
+            .is_some_and(|s| now - s.t < window_ms)
+    }
+
+    /// Requests kept (at most `limit + 1`, none older than the window as
+    /// of the last one).
+    pub fn kept(&self) -> usize {
+        self.len as usize
     }
 
     pub fn reset(&mut self) {
@@ -472,6 +533,24 @@ mod tests {
         assert!(r.near(1, 2, SAMPLES, 1000));
     }
 
+    // Regression: the ring kept the last `limit` requests whatever their
+    // age, so a client that ever sent 3,000 requests held 3,000 stamps
+    // (48 KB) for `flood-ip-all` while it kept coming, at any pace.
+    #[test]
+    fn a_slow_client_after_a_burst_keeps_only_its_window() {
+        let mut r = RateState::default();
+        for i in 0..3000 {
+            r.hit(st(i), 3000, 60_000);
+        }
+        assert!(r.heap() >= 3000 * 16, "{}", r.heap());
+        // Then one request a second for two windows.
+        for s in 0..120 {
+            r.hit(st(10_000 + s * 1000), 3000, 60_000);
+        }
+        assert_eq!(r.kept(), 60);
+        assert!(r.heap() <= 4 * 60 * 16, "{} bytes kept", r.heap());
+    }
+
     #[test]
     fn a_request_a_window_later_does_not_count_the_first() {
         let mut r = RateState::default();
@@ -510,6 +589,39 @@ mod tests {
                     r.reset();
                     times.clear();
                 }
+            }
+        }
+
+        // A key that is never reset (a rule over all clients keeps firing
+        // while over its limit): the ring agrees with a list of every
+        // request on what fires, on the first request it names, and on
+        // `near`, `at_limit`, `count` and `newest`; and it keeps no request
+        // older than the window, and never more than `limit + 1`.
+        #[test]
+        fn rate_without_resets_matches_every_request_listed(
+            gaps in proptest::collection::vec(0i64..2500, 1..400),
+            limit in 1usize..40,
+            margin in 0usize..6,
+        ) {
+            let window = 5_000;
+            let mut r = RateState::default();
+            let mut all: Vec<Stamp> = Vec::new();
+            let mut t = 0;
+            for (i, g) in gaps.into_iter().enumerate() {
+                t += g;
+                let s = Stamp { t, loc: i as u64 };
+                all.push(s);
+                let within: Vec<Stamp> = all.iter().copied().filter(|x| t - x.t < window).collect();
+                let expected = (within.len() > limit).then(|| within[within.len() - limit - 1]);
+                prop_assert_eq!(r.hit(s, limit, window), expected);
+                prop_assert_eq!(r.kept(), within.len().min(limit + 1));
+                prop_assert_eq!(r.newest(), Some(s));
+                prop_assert_eq!(r.count(t, window), within.len().min(limit + 1));
+                let later = t + 1_000;
+                let n_later = all.iter().filter(|x| later - x.t < window).count();
+                prop_assert_eq!(r.at_limit(later, limit, window), n_later.min(limit + 1) >= limit);
+                let k = limit.saturating_sub(margin).max(1);
+                prop_assert_eq!(r.near(later, limit, margin, window), n_later.min(limit + 1) >= k);
             }
         }
 
