@@ -106,59 +106,56 @@ impl RateState {
         self.ring.get(self.slot(len - k)).copied()
     }
 
-    /// Drops the requests that left the window ending at `now`, and gives
-    /// back most of a ring grown for a burst that is over.
-    fn expire(&mut self, now: i64, window_ms: i64) {
-        while self.len > 0 {
-            match self.ring.get(self.head as usize) {
-                Some(s) if now.saturating_sub(s.t) >= window_ms => {
-                    self.head = self.slot(1) as u32;
-                    self.len -= 1;
+    /// Counts a request at `s` (times never go backwards). Returns the oldest
+    /// request of the window when this one is the `limit + 1`-th within it.
+    pub fn hit(&mut self, s: Stamp, limit: usize, window_ms: i64) -> Option<Stamp> {
+        let max = limit.saturating_add(1);
+        let spilled = self.ring.spilled();
+        // One borrow of the ring as a slice for the whole step: every access
+        // through the `SmallVec` asks whether it spilled, and this runs for
+        // most rules on every request.
+        let ring = self.ring.as_mut_slice();
+        let slots = ring.len();
+        let wrap = |i: usize| if i >= slots { i - slots } else { i };
+        let (mut head, mut len) = (self.head as usize, self.len as usize);
+        // Drop the requests that left the window.
+        let before = len;
+        while len > 0 {
+            match ring.get(head) {
+                Some(old) if s.t.saturating_sub(old.t) >= window_ms => {
+                    head = wrap(head + 1);
+                    len -= 1;
                 }
                 _ => break,
             }
         }
-        let len = self.len as usize;
-        if self.ring.spilled() && len * 4 < self.ring.len() {
-            let kept: SmallVec<[Stamp; 2]> = (0..len)
-                .filter_map(|i| self.ring.get(self.slot(i)).copied())
-                .collect();
-            self.ring = kept;
-            self.head = 0;
-        }
-    }
-
-    /// Adds the newest request, keeping at most `max`: at `max`, the
-    /// oldest gives way.
-    fn push(&mut self, s: Stamp, max: usize) {
-        let len = self.len as usize;
-        if len == self.ring.len() {
-            if len >= max {
-                if let Some(slot) = self.ring.get_mut(self.head as usize) {
-                    *slot = s;
-                }
-                self.head = self.slot(1) as u32;
-                return;
+        let shrink = len < before && spilled && len * 4 < slots;
+        let mut grow = false;
+        if len < slots {
+            if let Some(slot) = ring.get_mut(wrap(head + len)) {
+                *slot = s;
             }
-            // Full: straighten the ring out and double it (growing by one
-            // slot at a time would straighten it on every request of a
-            // client speeding up).
-            self.ring.rotate_left(self.head as usize);
-            self.head = 0;
-            self.ring.resize((len * 2).clamp(2, max), Stamp::default());
+            len += 1;
+        } else if len >= max {
+            // At `max`, the oldest gives way.
+            if let Some(slot) = ring.get_mut(head) {
+                *slot = s;
+            }
+            head = wrap(head + 1);
+        } else {
+            grow = true;
         }
-        let at = self.slot(len);
-        if let Some(slot) = self.ring.get_mut(at) {
-            *slot = s;
+        (self.head, self.len) = (head as u32, len as u32);
+        if grow && head == 0 {
+            // Full and in order (a key's first requests): the vector's own
+            // growth (capacity doubles) keeps this cheap.
+            self.ring.push(s);
+            self.len += 1;
+        } else if grow {
+            self.regrow_with(s, max);
+        } else if shrink {
+            self.shrink();
         }
-        self.len += 1;
-    }
-
-    /// Counts a request at `s` (times never go backwards). Returns the oldest
-    /// request of the window when this one is the `limit + 1`-th within it.
-    pub fn hit(&mut self, s: Stamp, limit: usize, window_ms: i64) -> Option<Stamp> {
-        self.expire(s.t, window_ms);
-        self.push(s, limit + 1);
         // At `limit + 1`, the oldest kept is the `limit + 1`-th newest: the
         // first of the requests that make the count, however long a key
         // that is not reset (a rule over all clients) stays over it.
@@ -167,6 +164,30 @@ impl RateState {
         } else {
             None
         }
+    }
+
+    /// Adds `s` to a full, wrapped ring that may still grow (below `max`):
+    /// straightens it out and doubles it (growing by one slot at a time
+    /// would straighten it on every request of a client speeding up).
+    fn regrow_with(&mut self, s: Stamp, max: usize) {
+        let len = self.len as usize;
+        self.ring.rotate_left(self.head as usize);
+        self.head = 0;
+        self.ring
+            .resize((len * 2).min(max).max(len + 1), Stamp::default());
+        if let Some(slot) = self.ring.get_mut(len) {
+            *slot = s;
+        }
+        self.len += 1;
+    }
+
+    /// Gives back most of a ring grown for a burst that is over.
+    fn shrink(&mut self) {
+        let kept: SmallVec<[Stamp; 2]> = (0..self.len as usize)
+            .filter_map(|i| self.ring.get(self.slot(i)).copied())
+            .collect();
+        self.ring = kept;
+        self.head = 0;
     }
 
     /// Counts a request at `s` for a key that `others` more requests of
