@@ -163,49 +163,78 @@ impl std::fmt::Display for Subject {
 /// A set of addresses and networks with lookups in one hash probe per
 /// distinct prefix length in use (a handful in practice), whatever the
 /// number of entries.
+///
+/// Each prefix length also keeps a 64-bit filter: one bit per entry, at a
+/// place a multiply of the masked address picks. An address whose bit is
+/// clear is not in that length's table, found with no probe. The
+/// allowlist is asked about every request and holds a few entries (the
+/// loopback network, the machine's own addresses) at two lengths: two
+/// probes a request became two tests of a bit (BENCHMARKS.md, "a filter
+/// before the allowlist's probes"). Bits are not cleared when entries go
+/// (another entry may share one): a stale bit costs a probe, never a
+/// wrong answer.
 #[derive(Debug, Clone, Default)]
 pub struct NetSet {
-    by_prefix: Vec<(u8, Map<u128, ()>)>,
+    by_prefix: Vec<ByPrefix>,
     len: usize,
+}
+
+#[derive(Debug, Clone)]
+struct ByPrefix {
+    prefix: u8,
+    filter: u64,
+    entries: Map<u128, ()>,
+}
+
+/// The filter bit of a masked address: an unseeded mix is enough, as a
+/// collision (even one an attacker chose) costs a probe, never an answer.
+fn filter_bit(masked: u128) -> u64 {
+    let folded = (masked as u64) ^ ((masked >> 64) as u64).rotate_left(17);
+    1 << (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
 }
 
 impl NetSet {
     pub fn insert(&mut self, s: Subject) {
-        let at = match self.by_prefix.iter().position(|(p, _)| *p == s.prefix) {
+        let at = match self.by_prefix.iter().position(|b| b.prefix == s.prefix) {
             Some(i) => i,
             None => {
-                self.by_prefix.push((s.prefix, Map::default()));
+                self.by_prefix.push(ByPrefix {
+                    prefix: s.prefix,
+                    filter: 0,
+                    entries: Map::default(),
+                });
                 // Longest prefix first: the most specific match is found first.
-                self.by_prefix.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+                self.by_prefix.sort_by_key(|b| std::cmp::Reverse(b.prefix));
                 self.by_prefix
                     .iter()
-                    .position(|(p, _)| *p == s.prefix)
+                    .position(|b| b.prefix == s.prefix)
                     .unwrap_or(0)
             }
         };
-        if let Some((_, m)) = self.by_prefix.get_mut(at) {
-            if m.insert(s.bits, ()).is_none() {
+        if let Some(b) = self.by_prefix.get_mut(at) {
+            b.filter |= filter_bit(s.bits);
+            if b.entries.insert(s.bits, ()).is_none() {
                 self.len += 1;
             }
         }
     }
 
     pub fn remove(&mut self, s: Subject) {
-        if let Some((_, m)) = self.by_prefix.iter_mut().find(|(p, _)| *p == s.prefix) {
-            if m.remove(&s.bits).is_some() {
+        if let Some(b) = self.by_prefix.iter_mut().find(|b| b.prefix == s.prefix) {
+            if b.entries.remove(&s.bits).is_some() {
                 self.len -= 1;
             }
         }
-        self.by_prefix.retain(|(_, m)| !m.is_empty());
+        self.by_prefix.retain(|b| !b.entries.is_empty());
     }
 
     /// The most specific entry containing `bits`.
     pub fn find(&self, bits: u128) -> Option<Subject> {
-        self.by_prefix.iter().find_map(|(p, m)| {
-            let key = mask(bits, *p);
-            m.contains_key(&key).then_some(Subject {
+        self.by_prefix.iter().find_map(|b| {
+            let key = mask(bits, b.prefix);
+            (b.filter & filter_bit(key) != 0 && b.entries.contains_key(&key)).then_some(Subject {
                 bits: key,
-                prefix: *p,
+                prefix: b.prefix,
             })
         })
     }
@@ -219,9 +248,12 @@ impl NetSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Subject> + '_ {
-        self.by_prefix
-            .iter()
-            .flat_map(|(p, m)| m.keys().map(move |&bits| Subject { bits, prefix: *p }))
+        self.by_prefix.iter().flat_map(|b| {
+            b.entries.keys().map(move |&bits| Subject {
+                bits,
+                prefix: b.prefix,
+            })
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -279,6 +311,43 @@ mod tests {
     }
 
     proptest! {
+        // The filter in front of each prefix length's table never hides an
+        // entry: `find` agrees with a search of every entry, the most
+        // specific first, after inserts and removals.
+        #[test]
+        fn netset_finds_what_a_search_of_every_entry_finds(
+            entries in proptest::collection::vec((any::<u32>(), prop_oneof![Just(8u8), Just(16), Just(24), Just(32)]), 1..60),
+            removed in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+            probes in proptest::collection::vec(any::<u32>(), 1..60),
+        ) {
+            let subject = |a: u32, p: u8| Subject::net(to_bits(IpAddr::V4(Ipv4Addr::from(a))), p, 128);
+            let mut set = NetSet::default();
+            let mut all: Vec<Subject> = entries.iter().map(|&(a, p)| subject(a, p)).collect();
+            for s in &all {
+                set.insert(*s);
+            }
+            for i in removed {
+                if all.is_empty() {
+                    break;
+                }
+                let s = all[i.index(all.len())];
+                set.remove(s);
+                all.retain(|x| *x != s);
+            }
+            // Probe the entries themselves, their neighbours, and others.
+            let mut asked: Vec<u32> = probes;
+            asked.extend(entries.iter().flat_map(|&(a, _)| [a, a ^ 1, a ^ 0x100]));
+            for a in asked {
+                let bits = to_bits(IpAddr::V4(Ipv4Addr::from(a)));
+                let expected = all
+                    .iter()
+                    .filter(|s| s.contains(bits))
+                    .max_by_key(|s| s.prefix)
+                    .copied();
+                prop_assert_eq!(set.find(bits), expected);
+            }
+        }
+
         #[test]
         fn netset_agrees_with_ipnet(a: u32, b: u32, p in 0u8..=32) {
             let net = ipnet::Ipv4Net::new(Ipv4Addr::from(a), p).unwrap().trunc();
