@@ -191,6 +191,10 @@ fn table(
     o: &Options,
 ) -> Table {
     let rows: Vec<(&[u8], Counter)> = tally.iter().filter(|(k, _)| keep(k)).collect();
+    table_of(rows, key_name, total, o)
+}
+
+fn table_of(rows: Vec<(&[u8], Counter)>, key_name: &'static str, total: u64, o: &Options) -> Table {
     let rows = top_n(rows, o.top, |a, b| {
         rank(o.by, (a.1.hits, a.1.bytes), (b.1.hits, b.1.bytes)).then(a.0.cmp(b.0))
     });
@@ -213,6 +217,10 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
     let zone = o.zone.as_ref();
     let time = |ms: i64| format_rfc3339(ms, zone);
     let total = s.requests;
+    // One pass over the paths (tens of thousands on a busy log) for both
+    // tables.
+    let (static_files, pages): (Vec<(&[u8], Counter)>, Vec<_>) =
+        s.paths.iter().partition(|(p, _)| is_static_path(p));
 
     let span_ms = match (s.first, s.last) {
         (Some(f), Some(l)) => l - f,
@@ -289,8 +297,8 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
                 bytes: c.bytes,
             })
             .collect(),
-        paths: table(&s.paths, "path", |p| !is_static_path(p), total, o),
-        static_files: table(&s.paths, "path", is_static_path, total, o),
+        paths: table_of(pages, "path", total, o),
+        static_files: table_of(static_files, "path", total, o),
         not_found: table(&s.not_found, "path", |_| true, total, o),
         user_agents: table(&s.user_agents, "user_agent", |_| true, total, o),
         hosts: table(&s.hosts, "host", |_| true, total, o),

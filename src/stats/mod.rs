@@ -267,19 +267,58 @@ impl Stats {
         self.filtered += o.filtered;
         self.first = pick_opt(self.first, o.first, i64::min);
         self.last = pick_opt(self.last, o.last, i64::max);
-        merge_maps(&mut self.clients, o.clients, ClientStats::merge);
-        merge_maps(&mut self.statuses, o.statuses, Counter::merge);
-        self.paths.merge(o.paths);
-        self.not_found.merge(o.not_found);
-        self.user_agents.merge(o.user_agents);
-        self.hosts.merge(o.hosts);
-        self.referrers.merge(o.referrers);
-        self.methods.merge(o.methods);
-        self.levels.merge(o.levels);
-        self.messages.merge(o.messages);
-        merge_maps(&mut self.minutes, o.minutes, Minute::merge);
+        let Stats {
+            clients,
+            statuses,
+            paths,
+            not_found,
+            user_agents,
+            hosts,
+            referrers,
+            methods,
+            levels,
+            messages,
+            minutes,
+            ..
+        } = self;
+        // The tables of clients and of paths are the big ones (tens of
+        // thousands of keys each on a busy log), and the workers' last
+        // merge runs after every one of them has finished, on one core:
+        // merge them on two (BENCHMARKS.md, "report: the last merge on two
+        // cores"). Small merges are not worth a thread.
+        let on_two_threads = clients.len().min(o.clients.len()) + paths.len().min(o.paths.len())
+            > PARALLEL_MERGE_KEYS;
+        let merge_clients = || {
+            merge_maps(clients, o.clients, ClientStats::merge);
+            merge_maps(minutes, o.minutes, Minute::merge);
+            merge_maps(statuses, o.statuses, Counter::merge);
+        };
+        let merge_tallies = || {
+            paths.merge(o.paths);
+            not_found.merge(o.not_found);
+            user_agents.merge(o.user_agents);
+            hosts.merge(o.hosts);
+            referrers.merge(o.referrers);
+            methods.merge(o.methods);
+            levels.merge(o.levels);
+            messages.merge(o.messages);
+        };
+        if on_two_threads {
+            std::thread::scope(|scope| {
+                scope.spawn(merge_clients);
+                merge_tallies();
+            });
+        } else {
+            merge_clients();
+            merge_tallies();
+        }
     }
 }
+
+/// Keys in the smaller of two merged tables (clients and paths) above
+/// which the merge takes a second thread: a thread costs tens of
+/// microseconds, a thousand keys about as much.
+const PARALLEL_MERGE_KEYS: usize = 4096;
 
 /// An error message with its variable parts folded, so that one kind of
 /// message counts as one: quoted text becomes `"…"`, paths `/…`, numbers
@@ -381,11 +420,7 @@ mod tests {
         assert_eq!((c.pages, st.clients.len()), (2, 2));
     }
 
-    #[test]
-    fn merge_equals_sequential() {
-        let all = stats_of(&[A, B, C, A]);
-        let mut left = stats_of(&[A, B]);
-        left.merge(stats_of(&[C, A]));
+    fn assert_same(left: &Stats, all: &Stats) {
         assert_eq!(left.requests, all.requests);
         assert_eq!(left.bytes, all.bytes);
         assert_eq!((left.first, left.last), (all.first, all.last));
@@ -396,8 +431,57 @@ mod tests {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
-        assert_eq!(sorted(&left.paths), sorted(&all.paths));
-        assert_eq!(sorted(&left.user_agents), sorted(&all.user_agents));
+        for (l, a) in [
+            (&left.paths, &all.paths),
+            (&left.not_found, &all.not_found),
+            (&left.user_agents, &all.user_agents),
+            (&left.referrers, &all.referrers),
+            (&left.methods, &all.methods),
+        ] {
+            assert_eq!(sorted(l), sorted(a));
+        }
         assert_eq!(left.minutes, all.minutes);
+    }
+
+    #[test]
+    fn merge_equals_sequential() {
+        let all = stats_of(&[A, B, C, A]);
+        let mut left = stats_of(&[A, B]);
+        left.merge(stats_of(&[C, A]));
+        assert_same(&left, &all);
+    }
+
+    // Tables past `PARALLEL_MERGE_KEYS` are merged on two threads: the
+    // same result as one.
+    #[test]
+    fn a_big_merge_on_two_threads_equals_sequential() {
+        let lines: Vec<String> = (0..12_000u32)
+            .map(|i| {
+                let status = if i % 7 == 0 { 404 } else { 200 };
+                format!(
+                    r#"10.{}.{}.{} - - [10/Oct/2000:13:{:02}:{:02} +0000] "GET /p/{} HTTP/1.1" {status} {} "http://r/{}" "ua{}""#,
+                    i % 3,
+                    (i / 3) % 250,
+                    i % 200 + 1,
+                    i / 600 % 60,
+                    i % 60,
+                    i % 5000,
+                    i % 900,
+                    i % 40,
+                    i % 13,
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let all = stats_of(&refs);
+        let (a, b) = refs.split_at(refs.len() / 2);
+        let mut left = stats_of(a);
+        let right = stats_of(b);
+        assert!(
+            left.clients.len().min(right.clients.len()) + left.paths.len().min(right.paths.len())
+                > PARALLEL_MERGE_KEYS
+        );
+        left.merge(right);
+        assert_same(&left, &all);
     }
 }
