@@ -79,7 +79,9 @@ pub struct RateState {
     // assets, one client): those fit inline, with no allocation.
     ring: SmallVec<[Stamp; 2]>,
     /// Where the oldest request sits in `ring`, and how many there are;
-    /// slots past them are free. u32: the state stays 64 bytes.
+    /// slots past them are free. u32: the state stays 64 bytes, and a rate
+    /// rule's limit is at most 1,000,000 (`compile.rs`), so `len` (at most
+    /// `limit + 1`) fits.
     head: u32,
     len: u32,
     pub samples: Samples,
@@ -250,6 +252,7 @@ impl RateState {
 
     /// Requests kept (at most `limit + 1`, none older than the window as
     /// of the last one).
+    #[cfg(test)]
     pub fn kept(&self) -> usize {
         self.len as usize
     }

@@ -183,15 +183,8 @@ fn top_n<T>(mut items: Vec<T>, top: usize, cmp: impl Fn(&T, &T) -> Ordering) -> 
     items
 }
 
-fn table(
-    tally: &Tally,
-    key_name: &'static str,
-    keep: impl Fn(&[u8]) -> bool,
-    total: u64,
-    o: &Options,
-) -> Table {
-    let rows: Vec<(&[u8], Counter)> = tally.iter().filter(|(k, _)| keep(k)).collect();
-    table_of(rows, key_name, total, o)
+fn table(tally: &Tally, key_name: &'static str, total: u64, o: &Options) -> Table {
+    table_of(tally.iter().collect(), key_name, total, o)
 }
 
 fn table_of(rows: Vec<(&[u8], Counter)>, key_name: &'static str, total: u64, o: &Options) -> Table {
@@ -299,13 +292,13 @@ pub fn build(a: &Analysis, o: &Options) -> Report {
             .collect(),
         paths: table_of(pages, "path", total, o),
         static_files: table_of(static_files, "path", total, o),
-        not_found: table(&s.not_found, "path", |_| true, total, o),
-        user_agents: table(&s.user_agents, "user_agent", |_| true, total, o),
-        hosts: table(&s.hosts, "host", |_| true, total, o),
-        referrers: table(&s.referrers, "referrer", |_| true, total, o),
-        methods: table(&s.methods, "method", |_| true, total, o),
-        levels: table(&s.levels, "level", |_| true, total, o),
-        error_messages: table(&s.messages, "message", |_| true, total, o),
+        not_found: table(&s.not_found, "path", total, o),
+        user_agents: table(&s.user_agents, "user_agent", total, o),
+        hosts: table(&s.hosts, "host", total, o),
+        referrers: table(&s.referrers, "referrer", total, o),
+        methods: table(&s.methods, "method", total, o),
+        levels: table(&s.levels, "level", total, o),
+        error_messages: table(&s.messages, "message", total, o),
         timeline_bucket_s,
         timeline,
         malformed_samples: a.input.samples.clone(),
