@@ -1003,10 +1003,11 @@ impl Engine {
             if matches!(st, RuleState::Stateless) || !sweep_due(now, window, self.swept[i]) {
                 continue;
             }
-            let cutoff = now - window;
+            // Everything touched before the last sweep is at least a
+            // window old (`sweep_due`): a new generation drops it.
             match st {
-                RuleState::Rate(t) => t.evict(cutoff, false, |_| false),
-                RuleState::Distinct(t) => t.evict(cutoff, false, |_| false),
+                RuleState::Rate(t) => t.age(),
+                RuleState::Distinct(t) => t.age(),
                 RuleState::Stateless => 0,
             };
             self.swept[i] = now;
@@ -1137,6 +1138,42 @@ mod tests {
         let samples = &d[0].evidence.samples;
         assert_eq!(samples.len(), 2, "{samples:?}");
         assert!(samples.iter().all(|s| s.contains("later-")), "{samples:?}");
+    }
+
+    /// A client's count carries over the sweeps that run between its
+    /// requests: a sweep starts a new generation of the rule's table, and
+    /// a key of the last one comes back with its state.
+    #[test]
+    fn a_count_spanning_a_sweep_fires_at_its_threshold() {
+        let config = Config::from_texts(vec![(
+            "t.toml".into(),
+            "default_rules = false\n[rules.slow]\nkind = \"rate\"\nkey = \"ip\"\nlimit = 5\nwindow = \"1m\"\naction = \"ban\"\nduration = \"1h\"\n".into(),
+        )])
+        .unwrap();
+        let mut engine = Engine::new(RuleSet::compile(&config).unwrap());
+        let mut fired = Vec::new();
+        for second in [0, 10, 20, 30, 40, 50] {
+            feed_lines(&mut engine, &["192.0.2.1"], second);
+            fired.extend(
+                engine
+                    .take_decisions()
+                    .into_iter()
+                    .map(|d| (second, d.subject)),
+            );
+            // Enough other clients, once each, for housekeeping (and a
+            // sweep) to run.
+            let others: Vec<String> = (0..300)
+                .map(|i| format!("10.{second}.{}.{}", i / 250, i % 250 + 1))
+                .collect();
+            let others: Vec<&str> = others.iter().map(String::as_str).collect();
+            feed_lines(&mut engine, &others, second);
+            assert!(engine.take_decisions().is_empty());
+        }
+        let client: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            fired,
+            vec![(50, Subject::host(super::super::addr::to_bits(client)))]
+        );
     }
 
     /// What Redis holds for farm counts, as the daemon keeps it there: per

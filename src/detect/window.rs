@@ -405,9 +405,19 @@ pub fn key(ip: u128, field: u64) -> Key {
 }
 
 /// Per-key state with its memory use tracked as it changes.
+///
+/// Two generations: `map` holds the keys touched since the last
+/// [`Table::age`], `old` those touched in the generation before and not
+/// since. Aging drops `old` whole and makes `map` the new `old`: a table
+/// whose keys mostly come once (most of a busy site's clients, most
+/// client-and-URL pairs) forgets them without a pass that reads every
+/// entry to ask its age and erases them one by one (BENCHMARKS.md,
+/// "Engine: two generations").
 #[derive(Debug, Clone)]
 pub struct Table<S> {
     map: Map<Key, S>,
+    old: Map<Key, S>,
+    /// Heap of the states in both generations.
     heap: usize,
 }
 
@@ -415,6 +425,7 @@ impl<S> Default for Table<S> {
     fn default() -> Self {
         Table {
             map: Map::default(),
+            old: Map::default(),
             heap: 0,
         }
     }
@@ -430,7 +441,14 @@ impl<S: KeyState> Table<S> {
     // "an inlining lost").
     #[inline(always)]
     pub fn with<R>(&mut self, k: Key, f: impl FnOnce(&mut S) -> R) -> R {
-        let s = self.map.entry(k).or_default();
+        let s = match self.map.entry(k) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            // A key of the last generation comes back into this one.
+            std::collections::hash_map::Entry::Vacant(e) if !self.old.is_empty() => {
+                e.insert(self.old.remove(&k).unwrap_or_default())
+            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(S::default()),
+        };
         let before = s.heap();
         let r = f(s);
         // Saturating: an accounting slip must never become a panic.
@@ -439,25 +457,52 @@ impl<S: KeyState> Table<S> {
     }
 
     pub fn get(&self, k: &Key) -> Option<&S> {
-        self.map.get(k)
+        self.map.get(k).or_else(|| self.old.get(k))
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.old.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.old.is_empty()
     }
 
-    /// What the table's next growth would add: hash tables double.
+    /// What the table's next growth would add: hash tables double (only
+    /// the current generation grows).
     pub fn growth_bytes(&self) -> usize {
         self.map.capacity() * (std::mem::size_of::<(Key, S)>() + 1)
     }
 
     /// Slots (allocated, used or not) plus heap.
     pub fn bytes(&self) -> usize {
-        self.map.capacity() * (std::mem::size_of::<(Key, S)>() + 1) + self.heap
+        (self.map.capacity() + self.old.capacity()) * (std::mem::size_of::<(Key, S)>() + 1)
+            + self.heap
+    }
+
+    /// Starts a generation: drops the keys not touched since the last
+    /// call, and keeps the others until the next. Returns how many went.
+    ///
+    /// The caller's promise: everything touched before the last call can
+    /// no longer count (its window has passed), so that dropping it
+    /// changes no decision.
+    pub fn age(&mut self) -> usize {
+        let gone = self.old.len();
+        let mut freed = 0;
+        for (_, s) in self.old.drain() {
+            freed += s.heap();
+        }
+        self.heap = self.heap.saturating_sub(freed);
+        // The emptied table, with its slots, holds the next generation: a
+        // table that once held a flood and now holds a trickle gives most
+        // of them back (four times is slack enough that it does not shrink
+        // and grow back at every generation).
+        let now = self.map.len();
+        if self.old.capacity() > 4 * now + 1024 {
+            self.old.shrink_to(2 * now);
+        }
+        std::mem::swap(&mut self.map, &mut self.old);
+        gone
     }
 
     /// Last-active times of up to `sample` unpinned entries. Hash order is
@@ -465,8 +510,7 @@ impl<S: KeyState> Table<S> {
     /// eviction cutoff is estimated from it without copying every time.
     pub fn last_actives(&self, keep: impl Fn(&S) -> bool, sample: usize, out: &mut Vec<i64>) {
         out.extend(
-            self.map
-                .values()
+            (self.map.values().chain(self.old.values()))
                 .filter(|s| !keep(s))
                 .take(sample)
                 .map(KeyState::last_active),
@@ -476,24 +520,26 @@ impl<S: KeyState> Table<S> {
     /// Keeps the entries `keep` approves (it may change them); one pass,
     /// in memory order. Returns how many were dropped.
     pub fn retain(&mut self, mut keep: impl FnMut(&mut S) -> bool) -> usize {
-        let before = self.map.len();
+        let before = self.len();
         let mut heap = 0;
-        self.map.retain(|_, s| {
-            let kept = keep(s);
-            if kept {
-                heap += s.heap();
+        for map in [&mut self.map, &mut self.old] {
+            map.retain(|_, s| {
+                let kept = keep(s);
+                if kept {
+                    heap += s.heap();
+                }
+                kept
+            });
+            // A table that once held a flood and now holds a trickle would
+            // make every later sweep walk the flood's empty slots: give
+            // most back. Four times is slack enough that a table does not
+            // shrink and grow back again at every sweep.
+            if map.capacity() > 4 * map.len() + 1024 {
+                map.shrink_to(2 * map.len());
             }
-            kept
-        });
-        self.heap = heap;
-        // A table that once held a flood and now holds a trickle would make
-        // every later sweep walk the flood's empty slots: give most back.
-        // Four times is slack enough that a table does not shrink and grow
-        // back again at every sweep.
-        if self.map.capacity() > 4 * self.map.len() + 1024 {
-            self.map.shrink_to(2 * self.map.len());
         }
-        before - self.map.len()
+        self.heap = heap;
+        before - self.len()
     }
 
     /// Drops state last active at or before `cutoff`, except what `keep`
@@ -502,8 +548,12 @@ impl<S: KeyState> Table<S> {
         let gone = self.retain(|s| keep(s) || s.last_active() > cutoff);
         // Capacity is memory too, but shrinking a table that will grow back
         // soon is wasted rehashing: only the memory cap asks for it.
-        if shrink && self.map.capacity() > 2 * self.map.len() + 16 {
-            self.map.shrink_to(self.map.len());
+        if shrink {
+            for map in [&mut self.map, &mut self.old] {
+                if map.capacity() > 2 * map.len() + 16 {
+                    map.shrink_to(map.len());
+                }
+            }
         }
         gone
     }
@@ -729,6 +779,97 @@ mod tests {
             t.map.capacity()
         );
         assert_eq!(t.heap, t.map.values().map(KeyState::heap).sum::<usize>());
+    }
+
+    fn heap_recounted<S: KeyState>(t: &Table<S>) -> usize {
+        t.map
+            .values()
+            .chain(t.old.values())
+            .map(KeyState::heap)
+            .sum()
+    }
+
+    #[test]
+    fn aging_drops_only_keys_untouched_for_a_whole_generation() {
+        let mut t: Table<RateState> = Table::default();
+        let (a, b) = (key(1, 0), key(2, 0));
+        // Enough requests that the rings spill: their heap is accounted.
+        for i in 0..50 {
+            t.with(a, |s| s.hit(st(i), 100, 1000));
+            t.with(b, |s| s.hit(st(i), 100, 1000));
+        }
+        assert!(t.heap > 0);
+        assert_eq!(t.age(), 0, "the first generation only starts");
+        assert_eq!(t.len(), 2);
+        t.with(a, |s| s.hit(st(60), 100, 1000));
+        assert_eq!(t.age(), 1);
+        assert!(t.get(&a).is_some());
+        assert!(t.get(&b).is_none());
+        assert_eq!(t.heap, heap_recounted(&t));
+        // A key of the last generation keeps its state when it comes back.
+        assert_eq!(t.with(a, |s| s.count(61, 1000)), 51);
+        assert_eq!(t.age(), 0);
+        assert_eq!(t.age(), 1);
+        assert!(t.is_empty());
+        assert_eq!(t.heap, 0);
+    }
+
+    // The table that holds the next generation gives back most of a flood's
+    // slots, so a trickle after a flood does not keep them.
+    #[test]
+    fn a_generation_after_a_flood_gives_slots_back() {
+        let mut t: Table<RateState> = Table::default();
+        for i in 0..100_000u64 {
+            t.with(key(u128::from(i), 0), |s| s.hit(st(i as i64), 10, 1000));
+        }
+        let flood = t.map.capacity();
+        t.age();
+        for i in 0..100u64 {
+            t.with(key(u128::from(i), 1), |s| s.hit(st(200_000), 10, 1000));
+        }
+        assert_eq!(t.age(), 100_000);
+        assert!(
+            t.map.capacity() < flood / 50,
+            "{} of {flood}",
+            t.map.capacity()
+        );
+        assert_eq!(t.len(), 100);
+    }
+
+    proptest! {
+        /// Against a model of two sets: a key is kept exactly when touched
+        /// since the last-but-one aging, and the heap accounting matches a
+        /// recount whatever the order of touches, agings and sweeps.
+        #[test]
+        fn generations_keep_what_was_touched_since_the_last_but_one_aging(
+            ops in proptest::collection::vec((0u8..3, 0u64..12, 1usize..40), 1..120),
+        ) {
+            let mut t: Table<RateState> = Table::default();
+            let (mut now, mut old) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+            let mut clock = 0i64;
+            for (op, k, n) in ops {
+                match op {
+                    0 | 1 => {
+                        for _ in 0..n {
+                            clock += 1;
+                            t.with(key(u128::from(k), 0), |s| s.hit(st(clock), 30, 1_000_000));
+                        }
+                        old.remove(&k);
+                        now.insert(k);
+                    }
+                    _ => {
+                        prop_assert_eq!(t.age(), old.len());
+                        old = std::mem::take(&mut now);
+                    }
+                }
+                for k in 0..12u64 {
+                    let kept = now.contains(&k) || old.contains(&k);
+                    prop_assert_eq!(t.get(&key(u128::from(k), 0)).is_some(), kept, "key {}", k);
+                }
+                prop_assert_eq!(t.len(), now.len() + old.len());
+                prop_assert_eq!(t.heap, heap_recounted(&t));
+            }
+        }
     }
 
     #[test]
