@@ -508,13 +508,21 @@ impl<S: KeyState> Table<S> {
     /// Last-active times of up to `sample` unpinned entries. Hash order is
     /// seeded, so the first entries visited are a fair random sample; the
     /// eviction cutoff is estimated from it without copying every time.
+    ///
+    /// Each generation gives its share of the sample: the older one holds
+    /// the older entries, and a sample of the current one alone would put
+    /// the cutoff too late.
     pub fn last_actives(&self, keep: impl Fn(&S) -> bool, sample: usize, out: &mut Vec<i64>) {
-        out.extend(
-            (self.map.values().chain(self.old.values()))
-                .filter(|s| !keep(s))
-                .take(sample)
-                .map(KeyState::last_active),
-        );
+        let total = self.len().max(1);
+        let from_old = (sample as u128 * self.old.len() as u128 / total as u128) as usize;
+        for (map, n) in [(&self.map, sample - from_old), (&self.old, from_old)] {
+            out.extend(
+                map.values()
+                    .filter(|s| !keep(s))
+                    .take(n)
+                    .map(KeyState::last_active),
+            );
+        }
     }
 
     /// Keeps the entries `keep` approves (it may change them); one pass,
@@ -885,5 +893,23 @@ mod tests {
         assert_eq!(t.len(), 501);
         assert!(t.get(&key(3, 0)).is_some());
         assert!(t.bytes() < full);
+    }
+
+    // The eviction cutoff is estimated from a sample: both generations give
+    // their share, or the older entries would be missing from it.
+    #[test]
+    fn a_sample_of_last_actives_draws_on_both_generations() {
+        let mut t: Table<RateState> = Table::default();
+        for i in 0..3000u64 {
+            if i == 1000 {
+                t.age();
+            }
+            t.with(key(u128::from(i), 0), |s| s.hit(st(i as i64), 10, 1000));
+        }
+        let mut times = Vec::new();
+        t.last_actives(|_| false, 300, &mut times);
+        assert_eq!(times.len(), 300);
+        let older = times.iter().filter(|&&t| t < 1000).count();
+        assert_eq!(older, 100);
     }
 }
