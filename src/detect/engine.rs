@@ -182,7 +182,9 @@ pub struct Engine {
 /// every five minutes, as before, let it hold thirty windows' worth: on the
 /// benchmark log the tables outgrew the cache and every sweep shrank them
 /// and every minute grew them back (BENCHMARKS.md, "Replay: sweeps, a
-/// pass less, and an inlining lost").
+/// pass less, and an inlining lost"). Never more often than once a window:
+/// a sweep drops a rule table's older generation unread
+/// ([`Table::age`]), which is right only because it is a window old.
 fn sweep_due(now: i64, window_ms: i64, last: i64) -> bool {
     now.saturating_sub(last) >= window_ms.max(10_000)
 }
@@ -1172,7 +1174,7 @@ mod tests {
         let client: std::net::IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(
             fired,
-            vec![(50, Subject::host(super::super::addr::to_bits(client)))]
+            vec![(50, Subject::host(crate::detect::addr::to_bits(client)))]
         );
     }
 
