@@ -11,8 +11,6 @@ use std::collections::VecDeque;
 
 use smallvec::SmallVec;
 
-use crate::stats::Map;
-
 /// One counted request: its (engine) time and line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stamp {
@@ -415,17 +413,26 @@ pub fn key(ip: u128, field: u64) -> Key {
 /// "Engine: two generations").
 #[derive(Debug, Clone)]
 pub struct Table<S> {
-    map: Map<Key, S>,
-    old: Map<Key, S>,
+    map: Slots<S>,
+    old: Slots<S>,
+    /// Seeded (keys come from clients); one for both generations, so a key
+    /// is hashed once for both.
+    hasher: foldhash::fast::RandomState,
     /// Heap of the states in both generations.
     heap: usize,
 }
 
+/// `hashbrown`'s table rather than `std`'s map: a key missing from the
+/// current generation is looked up in the older one with the hash already
+/// computed, and removed from it without a second probe.
+type Slots<S> = hashbrown::HashTable<(Key, S)>;
+
 impl<S> Default for Table<S> {
     fn default() -> Self {
         Table {
-            map: Map::default(),
-            old: Map::default(),
+            map: Slots::new(),
+            old: Slots::new(),
+            hasher: Default::default(),
             heap: 0,
         }
     }
@@ -441,13 +448,20 @@ impl<S: KeyState> Table<S> {
     // "an inlining lost").
     #[inline(always)]
     pub fn with<R>(&mut self, k: Key, f: impl FnOnce(&mut S) -> R) -> R {
-        let s = match self.map.entry(k) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            // A key of the last generation comes back into this one.
-            std::collections::hash_map::Entry::Vacant(e) if !self.old.is_empty() => {
-                e.insert(self.old.remove(&k).unwrap_or_default())
+        use std::hash::BuildHasher;
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(k);
+        let is_k = |e: &(Key, S)| e.0 == k;
+        let s = match self.map.entry(hash, is_k, |e| hasher.hash_one(e.0)) {
+            hashbrown::hash_table::Entry::Occupied(e) => &mut e.into_mut().1,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                // A key of the last generation comes back into this one.
+                let state = match self.old.find_entry(hash, is_k) {
+                    Ok(found) => found.remove().0.1,
+                    Err(_) => S::default(),
+                };
+                &mut e.insert((k, state)).into_mut().1
             }
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(S::default()),
         };
         let before = s.heap();
         let r = f(s);
@@ -457,7 +471,12 @@ impl<S: KeyState> Table<S> {
     }
 
     pub fn get(&self, k: &Key) -> Option<&S> {
-        self.map.get(k).or_else(|| self.old.get(k))
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(k);
+        let is_k = |e: &(Key, S)| e.0 == *k;
+        (self.map.find(hash, is_k))
+            .or_else(|| self.old.find(hash, is_k))
+            .map(|(_, s)| s)
     }
 
     pub fn len(&self) -> usize {
@@ -480,6 +499,17 @@ impl<S: KeyState> Table<S> {
             + self.heap
     }
 
+    /// Gives back most of a generation's slots when it holds far fewer
+    /// keys than `keys`. Four times is slack enough that a table does not
+    /// shrink and grow back at every sweep; a table that once held a flood
+    /// and now holds a trickle would otherwise keep the flood's slots.
+    fn give_back(slots: &mut Slots<S>, keys: usize, hasher: &foldhash::fast::RandomState) {
+        use std::hash::BuildHasher;
+        if slots.capacity() > 4 * keys + 1024 {
+            slots.shrink_to(2 * keys, |e| hasher.hash_one(e.0));
+        }
+    }
+
     /// Starts a generation: drops the keys not touched since the last
     /// call, and keeps the others until the next. Returns how many went.
     ///
@@ -493,14 +523,8 @@ impl<S: KeyState> Table<S> {
             freed += s.heap();
         }
         self.heap = self.heap.saturating_sub(freed);
-        // The emptied table, with its slots, holds the next generation: a
-        // table that once held a flood and now holds a trickle gives most
-        // of them back (four times is slack enough that it does not shrink
-        // and grow back at every generation).
-        let now = self.map.len();
-        if self.old.capacity() > 4 * now + 1024 {
-            self.old.shrink_to(2 * now);
-        }
+        // The emptied table, with its slots, holds the next generation.
+        Self::give_back(&mut self.old, self.map.len(), &self.hasher);
         std::mem::swap(&mut self.map, &mut self.old);
         gone
     }
@@ -515,9 +539,10 @@ impl<S: KeyState> Table<S> {
     pub fn last_actives(&self, keep: impl Fn(&S) -> bool, sample: usize, out: &mut Vec<i64>) {
         let total = self.len().max(1);
         let from_old = (sample as u128 * self.old.len() as u128 / total as u128) as usize;
-        for (map, n) in [(&self.map, sample - from_old), (&self.old, from_old)] {
+        for (slots, n) in [(&self.map, sample - from_old), (&self.old, from_old)] {
             out.extend(
-                map.values()
+                (slots.iter())
+                    .map(|(_, s)| s)
                     .filter(|s| !keep(s))
                     .take(n)
                     .map(KeyState::last_active),
@@ -530,21 +555,16 @@ impl<S: KeyState> Table<S> {
     pub fn retain(&mut self, mut keep: impl FnMut(&mut S) -> bool) -> usize {
         let before = self.len();
         let mut heap = 0;
-        for map in [&mut self.map, &mut self.old] {
-            map.retain(|_, s| {
+        for slots in [&mut self.map, &mut self.old] {
+            slots.retain(|(_, s)| {
                 let kept = keep(s);
                 if kept {
                     heap += s.heap();
                 }
                 kept
             });
-            // A table that once held a flood and now holds a trickle would
-            // make every later sweep walk the flood's empty slots: give
-            // most back. Four times is slack enough that a table does not
-            // shrink and grow back again at every sweep.
-            if map.capacity() > 4 * map.len() + 1024 {
-                map.shrink_to(2 * map.len());
-            }
+            let keys = slots.len();
+            Self::give_back(slots, keys, &self.hasher);
         }
         self.heap = heap;
         before - self.len()
@@ -553,13 +573,15 @@ impl<S: KeyState> Table<S> {
     /// Drops state last active at or before `cutoff`, except what `keep`
     /// pins; with `shrink`, also gives back the slots freed.
     pub fn evict(&mut self, cutoff: i64, shrink: bool, keep: impl Fn(&S) -> bool) -> usize {
+        use std::hash::BuildHasher;
         let gone = self.retain(|s| keep(s) || s.last_active() > cutoff);
         // Capacity is memory too, but shrinking a table that will grow back
         // soon is wasted rehashing: only the memory cap asks for it.
         if shrink {
-            for map in [&mut self.map, &mut self.old] {
-                if map.capacity() > 2 * map.len() + 16 {
-                    map.shrink_to(map.len());
+            for slots in [&mut self.map, &mut self.old] {
+                if slots.capacity() > 2 * slots.len() + 16 {
+                    let keys = slots.len();
+                    slots.shrink_to(keys, |e| self.hasher.hash_one(e.0));
                 }
             }
         }
@@ -786,14 +808,12 @@ mod tests {
             "{} of {flood}",
             t.map.capacity()
         );
-        assert_eq!(t.heap, t.map.values().map(KeyState::heap).sum::<usize>());
+        assert_eq!(t.heap, heap_recounted(&t));
     }
 
     fn heap_recounted<S: KeyState>(t: &Table<S>) -> usize {
-        t.map
-            .values()
-            .chain(t.old.values())
-            .map(KeyState::heap)
+        (t.map.iter().chain(t.old.iter()))
+            .map(|(_, s)| s.heap())
             .sum()
     }
 
