@@ -1112,18 +1112,21 @@ mod tests {
         }
     }
 
+    /// The rule set of one configuration text.
+    fn rules_of(text: &str) -> RuleSet {
+        let config = Config::from_texts(vec![("t.toml".into(), text.into())]).unwrap();
+        RuleSet::compile(&config).unwrap()
+    }
+
     /// A score that decayed to nothing starts afresh when points come
     /// again, its old samples gone, whether or not a sweep ran in between
     /// (none does here: three requests): decisions do not depend on when
     /// sweeps run, which the shards rely on.
     #[test]
     fn a_decayed_score_keeps_no_stale_samples() {
-        let config = Config::from_texts(vec![(
-            "t.toml".into(),
-            "default_rules = false\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\nscore = 10\n[scores.default]\nthreshold = 15\ndecay = \"10/1m\"\naction = \"ban\"\nduration = \"1h\"\n".into(),
-        )])
-        .unwrap();
-        let mut engine = Engine::new(RuleSet::compile(&config).unwrap());
+        let mut engine = Engine::new(rules_of(
+            "default_rules = false\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\nscore = 10\n[scores.default]\nthreshold = 15\ndecay = \"10/1m\"\naction = \"ban\"\nduration = \"1h\"\n",
+        ));
         feed_lines(&mut engine, &["192.0.2.1"], 0);
         let parser = Parser::preset(Preset::Combined, TrustedProxies::default());
         let (mut scratch, mut cs) = (Scratch::default(), ClassifyScratch::default());
@@ -1147,12 +1150,9 @@ mod tests {
     /// a key of the last one comes back with its state.
     #[test]
     fn a_count_spanning_a_sweep_fires_at_its_threshold() {
-        let config = Config::from_texts(vec![(
-            "t.toml".into(),
-            "default_rules = false\n[rules.slow]\nkind = \"rate\"\nkey = \"ip\"\nlimit = 5\nwindow = \"1m\"\naction = \"ban\"\nduration = \"1h\"\n".into(),
-        )])
-        .unwrap();
-        let mut engine = Engine::new(RuleSet::compile(&config).unwrap());
+        let mut engine = Engine::new(rules_of(
+            "default_rules = false\n[rules.slow]\nkind = \"rate\"\nkey = \"ip\"\nlimit = 5\nwindow = \"1m\"\naction = \"ban\"\nduration = \"1h\"\n",
+        ));
         let mut fired = Vec::new();
         for second in [0, 10, 20, 30, 40, 50] {
             feed_lines(&mut engine, &["192.0.2.1"], second);
@@ -1218,12 +1218,9 @@ mod tests {
     }
 
     fn farm_engines(nodes: usize, limit: u64) -> Vec<Engine> {
-        let config = Config::from_texts(vec![(
-            "t.toml".into(),
-            format!("default_rules = false\n[rules.flood]\nkind = \"rate\"\nscope = \"farm\"\nlimit = {limit}\nwindow = \"10s\"\naction = \"ban\"\nduration = \"1h\"\n"),
-        )])
-        .unwrap();
-        let set = RuleSet::compile(&config).unwrap();
+        let set = rules_of(&format!(
+            "default_rules = false\n[rules.flood]\nkind = \"rate\"\nscope = \"farm\"\nlimit = {limit}\nwindow = \"10s\"\naction = \"ban\"\nduration = \"1h\"\n"
+        ));
         (0..nodes)
             .map(|_| {
                 let mut e = Engine::new(set.clone());
@@ -1395,12 +1392,9 @@ mod tests {
     /// rebuilt engine did not know decisions still queued for the ledger.
     #[test]
     fn an_engine_that_carries_over_does_not_decide_again() {
-        let config = Config::from_texts(vec![(
-            "t.toml".into(),
-            "default_rules = false\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n".into(),
-        )])
-        .unwrap();
-        let set = RuleSet::compile(&config).unwrap();
+        let set = rules_of(
+            "default_rules = false\n[rules.trigger]\nkind = \"match\"\nmatch.path.exact = [\"/trigger\"]\naction = \"ban\"\n",
+        );
         let mut old = Engine::new(set.clone());
         feed_lines(&mut old, &["192.0.2.1"], 0);
         assert_eq!(old.take_decisions().len(), 1);

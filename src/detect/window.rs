@@ -410,7 +410,7 @@ pub fn key(ip: u128, field: u64) -> Key {
 /// whose keys mostly come once (most of a busy site's clients, most
 /// client-and-URL pairs) forgets them without a pass that reads every
 /// entry to ask its age and erases them one by one (BENCHMARKS.md,
-/// "Engine: two generations").
+/// "Engine: two generations instead of sweeps").
 #[derive(Debug, Clone)]
 pub struct Table<S> {
     map: Slots<S>,
@@ -470,6 +470,7 @@ impl<S: KeyState> Table<S> {
         r
     }
 
+    #[cfg(test)]
     pub fn get(&self, k: &Key) -> Option<&S> {
         use std::hash::BuildHasher;
         let hash = self.hasher.hash_one(k);
